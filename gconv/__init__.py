@@ -1,0 +1,18 @@
+"""gconv: torch.nn.Conv1d/Conv2d and functional.conv1d/conv2d on NumPy arrays, with OpenMP Cython kernels."""
+from ._kernels import openmp_enabled
+from ._threads import get_num_threads, set_num_threads
+from .functional import conv1d, conv2d
+from .modules import Conv1d, Conv2d
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "conv1d",
+    "conv2d",
+    "get_num_threads",
+    "set_num_threads",
+    "openmp_enabled",
+    "__version__",
+]

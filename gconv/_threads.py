@@ -1,0 +1,58 @@
+"""Thread count for gconv's OpenMP kernels: get_num_threads, set_num_threads and per-call resolution."""
+import operator
+import os
+
+from . import _kernels
+
+# Set by set_num_threads(); process-wide, because omp_set_num_threads() only reaches the OS thread
+# that calls it and gconv may be called from any Python thread.
+_process_n_threads = None
+_STARTUP_OMP_LIMIT = _kernels.omp_max_threads()
+
+
+def get_num_threads():
+    """Number of threads the next gconv call from this Python thread will use.
+
+    The ``set_num_threads`` value when one was set, else OpenMP's current limit for this thread
+    (``OMP_NUM_THREADS``, or a ``threadpoolctl.threadpool_limits`` block). A threadpoolctl limit
+    entered after ``set_num_threads`` still caps it.
+    """
+    if not _kernels.openmp_enabled():
+        return 1
+    omp_limit = _kernels.omp_max_threads()
+    if _process_n_threads is None:
+        return omp_limit
+    # This thread's OpenMP limit is its start-up default (threads not started by OpenMP get that)
+    # or the value set_num_threads() installed, unless threadpoolctl has changed it: then it caps.
+    if omp_limit in (_STARTUP_OMP_LIMIT, _process_n_threads):
+        return _process_n_threads
+    return min(_process_n_threads, omp_limit)
+
+
+def set_num_threads(n_threads):
+    """Set the number of threads gconv uses, for calls from every Python thread.
+
+    Parameters
+    ----------
+    n_threads : int
+        A positive number of threads. Calls with an explicit ``n_threads`` argument still use theirs.
+    """
+    global _process_n_threads
+    n = operator.index(n_threads)
+    if n < 1:
+        raise ValueError(f"n_threads must be a positive integer, got {n}")
+    _process_n_threads = n
+    # Keep threadpoolctl's view of this thread consistent with what gconv will do.
+    _kernels.omp_set_max_threads(n)
+
+
+def resolve_n_threads(n_threads=None):
+    """Threads for one call: None means get_num_threads(); negative means all cores minus (-n - 1)."""
+    if n_threads is None:
+        return get_num_threads()
+    n = operator.index(n_threads)
+    if n == 0:
+        raise ValueError("n_threads must not be 0 (None: the current setting; negative: all cores minus k)")
+    if n < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + n)
+    return n

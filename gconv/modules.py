@@ -1,0 +1,246 @@
+"""Conv1d and Conv2d modules: torch.nn's constructor, attributes, repr, init and state_dict on NumPy arrays."""
+import math
+import operator
+import warnings
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = ["Conv1d", "Conv2d"]
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+def _module_dtype(dtype):
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy float dtype (float32 or float64), got {dtype!r}") from None
+    if resolved not in F.SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {resolved}")
+    return resolved
+
+
+class _ConvNd:
+    """Hyper-parameters validated once, parameters as NumPy arrays; subclasses fix the dimension."""
+
+    _n_spatial = None  # 1 or 2, set by the subclass
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rng=None):
+        nd = self._n_spatial
+        # torch's checks, in torch's order and with torch's messages
+        if groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups != 0:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups != 0:
+            raise ValueError("out_channels must be divisible by groups")
+        op = type(self).__name__
+        kernel_size = F.int_tuple(kernel_size, "kernel_size", op, nd)
+        stride = F.int_tuple(stride, "stride", op, nd)
+        dilation = F.int_tuple(dilation, "dilation", op, nd)
+        valid_padding_strings = {"same", "valid"}
+        if isinstance(padding, str):
+            if padding not in valid_padding_strings:
+                raise ValueError(
+                    f"Invalid padding string {padding!r}, should be one of {valid_padding_strings}"
+                )
+            if padding == "same" and any(s != 1 for s in stride):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+        else:
+            padding = F.int_tuple(padding, "padding", op, nd)
+        valid_padding_modes = {"zeros", "reflect", "replicate", "circular"}
+        if padding_mode not in valid_padding_modes:
+            raise ValueError(
+                f"padding_mode must be one of {valid_padding_modes}, but got padding_mode='{padding_mode}'"
+            )
+        if device not in (None, "cpu"):
+            raise ValueError(f"gconv runs on the CPU only: device must be None or 'cpu', got {device!r}")
+
+        self.in_channels = operator.index(in_channels)
+        self.out_channels = operator.index(out_channels)
+        self.groups = operator.index(groups)
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.transposed = False
+        self.output_padding = (0,) * nd
+        self.padding_mode = padding_mode
+        self._reversed_padding_repeated_twice = self._padding_for_pad()
+        self.dtype = _module_dtype(dtype)
+
+        weight_shape = (self.out_channels, self.in_channels // self.groups, *kernel_size)
+        negative = [s for s in weight_shape if s < 0]
+        if negative:
+            raise RuntimeError(
+                f"Trying to create tensor with negative dimension {negative[0]}: {F._shape_str(weight_shape)}"
+            )
+        self.weight = np.empty(weight_shape, dtype=self.dtype)
+        self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
+        self.reset_parameters(rng)
+
+    def _padding_for_pad(self):
+        """torch's _reversed_padding_repeated_twice: F.pad's argument for the non-zero padding modes."""
+        if isinstance(self.padding, str):
+            pads = [0, 0] * len(self.kernel_size)
+            if self.padding == "same":
+                for i, (d, k) in enumerate(zip(self.dilation, self.kernel_size)):
+                    total = d * (k - 1)
+                    left = total // 2
+                    j = len(self.kernel_size) - 1 - i
+                    pads[2 * j], pads[2 * j + 1] = left, total - left
+            return pads
+        return [p for p in reversed(self.padding) for _ in range(2)]
+
+    def reset_parameters(self, rng=None):
+        """Draw weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch's kaiming_uniform(a=sqrt(5)).
+
+        rng : None, int seed or numpy.random.Generator.
+        """
+        rng = np.random.default_rng(rng)
+        fan_in = self.weight.shape[1] * math.prod(self.weight.shape[2:])
+        if self.weight.size == 0:
+            warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=2)
+        else:
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape)
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
+
+    # ---- parameters -------------------------------------------------------------------------
+
+    def state_dict(self):
+        """OrderedDict of 'weight' and, when present, 'bias': the arrays themselves, as torch shares storage."""
+        state = OrderedDict(weight=self.weight)
+        if self.bias is not None:
+            state["bias"] = self.bias
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays (NumPy, or anything np.asarray takes, e.g. torch CPU tensors) into the parameters.
+
+        Values are cast to the module's dtype. With strict=True missing or unexpected keys raise
+        RuntimeError with torch's text; a shape mismatch always does. Returns (missing_keys, unexpected_keys).
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        errors = []
+        loaded = {}
+        for key, param in own.items():
+            if key not in state_dict:
+                continue
+            value = np.asarray(state_dict[key])
+            if value.shape != param.shape:
+                errors.append(
+                    f"size mismatch for {key}: copying a param with shape torch.Size({list(value.shape)}) "
+                    f"from checkpoint, the shape in current model is torch.Size({list(param.shape)})."
+                )
+            else:
+                loaded[key] = value
+        if strict:
+            if unexpected:
+                errors.insert(0, "Unexpected key(s) in state_dict: {}. ".format(
+                    ", ".join(f'"{k}"' for k in unexpected)))
+            if missing:
+                errors.insert(0, "Missing key(s) in state_dict: {}. ".format(
+                    ", ".join(f'"{k}"' for k in missing)))
+        if errors:
+            raise RuntimeError(
+                "Error(s) in loading state_dict for {}:\n\t{}".format(type(self).__name__, "\n\t".join(errors))
+            )
+        for key, value in loaded.items():
+            np.copyto(own[key], value, casting="unsafe")
+        return IncompatibleKeys(missing, unexpected)
+
+    def _check_parameters(self):
+        # Parameters are plain attributes a user may reassign; catch a wrong one before it reaches the kernel.
+        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        for name, value, shape in (("weight", self.weight, expected), ("bias", self.bias, (self.out_channels,))):
+            if value is None and name == "bias":
+                continue
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{type(self).__name__}.{name} must be a numpy.ndarray, not {type(value).__name__}")
+            if value.shape != shape:
+                raise RuntimeError(
+                    f"{type(self).__name__}.{name} has shape {value.shape}, expected {shape} for {self!r}"
+                )
+            if F.native_dtype(value.dtype) not in F.SUPPORTED_DTYPES:
+                raise TypeError(
+                    f"{type(self).__name__}.{name} must be float32 or float64, but has dtype {value.dtype}"
+                )
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def forward(self, input, *, n_threads=None):
+        """Apply the convolution; see the class docstring for the shapes."""
+        op = f"conv{self._n_spatial}d"
+        F._check_array(input, "input", op)
+        self._check_parameters()
+        if self.padding_mode != "zeros":
+            # As torch: pad explicitly in the mode, then convolve without padding.
+            padded = F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
+            return F.convolution(padded, self.weight, self.bias, self.stride, (0,) * self._n_spatial,
+                                 self.dilation, self.groups, self._n_spatial, op, n_threads)
+        return F.convolution(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                             self.groups, self._n_spatial, op, n_threads)
+
+    def __call__(self, input, *, n_threads=None):
+        return self.forward(input, n_threads=n_threads)
+
+    # ---- repr -------------------------------------------------------------------------------
+
+    def extra_repr(self):
+        s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
+        if self.padding != (0,) * len(self.padding):
+            s += ", padding={padding}"
+        if self.dilation != (1,) * len(self.dilation):
+            s += ", dilation={dilation}"
+        if self.output_padding != (0,) * len(self.output_padding):
+            s += ", output_padding={output_padding}"
+        if self.groups != 1:
+            s += ", groups={groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += ", padding_mode={padding_mode}"
+        return s.format(**self.__dict__)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over NumPy arrays, as ``torch.nn.Conv1d``.
+
+    Parameters are torch's (in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    groups=1, bias=True, padding_mode='zeros', device=None, dtype=None), plus ``rng`` (seed or
+    Generator) for the initialisation. ``dtype`` is float32 (default) or float64.
+
+    Shapes: input (N, C_in, L) or (C_in, L); output (N, C_out, L_out) or (C_out, L_out);
+    ``weight`` (C_out, C_in // groups, K); ``bias`` (C_out,) or None.
+    """
+
+    _n_spatial = 1
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution over NumPy arrays, as ``torch.nn.Conv2d``.
+
+    Parameters are torch's (in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    groups=1, bias=True, padding_mode='zeros', device=None, dtype=None), plus ``rng`` (seed or
+    Generator) for the initialisation. ``dtype`` is float32 (default) or float64.
+
+    Shapes: input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H_out, W_out) or
+    (C_out, H_out, W_out); ``weight`` (C_out, C_in // groups, KH, KW); ``bias`` (C_out,) or None.
+    Groups: C_in and C_out are split into ``groups`` slices; output slice g sees input slice g only.
+    """
+
+    _n_spatial = 2
