@@ -96,7 +96,7 @@ class _ConvNd:
                     j = len(self.kernel_size) - 1 - i
                     pads[2 * j], pads[2 * j + 1] = left, total - left
             return pads
-        return [p for p in reversed(self.padding) for _ in range(2)]
+        return tuple(p for p in reversed(self.padding) for _ in range(2))
 
     def reset_parameters(self, rng=None):
         """Draw weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch's kaiming_uniform(a=sqrt(5)).
