@@ -1,5 +1,6 @@
 """Functional layer: torch's argument checks and messages, padding, output geometry and kernel dispatch."""
 import operator
+import os
 
 import numpy as np
 
@@ -27,6 +28,25 @@ _TORCH_DTYPE_NAMES = {
 
 # No C index in the kernels may leave Py_ssize_t; sizes and extents are kept below this.
 _MAX_EXTENT = 2**62
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit known
+        return _MAX_EXTENT
+
+
+_PHYSICAL_MEMORY = _physical_memory()
+
+
+def check_allocation(n_bytes, what):
+    """Refuse, before trying, an allocation larger than this machine's memory (or than Py_ssize_t)."""
+    if n_bytes >= min(_MAX_EXTENT, _PHYSICAL_MEMORY):
+        raise RuntimeError(
+            f"{what} needs {n_bytes / 2**30:.4g} GiB, more than this machine's "
+            f"{_PHYSICAL_MEMORY / 2**30:.4g} GiB of memory"
+        )
 
 
 def _torch_name(dtype, style):
@@ -243,8 +263,10 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     n_elements = 1
     for s in out_shape:
         n_elements *= s
-    if n_elements * dtype.itemsize >= _MAX_EXTENT:
-        raise RuntimeError(f"{op}: output of size {_shape_str(out_shape)} is too large")
+    check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size {_shape_str(out_shape)}")
+    for name, a in (("input", x4), ("weight", weight), ("bias", bias)):
+        if a is not None and not (a.flags.c_contiguous and a.dtype.isnative):
+            check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name} {_shape_str(a.shape)}")
     out = np.empty(out_shape, dtype=dtype)
     if n_elements == 0:
         return out if is_batched else out[0]
@@ -399,8 +421,7 @@ def pad(x, pads, mode):
         n_elements *= s
     for axis in range(x.ndim - n_pad):
         n_elements *= shape[axis]
-    if n_elements * x.dtype.itemsize >= _MAX_EXTENT:
-        raise RuntimeError(f"padding {list(pads)} makes an array too large for input {_shape_str(shape)}")
+    check_allocation(n_elements * x.dtype.itemsize, f"padding {list(pads)} of input {_shape_str(shape)}")
     for (axis, before, after) in per_axis:
         if before == 0 and after == 0:
             continue  # nothing to do on this axis (and, for circular, size 0 is allowed only here)

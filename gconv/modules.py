@@ -25,6 +25,13 @@ def _module_dtype(dtype):
     return resolved
 
 
+def _index(value, name, op):
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}(): argument '{name}' must be an int, but got {value!r}") from None
+
+
 class _ConvNd:
     """Hyper-parameters validated once, parameters as NumPy arrays; subclasses fix the dimension."""
 
@@ -62,9 +69,9 @@ class _ConvNd:
         if device not in (None, "cpu"):
             raise ValueError(f"gconv runs on the CPU only: device must be None or 'cpu', got {device!r}")
 
-        self.in_channels = operator.index(in_channels)
-        self.out_channels = operator.index(out_channels)
-        self.groups = operator.index(groups)
+        self.in_channels = _index(in_channels, "in_channels", op)
+        self.out_channels = _index(out_channels, "out_channels", op)
+        self.groups = _index(groups, "groups", op)
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
@@ -81,6 +88,8 @@ class _ConvNd:
             raise RuntimeError(
                 f"Trying to create tensor with negative dimension {negative[0]}: {F._shape_str(weight_shape)}"
             )
+        F.check_allocation(math.prod(weight_shape) * self.dtype.itemsize,
+                           f"{op}: a weight of size {F._shape_str(weight_shape)}")
         self.weight = np.empty(weight_shape, dtype=self.dtype)
         self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
         self.reset_parameters(rng)
