@@ -128,7 +128,7 @@ def _batchify(x, n_spatial, op):
 
 def _same_padding(weight, stride, dilation, dim, x_shape):
     """at::_convolution_same: checks, then (symmetric padding, extra right/bottom padding) per axis."""
-    if x_shape is not None and len(x_shape) != weight.ndim:
+    if len(x_shape) != weight.ndim:
         raise RuntimeError(
             f"Expected {weight.ndim}-dimensional input for {weight.ndim}-dimensional weight"
             f"{_shape_str(weight.shape)}, but got {len(x_shape)}-dimensional input of size "
