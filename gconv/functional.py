@@ -26,6 +26,9 @@ _TORCH_DTYPE_NAMES = {
     "complex128": ("c10::complex<double>", "ComplexDouble", "torch.ComplexDoubleTensor"),
 }
 
+# Below this many multiply-adds a call runs on one thread: starting a team costs more than it saves.
+_SERIAL_BELOW_MACS = 1 << 17
+
 # No C index in the kernels may leave Py_ssize_t; sizes and extents are kept below this.
 _MAX_EXTENT = 2**62
 
@@ -280,10 +283,13 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
         stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
     else:
         out4 = out
+    n_threads = resolve_n_threads(n_threads)
+    if n_elements * w_c[0].size < _SERIAL_BELOW_MACS:
+        n_threads = 1
     _kernels.conv2d_direct(
         x_c, w_c, b_c, out4,
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        groups, resolve_n_threads(n_threads),
+        groups, n_threads,
     )
     return out if is_batched else out[0]
 
