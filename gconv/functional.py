@@ -201,8 +201,9 @@ def _check_shape_forward(x_shape, weight, bias, stride, padding, dilation, group
 
 
 def _coerce(a, dtype):
-    """C-contiguous, native byte order, of dtype; no copy when the array already is."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    """C-contiguous, aligned, native byte order, of dtype; no copy when the array already is."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.aligned else a.copy()  # a view into a byte buffer at an odd offset
 
 
 def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads=None):

@@ -57,6 +57,21 @@ def test_any_layout_gives_the_same_result_and_is_not_written(dtype):
         assert not np.shares_memory(got, variant)
 
 
+def test_unaligned_arrays():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((2, 2, 3, 3))
+    buffers = [np.zeros(a.nbytes + 1, np.uint8) for a in (x, w)]
+    unaligned = []
+    for a, buf in zip((x, w), buffers):
+        view = buf[1:].view(np.float64).reshape(a.shape)
+        view[...] = a
+        assert not view.flags.aligned
+        unaligned.append(view)
+    got = gconv.conv2d(unaligned[0], unaligned[1], padding=1)
+    np.testing.assert_allclose(got, conv_reference(x, w, None, 1, 1), rtol=1e-12, atol=1e-12)
+
+
 def test_weight_and_bias_layouts_and_read_only():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 4, 6, 6))
