@@ -36,14 +36,14 @@ def _check(module_cls, x_shape, cin, cout, g, k, s, p, d, mode, dtype, bias, rng
     np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
-@pytest.mark.parametrize("cin,cout,g,k,s,p,d,mode", _cases(GEOMETRY_2D))
+@pytest.mark.parametrize("cin,cout,g,k,s,p,d,mode", list(_cases(GEOMETRY_2D)))
 def test_conv2d_matches_reference(cin, cout, g, k, s, p, d, mode):
     rng = np.random.default_rng(0)
     for dtype, bias, shape in [(np.float32, True, (2, cin, 7, 9)), (np.float64, False, (cin, 8, 6))]:
         _check(gconv.Conv2d, shape, cin, cout, g, k, s, p, d, mode, dtype, bias, rng)
 
 
-@pytest.mark.parametrize("cin,cout,g,k,s,p,d,mode", _cases(GEOMETRY_1D))
+@pytest.mark.parametrize("cin,cout,g,k,s,p,d,mode", list(_cases(GEOMETRY_1D)))
 def test_conv1d_matches_reference(cin, cout, g, k, s, p, d, mode):
     rng = np.random.default_rng(1)
     for dtype, bias, shape in [(np.float64, True, (3, cin, 11)), (np.float32, False, (cin, 8))]:
