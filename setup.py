@@ -1,11 +1,18 @@
 """Build gconv's Cython kernels, with OpenMP where the compiler has it.
 
+The kernel source gconv/_kernels.pyx is compiled once per instruction-set level: gconv._kernels for the
+portable baseline and, on x86-64 where the compiler accepts the flags, gconv._kernels_avx2 (x86-64-v3:
+AVX2 + FMA) and gconv._kernels_avx512 (x86-64-v4). gconv._dispatch picks one at import from the CPU's
+features, so one build serves machines of different generations (no -march=native anywhere).
+
 Environment switches read at build time:
   GCONV_DEBUG=1            bounds checking and initialisation checks on, -O0 -g (a debug build)
   GCONV_REQUIRE_OPENMP=1   fail the build when the compiler has no OpenMP (CI sets this)
   GCONV_DISABLE_OPENMP=1   build the serial fallback even where OpenMP is available
 """
 import os
+import platform
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -47,22 +54,31 @@ def _openmp_flags(compiler_type):
     return ["-fopenmp"], ["-fopenmp"]
 
 
-class BuildExtWithOpenMP(build_ext):
-    """build_ext that probes the compiler for OpenMP by compiling and linking a tiny program."""
+# Instruction-set levels beyond the baseline: (module suffix, GCC/clang flags, MSVC flags).
+ISA_LEVELS = [
+    ("avx2", ["-march=x86-64-v3"], ["/arch:AVX2"]),
+    ("avx512", ["-march=x86-64-v4"], ["/arch:AVX512"]),
+]
+IS_X86_64 = platform.machine().lower() in {"x86_64", "amd64"}
 
-    def _compiler_has_openmp(self, compile_args, link_args):
+
+class BuildExtWithOpenMP(build_ext):
+    """build_ext that probes the compiler for OpenMP and for each instruction-set level's flags."""
+
+    def _compiles(self, program, compile_args, link_args):
         with tempfile.TemporaryDirectory() as tmp:
-            source = os.path.join(tmp, "omp_probe.c")
+            source = os.path.join(tmp, "probe.c")
             with open(source, "w") as f:
-                f.write(OPENMP_TEST_PROGRAM)
+                f.write(program)
             try:
                 objects = self.compiler.compile([source], output_dir=tmp, extra_postargs=compile_args)
-                self.compiler.link_executable(
-                    objects, "omp_probe", output_dir=tmp, extra_postargs=link_args
-                )
+                self.compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=link_args)
             except Exception:
                 return False
         return True
+
+    def _compiler_has_openmp(self, compile_args, link_args):
+        return self._compiles(OPENMP_TEST_PROGRAM, compile_args, link_args)
 
     def build_extensions(self):
         compiler_type = self.compiler.compiler_type
@@ -84,9 +100,16 @@ class BuildExtWithOpenMP(build_ext):
             optimise = ["/Od", "/Zi"] if DEBUG else ["/O2"]
         else:
             optimise = ["-O0", "-g"] if DEBUG else ["-O3"]
+        kept = []
         for ext in self.extensions:
-            ext.extra_compile_args = optimise + compile_args + ext.extra_compile_args
+            isa_flags = ext.extra_compile_args
+            if isa_flags and not self._compiles("int main(void) { return 0; }", isa_flags, []):
+                print(f"WARNING: gconv: the compiler refuses {isa_flags}; {ext.name} is not built", file=sys.stderr)
+                continue
+            ext.extra_compile_args = optimise + compile_args + isa_flags
             ext.extra_link_args = link_args + ext.extra_link_args
+            kept.append(ext)
+        self.extensions = kept
         super().build_extensions()
 
 
@@ -99,14 +122,32 @@ compiler_directives = {
     "embedsignature": True,
 }
 
-extensions = [
-    Extension(
-        "gconv._kernels",
-        sources=["gconv/_kernels.pyx"],
-        include_dirs=[np.get_include(), "gconv"],
+def _kernel_extension(name, source, isa_flags=()):
+    return Extension(
+        name,
+        sources=[source],
+        include_dirs=[np.get_include(), os.path.abspath("gconv")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=list(isa_flags),
     )
-]
+
+
+def _isa_source(suffix):
+    """A copy of the kernel source under the module name of one instruction-set level (build/ only)."""
+    folder = os.path.join("build", "isa_sources", "gconv")
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, f"_kernels_{suffix}.pyx")
+    shutil.copyfile(os.path.join("gconv", "_kernels.pyx"), target)
+    return target
+
+
+extensions = [_kernel_extension("gconv._kernels", "gconv/_kernels.pyx")]
+if IS_X86_64:
+    msvc = sys.platform == "win32"
+    for suffix, gcc_flags, msvc_flags in ISA_LEVELS:
+        extensions.append(
+            _kernel_extension(f"gconv._kernels_{suffix}", _isa_source(suffix), msvc_flags if msvc else gcc_flags)
+        )
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=compiler_directives),

@@ -1,10 +1,18 @@
 """gconv: torch.nn.Conv1d/Conv2d and functional.conv1d/conv2d on NumPy arrays, with OpenMP Cython kernels."""
+from ._dispatch import available_levels as available_isas
 from ._kernels import openmp_enabled
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv1d, conv2d
 from .modules import Conv1d, Conv2d
 
 __version__ = "0.1.0"
+
+
+def kernel_isa():
+    """Instruction-set level of the kernels in use: 'avx512', 'avx2' or 'baseline' (GCONV_ISA forces one)."""
+    from . import _dispatch
+    return _dispatch.ISA
+
 
 __all__ = [
     "Conv1d",
@@ -14,5 +22,7 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "openmp_enabled",
+    "kernel_isa",
+    "available_isas",
     "__version__",
 ]

@@ -3,10 +3,17 @@
 Every argument is validated and coerced by gconv.functional before it gets here: arrays are C-contiguous,
 of one dtype, with consistent shapes, and the output geometry is exact. Bounds checks are off in a normal
 build (the Python layer proved the bounds) and on in a debug build (GCONV_DEBUG=1 at build time).
+
+This one source is compiled once per instruction-set level (gconv._kernels is the portable build; setup.py
+adds _kernels_avx2 and _kernels_avx512 where the compiler can); gconv._dispatch picks one at import.
 """
+
+import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 cdef extern from "_omp_shim.h" nogil:
     int GCONV_OPENMP_ENABLED
@@ -16,11 +23,33 @@ cdef extern from "_omp_shim.h" nogil:
     void omp_set_num_threads(int n)
 
 
+cdef extern from "_microkernel.h" nogil:
+    const char* GCONV_ISA_NAME
+    int GCONV_TILE_W_F32
+    int GCONV_TILE_W_F64
+    void gconv_tile_f32(int oc_block, const float* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
+                        Py_ssize_t row_step, const Py_ssize_t* kw_offset, const float* w, Py_ssize_t n_ic,
+                        Py_ssize_t kh_size, Py_ssize_t kw_size, float* out, Py_ssize_t out_channel_stride,
+                        Py_ssize_t out_row_stride, const float* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
+                        Py_ssize_t n_cols)
+    void gconv_tile_f64(int oc_block, const double* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
+                        Py_ssize_t row_step, const Py_ssize_t* kw_offset, const double* w, Py_ssize_t n_ic,
+                        Py_ssize_t kh_size, Py_ssize_t kw_size, double* out, Py_ssize_t out_channel_stride,
+                        Py_ssize_t out_row_stride, const double* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
+                        Py_ssize_t n_cols)
+
+
 cdef enum:
-    # Output channels computed together by one work item: their rows share each loaded input row.
-    OC_BLOCK = 8
-    # Work items wanted per thread before rows are split too, so static chunks stay balanced.
+    # Work items wanted per thread before blocks are split further, so static chunks stay balanced.
     ITEMS_PER_THREAD = 4
+    # Bytes of packed input one thread works from at a time: it stays in L2 while every output-channel
+    # block of the item sweeps over it.
+    SLAB_BUDGET = 384 * 1024
+    # Beyond this even a one-tile slab is absurd (only huge dilations get here): use the direct loops.
+    SLAB_LIMIT = 64 * 1024 * 1024
+
+ISA = GCONV_ISA_NAME.decode()
+TILE_WIDTH = {"float32": GCONV_TILE_W_F32, "float64": GCONV_TILE_W_F64}
 
 
 def openmp_enabled():
@@ -48,13 +77,82 @@ def parallel_team_size(int n_threads):
     return team[0]
 
 
-cdef struct Geometry:
+cdef struct Plan:
     # input (N, C_in, H, W), weight (C_out, ic_per_group, KH, KW), output (N, C_out, H_out, W_out)
     Py_ssize_t N, C_in, H, W, C_out, KH, KW, H_out, W_out
     Py_ssize_t groups, ic_per_group, oc_per_group
     Py_ssize_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w
-    # work decomposition: item = ((n * groups + g) * n_oc_blocks + oc_block) * n_row_blocks + row_block
-    Py_ssize_t oc_block, n_oc_blocks, rows_per_block, n_row_blocks
+    # register tile: oc_block channels x tile_rows rows x tile_cols columns (see _microkernel.h)
+    int oc_block
+    Py_ssize_t tile_rows, tile_cols, n_oc_blocks
+    # work item = ((n * groups + g) * n_row_blocks + row_block) * n_col_blocks + col_block
+    Py_ssize_t rows_per_block, cols_per_block, n_row_blocks, n_col_blocks
+    # per-thread slab: [ic][slab_rows][n_phases][phase_len]; rows are slab_row_len apart. Only the
+    # column phases (kw * dilation_w) % stride_w that some tap reads are stored (at most KW of them).
+    Py_ssize_t n_phases, slab_rows, phase_len, slab_row_len, slab_size
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b  # a >= 0, b > 0
+
+
+cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noexcept nogil:
+    """Slab shape for blocks of row_tiles x col_tiles tiles: the padded input those outputs read."""
+    plan.rows_per_block = row_tiles * plan.tile_rows
+    plan.cols_per_block = col_tiles * plan.tile_cols
+    plan.slab_rows = (plan.rows_per_block - 1) * plan.stride_h + (plan.KH - 1) * plan.dilation_h + 1
+    # tile column j of tap kw reads phase position (ow - ow_start) + j + (kw * dilation_w) // stride_w
+    plan.phase_len = plan.cols_per_block + ((plan.KW - 1) * plan.dilation_w) // plan.stride_w
+    plan.slab_row_len = plan.n_phases * plan.phase_len
+    plan.slab_size = plan.ic_per_group * plan.slab_rows * plan.slab_row_len
+
+
+cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const Py_ssize_t* phases,
+                     Py_ssize_t n, Py_ssize_t g, Py_ssize_t oh_start, Py_ssize_t ow_start) noexcept nogil:
+    """Copy the input one block reads into slab, zeros where it falls in the padding.
+
+    Position pos of phase p in a slab row holds input column ow_start * stride_w - pad_left + pos * stride_w
+    + p, so the output columns j, j+1, ... of one tap read consecutive positions whatever the stride.
+    """
+    cdef Py_ssize_t s = plan.stride_w, W = plan.W, length = plan.phase_len
+    cdef Py_ssize_t first_row = oh_start * plan.stride_h - plan.pad_top
+    cdef Py_ssize_t first_col = ow_start * s - plan.pad_left
+    cdef Py_ssize_t ic, r, ih, lo, hi, slot, pos, col
+    cdef const floating* src
+    cdef floating* dst
+    for ic in range(plan.ic_per_group):
+        for r in range(plan.slab_rows):
+            dst = slab + (ic * plan.slab_rows + r) * plan.slab_row_len
+            ih = first_row + r
+            if ih < 0 or ih >= plan.H:
+                memset(dst, 0, plan.slab_row_len * sizeof(floating))
+                continue
+            src = x + ((n * plan.C_in + g * plan.ic_per_group + ic) * plan.H + ih) * W
+            if s == 1:
+                # positions [lo, hi) come from the input; the rest is padding
+                lo = min(max(0, -first_col), length)
+                hi = max(lo, min(length, W - first_col))
+                memset(dst, 0, lo * sizeof(floating))
+                memcpy(dst + lo, src + first_col + lo, (hi - lo) * sizeof(floating))
+                memset(dst + hi, 0, (length - hi) * sizeof(floating))
+                continue
+            for slot in range(plan.n_phases):
+                # left padding, input, right padding; col stops moving once past the input, so a
+                # stride near 2**62 cannot overflow it
+                col = first_col + phases[slot]
+                pos = 0
+                while pos < length and col < 0:
+                    dst[pos] = 0
+                    pos += 1
+                    col += s
+                while pos < length and col < W:
+                    dst[pos] = src[col]
+                    pos += 1
+                    col += s
+                while pos < length:
+                    dst[pos] = 0
+                    pos += 1
+                dst += length
 
 
 cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -65,7 +163,7 @@ cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return q
 
 
-cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+cdef inline Py_ssize_t _ceil_div_signed(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return -_floor_div(-a, b)
 
 
@@ -84,10 +182,12 @@ cdef inline void _axpy_strided(floating* y, const floating* x, Py_ssize_t x_step
         y[i] += a * x[i * x_step]
 
 
-cdef void _direct_conv_item(const Geometry* geo, const floating* x, const floating* weight,
+cdef void _direct_conv_item(const Plan* geo, const floating* x, const floating* weight,
                             const floating* bias, bint has_bias, floating* out,
                             Py_ssize_t item) noexcept nogil:
-    """One work item: output rows [oh_start, oh_end) of up to OC_BLOCK channels of one (n, group).
+    """Fallback for geometry whose packed slab would be huge (e.g. dilation 2**30 with padding to match).
+
+    One work item: output rows [oh_start, oh_end) of up to oc_block channels of one (n, group).
 
     Zero padding is implicit: input rows outside [0, H) are skipped and, per kernel column, only the
     output columns whose input column lies in [0, W) are visited. Each output is summed over
@@ -130,7 +230,7 @@ cdef void _direct_conv_item(const Geometry* geo, const floating* x, const floati
                 for kw in range(geo.KW):
                     # output column ow reads input column ow * stride_w + col_offset
                     col_offset = kw * geo.dilation_w - geo.pad_left
-                    ow_lo = max(0, _ceil_div(-col_offset, stride_w))
+                    ow_lo = max(0, _ceil_div_signed(-col_offset, stride_w))
                     ow_hi = min(W_out, _floor_div(W - 1 - col_offset, stride_w) + 1)
                     if ow_lo >= ow_hi:
                         continue
@@ -145,7 +245,70 @@ cdef void _direct_conv_item(const Geometry* geo, const floating* x, const floati
                         w_tap += geo.ic_per_group * geo.KH * geo.KW
 
 
-def conv2d_direct(
+
+cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed_weight,
+                     const floating* bias, floating* out, floating* slab, const Py_ssize_t* kw_offset,
+                     const Py_ssize_t* phases, Py_ssize_t item) noexcept nogil:
+    """One work item: all output channels of group g for one block of rows x columns of image n."""
+    cdef Py_ssize_t col_block = item % plan.n_col_blocks
+    cdef Py_ssize_t rest = item // plan.n_col_blocks
+    cdef Py_ssize_t row_block = rest % plan.n_row_blocks
+    rest = rest // plan.n_row_blocks
+    cdef Py_ssize_t g = rest % plan.groups
+    cdef Py_ssize_t n = rest // plan.groups
+    cdef Py_ssize_t oh_start = row_block * plan.rows_per_block
+    cdef Py_ssize_t oh_end = min(oh_start + plan.rows_per_block, plan.H_out)
+    cdef Py_ssize_t ow_start = col_block * plan.cols_per_block
+    cdef Py_ssize_t ow_end = min(ow_start + plan.cols_per_block, plan.W_out)
+    cdef Py_ssize_t taps = plan.ic_per_group * plan.KH * plan.KW
+    cdef Py_ssize_t ic_stride = plan.slab_rows * plan.slab_row_len
+    cdef Py_ssize_t kh_stride = plan.dilation_h * plan.slab_row_len
+    cdef Py_ssize_t row_step = plan.stride_h * plan.slab_row_len
+    cdef Py_ssize_t plane = plan.H_out * plan.W_out
+    cdef Py_ssize_t block, oc_first, n_oc, oh, ow
+    cdef const floating* w_block
+    cdef const floating* b_block
+    cdef const floating* x_rows
+
+    _pack_slab(plan, x, slab, phases, n, g, oh_start, ow_start)
+    for block in range(plan.n_oc_blocks):
+        oc_first = g * plan.oc_per_group + block * plan.oc_block
+        n_oc = min(<Py_ssize_t> plan.oc_block, plan.oc_per_group - block * plan.oc_block)
+        w_block = packed_weight + (g * plan.n_oc_blocks + block) * taps * plan.oc_block
+        b_block = bias + oc_first if bias != NULL else NULL
+        oh = oh_start
+        while oh < oh_end:
+            x_rows = slab + (oh - oh_start) * row_step
+            ow = ow_start
+            while ow < ow_end:
+                if floating is float:
+                    gconv_tile_f32(plan.oc_block, x_rows + (ow - ow_start), ic_stride, kh_stride, row_step,
+                                   kw_offset, w_block, plan.ic_per_group, plan.KH, plan.KW,
+                                   out + ((n * plan.C_out + oc_first) * plan.H_out + oh) * plan.W_out + ow,
+                                   plane, plan.W_out, b_block, n_oc, min(plan.tile_rows, oh_end - oh),
+                                   min(plan.tile_cols, ow_end - ow))
+                else:
+                    gconv_tile_f64(plan.oc_block, x_rows + (ow - ow_start), ic_stride, kh_stride, row_step,
+                                   kw_offset, w_block, plan.ic_per_group, plan.KH, plan.KW,
+                                   out + ((n * plan.C_out + oc_first) * plan.H_out + oh) * plan.W_out + ow,
+                                   plane, plan.W_out, b_block, n_oc, min(plan.tile_rows, oh_end - oh),
+                                   min(plan.tile_cols, ow_end - ow))
+                ow += plan.tile_cols
+            oh += plan.tile_rows
+
+
+def _pack_weight(weight, Py_ssize_t groups, Py_ssize_t oc_block):
+    """(C_out, icpg, KH, KW) -> (groups, n_oc_blocks, icpg, KH, KW, oc_block), zeros past each group's end."""
+    c_out, icpg, kh, kw = weight.shape
+    ocpg = c_out // groups
+    n_blocks = (ocpg + oc_block - 1) // oc_block
+    padded = np.zeros((groups, n_blocks * oc_block, icpg, kh, kw), dtype=weight.dtype)
+    padded[:, :ocpg] = weight.reshape(groups, ocpg, icpg, kh, kw)
+    return np.ascontiguousarray(
+        padded.reshape(groups, n_blocks, oc_block, icpg, kh, kw).transpose(0, 1, 3, 4, 5, 2))
+
+
+def conv2d_forward(
     const floating[:, :, :, ::1] x not None,       # IN  (N, C_in, H, W)
     const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
     const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
@@ -162,45 +325,108 @@ def conv2d_direct(
     that stride, dilation and groups are positive and that all four arrays share one dtype.
     Conv1d runs through here as H = KH = H_out = 1.
     """
-    cdef Geometry geo
-    geo.N, geo.C_in, geo.H, geo.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    geo.C_out, geo.ic_per_group = weight.shape[0], weight.shape[1]
-    geo.KH, geo.KW = weight.shape[2], weight.shape[3]
-    geo.H_out, geo.W_out = out.shape[2], out.shape[3]
-    geo.groups = groups
-    geo.oc_per_group = geo.C_out // groups
-    geo.stride_h, geo.stride_w = stride_h, stride_w
-    geo.pad_top, geo.pad_left = pad_top, pad_left
-    geo.dilation_h, geo.dilation_w = dilation_h, dilation_w
+    cdef Plan plan
+    plan.N, plan.C_in, plan.H, plan.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    plan.C_out, plan.ic_per_group = weight.shape[0], weight.shape[1]
+    plan.KH, plan.KW = weight.shape[2], weight.shape[3]
+    plan.H_out, plan.W_out = out.shape[2], out.shape[3]
+    plan.groups = groups
+    plan.oc_per_group = plan.C_out // groups
+    plan.stride_h, plan.stride_w = stride_h, stride_w
+    plan.pad_top, plan.pad_left = pad_top, pad_left
+    plan.dilation_h, plan.dilation_w = dilation_h, dilation_w
 
-    if out.shape[0] != geo.N or out.shape[1] != geo.C_out or geo.C_in != groups * geo.ic_per_group:
-        raise ValueError("conv2d_direct: inconsistent shapes")
-    if geo.N == 0 or geo.C_out == 0 or geo.H_out == 0 or geo.W_out == 0:
+    if out.shape[0] != plan.N or out.shape[1] != plan.C_out or plan.C_in != groups * plan.ic_per_group:
+        raise ValueError("conv2d_forward: inconsistent shapes")
+    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
         return
     if x.size == 0 or weight.size == 0:
         # out is non-empty but nothing could fill it; the Python layer never sends this.
-        raise ValueError("conv2d_direct: empty input or weight for a non-empty output")
+        raise ValueError("conv2d_forward: empty input or weight for a non-empty output")
     cdef bint has_bias = bias.shape[0] != 0
-    if has_bias and bias.shape[0] != geo.C_out:
-        raise ValueError("conv2d_direct: bias length does not match the output channels")
+    if has_bias and bias.shape[0] != plan.C_out:
+        raise ValueError("conv2d_forward: bias length does not match the output channels")
 
-    geo.oc_block = min(geo.oc_per_group, OC_BLOCK)
-    geo.n_oc_blocks = (geo.oc_per_group + geo.oc_block - 1) // geo.oc_block
-    cdef Py_ssize_t base_items = geo.N * geo.groups * geo.n_oc_blocks
-    cdef Py_ssize_t wanted = ITEMS_PER_THREAD * max(n_threads, 1)
-    geo.n_row_blocks = 1
-    if base_items < wanted:
-        geo.n_row_blocks = min(geo.H_out, (wanted + base_items - 1) // base_items)
-    geo.rows_per_block = (geo.H_out + geo.n_row_blocks - 1) // geo.n_row_blocks
-    geo.n_row_blocks = (geo.H_out + geo.rows_per_block - 1) // geo.rows_per_block
-    cdef Py_ssize_t n_items = base_items * geo.n_row_blocks
-    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
-
+    cdef Py_ssize_t item, n_items
+    cdef int team
     cdef const floating* x_ptr = &x[0, 0, 0, 0]
-    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
     cdef const floating* b_ptr = &bias[0] if has_bias else NULL
     cdef floating* out_ptr = &out[0, 0, 0, 0]
-    cdef Py_ssize_t item
-    with nogil:
-        for item in prange(n_items, schedule="static", num_threads=team):
-            _direct_conv_item(&geo, x_ptr, w_ptr, b_ptr, has_bias, out_ptr, item)
+    cdef const floating* w_ptr
+
+    # Tile shape: as many output channels as the group has, up to 8; the rest of the 8 accumulator
+    # rows go to output rows (depthwise: 1 channel x 8 rows).
+    plan.oc_block = 8 if plan.oc_per_group >= 8 else 4 if plan.oc_per_group >= 4 else 2 if plan.oc_per_group >= 2 else 1
+    plan.tile_rows = 8 // plan.oc_block
+    plan.tile_cols = GCONV_TILE_W_F32 if floating is float else GCONV_TILE_W_F64
+    plan.n_oc_blocks = _ceil_div(plan.oc_per_group, plan.oc_block)
+    phase_list = sorted({(k * dilation_w) % stride_w for k in range(plan.KW)})
+    plan.n_phases = len(phase_list)
+    cdef Py_ssize_t row_tiles = _ceil_div(plan.H_out, plan.tile_rows)
+    cdef Py_ssize_t col_tiles = _ceil_div(plan.W_out, plan.tile_cols)
+    cdef Py_ssize_t block_rows = 1, block_cols = 1
+    cdef Py_ssize_t wanted = ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
+
+    _plan_slab(&plan, 1, 1)
+    if plan.slab_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
+        # A dilation so large that even one tile's input would not fit in scratch: direct loops.
+        plan.oc_block = min(plan.oc_per_group, 8)
+        plan.n_oc_blocks = _ceil_div(plan.oc_per_group, plan.oc_block)
+        plan.rows_per_block = 1
+        plan.n_row_blocks = plan.H_out
+        n_items = plan.N * groups * plan.n_oc_blocks * plan.n_row_blocks
+        w_ptr = &weight[0, 0, 0, 0]
+        team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
+        with nogil:
+            for item in prange(n_items, schedule="static", num_threads=team):
+                _direct_conv_item(&plan, x_ptr, w_ptr, b_ptr, has_bias, out_ptr, item)
+        return
+
+    # Blocks: the largest that keep the slab within budget, then smaller until every thread has items.
+    block_rows, block_cols = row_tiles, col_tiles
+    _plan_slab(&plan, block_rows, block_cols)
+    while plan.slab_size * <Py_ssize_t> sizeof(floating) > SLAB_BUDGET and block_rows > 1:
+        block_rows = _ceil_div(block_rows, 2)
+        _plan_slab(&plan, block_rows, block_cols)
+    while plan.slab_size * <Py_ssize_t> sizeof(floating) > SLAB_BUDGET and block_cols > 1:
+        block_cols = _ceil_div(block_cols, 2)
+        _plan_slab(&plan, block_rows, block_cols)
+    while plan.N * groups * _ceil_div(row_tiles, block_rows) * _ceil_div(col_tiles, block_cols) < wanted:
+        if block_rows > 1:
+            block_rows = _ceil_div(block_rows, 2)
+        elif block_cols > 1:
+            block_cols = _ceil_div(block_cols, 2)
+        else:
+            break
+        _plan_slab(&plan, block_rows, block_cols)
+    plan.n_row_blocks = _ceil_div(row_tiles, block_rows)
+    plan.n_col_blocks = _ceil_div(col_tiles, block_cols)
+    n_items = plan.N * groups * plan.n_row_blocks * plan.n_col_blocks
+    team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
+
+    packed = _pack_weight(np.asarray(weight), groups, plan.oc_block)
+    cdef const floating[:, :, :, :, :, ::1] packed_view = packed
+    slot = {phase: i for i, phase in enumerate(phase_list)}
+    kw_offsets = np.array([slot[(k * dilation_w) % stride_w] * plan.phase_len + (k * dilation_w) // stride_w
+                           for k in range(plan.KW)], dtype=np.intp)
+    phases = np.array(phase_list, dtype=np.intp)
+    cdef const Py_ssize_t[::1] kw_offset_view = kw_offsets
+    cdef const Py_ssize_t[::1] phase_view = phases
+    cdef const Py_ssize_t* kw_ptr = &kw_offset_view[0]
+    cdef const Py_ssize_t* phase_ptr = &phase_view[0]
+    w_ptr = &packed_view[0, 0, 0, 0, 0, 0]
+
+    cdef Py_ssize_t slab_size = plan.slab_size
+    cdef int alloc_failed[1]
+    alloc_failed[0] = 0
+    cdef floating* slab
+    with nogil, parallel(num_threads=team):
+        slab = <floating*> malloc(slab_size * sizeof(floating))  # this thread's scratch
+        if slab == NULL:
+            alloc_failed[0] = 1
+        for item in prange(n_items, schedule="static"):
+            if slab != NULL:
+                _conv_item(&plan, x_ptr, w_ptr, b_ptr, out_ptr, slab, kw_ptr, phase_ptr, item)
+        free(slab)
+    if alloc_failed[0]:
+        raise MemoryError(f"conv2d: could not allocate {slab_size * sizeof(floating)} bytes of scratch")

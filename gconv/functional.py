@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from . import _kernels
+from . import _dispatch
 from ._threads import resolve_n_threads
 
 __all__ = ["conv1d", "conv2d"]
@@ -287,7 +287,7 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     n_threads = resolve_n_threads(n_threads)
     if n_elements * w_c[0].size < _SERIAL_BELOW_MACS:
         n_threads = 1
-    _kernels.conv2d_direct(
+    _dispatch.kernels.conv2d_forward(
         x_c, w_c, b_c, out4,
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         groups, n_threads,

@@ -135,7 +135,7 @@ def test_set_num_threads_from_another_thread_does_not_disturb_running_calls():
 
 
 def test_gil_is_released_during_the_kernel():
-    x = np.random.default_rng(1).standard_normal((2, 64, 64, 64)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((8, 64, 112, 112)).astype(np.float32)  # ~7 GFLOP
     w = np.random.default_rng(2).standard_normal((64, 64, 3, 3)).astype(np.float32)
     window = {}
 
@@ -152,7 +152,7 @@ def test_gil_is_released_during_the_kernel():
     worker.join()
     inside = [t for t in ticks if window["start"] < t < window["end"]]
     # With the GIL held for the whole kernel this thread could not run inside the window at all.
-    assert window["end"] - window["start"] > 0.05
+    assert window["end"] - window["start"] > 0.02
     assert len(inside) > 1000
 
 

@@ -142,3 +142,21 @@ def test_negative_padding_modes_crop():
         padded = np.pad(cropped, [(0, 0), (0, 0), (0, 0), (1, 1)],
                         mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
         np.testing.assert_allclose(m(x), gconv.conv2d(padded, m.weight, m.bias), rtol=1e-12, atol=1e-12)
+
+
+def test_huge_dilation_and_stride_geometry():
+    # Dilation 2**25 with padding to match: only the middle tap ever sees the input. This geometry is
+    # too wide to pack per tile and runs through the kernels' direct fallback.
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 1, 8))
+    w = rng.standard_normal((4, 2, 1, 3))
+    b = rng.standard_normal(4)
+    out = gconv.conv2d(x, w, b, padding=(0, 2**25), dilation=(1, 2**25))
+    assert out.shape == (1, 4, 1, 8)
+    np.testing.assert_allclose(out, np.einsum("oc,ncw->now", w[:, :, 0, 1], x[:, :, 0])[:, :, None] + b[:, None, None],
+                               rtol=1e-12, atol=1e-12)
+    # A stride far beyond the input: one output column, whose window starts in the padding.
+    out = gconv.conv2d(x, w, b, stride=(1, 2**40), padding=(0, 1))
+    assert out.shape == (1, 4, 1, 1)
+    np.testing.assert_allclose(out[..., 0, 0], np.einsum("ock,nck->no", w[:, :, 0, 1:], x[:, :, 0, :2]) + b,
+                               rtol=1e-12, atol=1e-12)
