@@ -31,12 +31,12 @@ cdef extern from "_microkernel.h" nogil:
                         Py_ssize_t row_step, const Py_ssize_t* kw_offset, const float* w, Py_ssize_t n_ic,
                         Py_ssize_t kh_size, Py_ssize_t kw_size, float* out, Py_ssize_t out_channel_stride,
                         Py_ssize_t out_row_stride, const float* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
-                        Py_ssize_t n_cols)
+                        Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
     void gconv_tile_f64(int oc_block, const double* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
                         Py_ssize_t row_step, const Py_ssize_t* kw_offset, const double* w, Py_ssize_t n_ic,
                         Py_ssize_t kh_size, Py_ssize_t kw_size, double* out, Py_ssize_t out_channel_stride,
                         Py_ssize_t out_row_stride, const double* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
-                        Py_ssize_t n_cols)
+                        Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
 
 
 cdef enum:
@@ -82,8 +82,10 @@ cdef struct Plan:
     Py_ssize_t N, C_in, H, W, C_out, KH, KW, H_out, W_out
     Py_ssize_t groups, ic_per_group, oc_per_group
     Py_ssize_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w
-    # register tile: oc_block channels x tile_rows rows x tile_cols columns (see _microkernel.h)
+    # register tile: oc_block channels x tile_rows x tile_cols outputs (see _microkernel.h), laid over
+    # rows and columns (grid) or over the block's flattened outputs (flat: stride 1, one channel deep)
     int oc_block
+    bint flat
     Py_ssize_t tile_rows, tile_cols, n_oc_blocks
     # work item = ((n * groups + g) * n_row_blocks + row_block) * n_col_blocks + col_block
     Py_ssize_t rows_per_block, cols_per_block, n_row_blocks, n_col_blocks
@@ -104,6 +106,10 @@ cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noe
     # tile column j of tap kw reads phase position (ow - ow_start) + j + (kw * dilation_w) // stride_w
     plan.phase_len = plan.cols_per_block + ((plan.KW - 1) * plan.dilation_w) // plan.stride_w
     plan.slab_row_len = plan.n_phases * plan.phase_len
+    if plan.flat:
+        # the last flat tile may reach past the block's last row by up to one tile plus the widest tap
+        plan.slab_rows += _ceil_div(plan.tile_rows * plan.tile_cols + (plan.KW - 1) * plan.dilation_w,
+                                    plan.slab_row_len)
     plan.slab_size = plan.ic_per_group * plan.slab_rows * plan.slab_row_len
 
 
@@ -117,7 +123,7 @@ cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const 
     cdef Py_ssize_t s = plan.stride_w, W = plan.W, length = plan.phase_len
     cdef Py_ssize_t first_row = oh_start * plan.stride_h - plan.pad_top
     cdef Py_ssize_t first_col = ow_start * s - plan.pad_left
-    cdef Py_ssize_t ic, r, ih, lo, hi, slot, pos, col
+    cdef Py_ssize_t ic, r, ih, lo, hi, slot, pos, col0
     cdef const floating* src
     cdef floating* dst
     for ic in range(plan.ic_per_group):
@@ -128,30 +134,21 @@ cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const 
                 memset(dst, 0, plan.slab_row_len * sizeof(floating))
                 continue
             src = x + ((n * plan.C_in + g * plan.ic_per_group + ic) * plan.H + ih) * W
-            if s == 1:
-                # positions [lo, hi) come from the input; the rest is padding
-                lo = min(max(0, -first_col), length)
-                hi = max(lo, min(length, W - first_col))
-                memset(dst, 0, lo * sizeof(floating))
-                memcpy(dst + lo, src + first_col + lo, (hi - lo) * sizeof(floating))
-                memset(dst + hi, 0, (length - hi) * sizeof(floating))
-                continue
             for slot in range(plan.n_phases):
-                # left padding, input, right padding; col stops moving once past the input, so a
-                # stride near 2**62 cannot overflow it
-                col = first_col + phases[slot]
-                pos = 0
-                while pos < length and col < 0:
-                    dst[pos] = 0
-                    pos += 1
-                    col += s
-                while pos < length and col < W:
-                    dst[pos] = src[col]
-                    pos += 1
-                    col += s
-                while pos < length:
-                    dst[pos] = 0
-                    pos += 1
+                # positions [lo, hi) read input columns col0 + pos * s inside [0, W); the rest is padding
+                col0 = first_col + phases[slot]
+                lo = min(length, _ceil_div(-col0, s)) if col0 < 0 else 0
+                hi = max(lo, min(length, (W - 1 - col0) // s + 1)) if col0 < W else lo
+                memset(dst, 0, lo * sizeof(floating))
+                if s == 1:
+                    memcpy(dst + lo, src + col0 + lo, (hi - lo) * sizeof(floating))
+                elif s == 2:  # a constant stride lets the compiler vectorise the de-interleave
+                    for pos in range(lo, hi):
+                        dst[pos] = src[col0 + 2 * pos]
+                else:
+                    for pos in range(lo, hi):
+                        dst[pos] = src[col0 + s * pos]
+                memset(dst + hi, 0, (length - hi) * sizeof(floating))
                 dst += length
 
 
@@ -265,10 +262,13 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
     cdef Py_ssize_t kh_stride = plan.dilation_h * plan.slab_row_len
     cdef Py_ssize_t row_step = plan.stride_h * plan.slab_row_len
     cdef Py_ssize_t plane = plan.H_out * plan.W_out
-    cdef Py_ssize_t block, oc_first, n_oc, oh, ow
+    cdef Py_ssize_t block, oc_first, n_oc, oh, ow, f
     cdef const floating* w_block
     cdef const floating* b_block
-    cdef const floating* x_rows
+
+    cdef Py_ssize_t flat_end = (oh_end - oh_start - 1) * plan.slab_row_len + (ow_end - ow_start)
+    cdef Py_ssize_t flat_tile = plan.tile_rows * plan.tile_cols
+    cdef floating* out_block
 
     _pack_slab(plan, x, slab, phases, n, g, oh_start, ow_start)
     for block in range(plan.n_oc_blocks):
@@ -276,25 +276,40 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
         n_oc = min(<Py_ssize_t> plan.oc_block, plan.oc_per_group - block * plan.oc_block)
         w_block = packed_weight + (g * plan.n_oc_blocks + block) * taps * plan.oc_block
         b_block = bias + oc_first if bias != NULL else NULL
+        out_block = out + ((n * plan.C_out + oc_first) * plan.H_out + oh_start) * plan.W_out + ow_start
+        if plan.flat:
+            f = 0
+            while f < flat_end:
+                _tile(plan.oc_block, slab + f, ic_stride, kh_stride, plan.tile_cols, kw_offset, w_block,
+                      plan.ic_per_group, plan.KH, plan.KW, out_block, plane, plan.W_out, b_block, n_oc,
+                      min(flat_tile, flat_end - f), ow_end - ow_start, plan.slab_row_len, f)
+                f += flat_tile
+            continue
         oh = oh_start
         while oh < oh_end:
-            x_rows = slab + (oh - oh_start) * row_step
             ow = ow_start
             while ow < ow_end:
-                if floating is float:
-                    gconv_tile_f32(plan.oc_block, x_rows + (ow - ow_start), ic_stride, kh_stride, row_step,
-                                   kw_offset, w_block, plan.ic_per_group, plan.KH, plan.KW,
-                                   out + ((n * plan.C_out + oc_first) * plan.H_out + oh) * plan.W_out + ow,
-                                   plane, plan.W_out, b_block, n_oc, min(plan.tile_rows, oh_end - oh),
-                                   min(plan.tile_cols, ow_end - ow))
-                else:
-                    gconv_tile_f64(plan.oc_block, x_rows + (ow - ow_start), ic_stride, kh_stride, row_step,
-                                   kw_offset, w_block, plan.ic_per_group, plan.KH, plan.KW,
-                                   out + ((n * plan.C_out + oc_first) * plan.H_out + oh) * plan.W_out + ow,
-                                   plane, plan.W_out, b_block, n_oc, min(plan.tile_rows, oh_end - oh),
-                                   min(plan.tile_cols, ow_end - ow))
+                _tile(plan.oc_block, slab + (oh - oh_start) * row_step + (ow - ow_start), ic_stride,
+                      kh_stride, row_step, kw_offset, w_block, plan.ic_per_group, plan.KH, plan.KW,
+                      out_block + (oh - oh_start) * plan.W_out + (ow - ow_start), plane, plan.W_out,
+                      b_block, n_oc, min(plan.tile_rows, oh_end - oh), min(plan.tile_cols, ow_end - ow),
+                      0, 0)
                 ow += plan.tile_cols
             oh += plan.tile_rows
+
+
+cdef inline void _tile(int oc_block, const floating* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
+                       Py_ssize_t row_step, const Py_ssize_t* kw_offset, const floating* w, Py_ssize_t n_ic,
+                       Py_ssize_t kh_size, Py_ssize_t kw_size, floating* out, Py_ssize_t out_channel_stride,
+                       Py_ssize_t out_row_stride, const floating* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
+                       Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0) noexcept nogil:
+    # the C micro-kernel for this dtype
+    if floating is float:
+        gconv_tile_f32(oc_block, x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic, kh_size, kw_size,
+                       out, out_channel_stride, out_row_stride, bias, n_oc, n_rows, n_cols, pitch, f0)
+    else:
+        gconv_tile_f64(oc_block, x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic, kh_size, kw_size,
+                       out, out_channel_stride, out_row_stride, bias, n_oc, n_rows, n_cols, pitch, f0)
 
 
 def _pack_weight(weight, Py_ssize_t groups, Py_ssize_t oc_block):
@@ -359,6 +374,9 @@ def conv2d_forward(
     plan.oc_block = 8 if plan.oc_per_group >= 8 else 4 if plan.oc_per_group >= 4 else 2 if plan.oc_per_group >= 2 else 1
     plan.tile_rows = 8 // plan.oc_block
     plan.tile_cols = GCONV_TILE_W_F32 if floating is float else GCONV_TILE_W_F64
+    # Flat tiles pay a slower store but never leave a tile half-empty at a row's end; measured, that wins
+    # only where the tile is one channel deep (depthwise), whose few taps per output make stores count.
+    plan.flat = plan.oc_block == 1 and stride_h == 1 and stride_w == 1
     plan.n_oc_blocks = _ceil_div(plan.oc_per_group, plan.oc_block)
     phase_list = sorted({(k * dilation_w) % stride_w for k in range(plan.KW)})
     plan.n_phases = len(phase_list)

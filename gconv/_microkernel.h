@@ -1,16 +1,23 @@
 /* Register-tiled convolution micro-kernels: one source, compiled once per instruction-set level.
  *
- * A tile is OCB output channels x ROWS output rows x TW output columns, accumulated in registers over
- * every (input channel, kh, kw) tap, then stored once with the bias. The input comes from a per-thread
- * packed slab (see _kernels.pyx): zero padding is already in it and, for stride s, its columns are split
- * into s phases so that the TW columns a tap reads are contiguous. Tile shapes with OCB * ROWS = 8 keep
- * eight accumulator rows; the caller picks OCB from the output channels per group (depthwise: OCB = 1).
- * TW is two vectors with AVX-512 (32 registers) and one vector below it (16 registers).
- */
+ * A tile is OCB output channels x ROWS x TW outputs, accumulated in registers over every (input channel,
+ * kh, kw) tap, then stored once with the bias. The input comes from a per-thread packed slab (see
+ * _kernels.pyx): zero padding is already in it and, for stride s, its columns are split into phases so
+ * that the TW columns a tap reads are contiguous. OCB * ROWS = 8 accumulator rows; the caller picks OCB
+ * from the output channels per group (depthwise: OCB = 1). TW is two vectors with AVX-512 (32 registers)
+ * and one vector below it (16 registers).
+ *
+ * Two ways to map a tile onto outputs:
+ *  - grid (pitch == 0): tile row r is output row r, row_step apart in the slab; n_rows x n_cols are kept.
+ *  - flat (pitch > 0, stride 1 only): the block's outputs are numbered f = row * pitch + column, where
+ *    pitch is the slab's row length, so output f reads slab position f + tap offset whatever its row.
+ *    A tile is ROWS * TW consecutive f from f0 (row_step = TW); the positions whose column is >= n_cols
+ *    fall between rows and are dropped. No tile is cut short at the end of a row.
+ *
+ * Included after Python.h (Cython puts it first): indices are Py_ssize_t, as everywhere in gconv. */
 #ifndef GCONV_MICROKERNEL_H
 #define GCONV_MICROKERNEL_H
 
-/* Included after Python.h (Cython puts it first): indices are Py_ssize_t, as everywhere in gconv. */
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -38,33 +45,67 @@
 #define GCONV_RESTRICT
 #endif
 
-/* x: slab at (first tile row, first tile column); x[ic * ic_stride + kh * kh_stride + r * row_step
- *    + kw_offset[kw] + j] is the input seen by tile row r, column j through tap (ic, kh, kw).
+/* Store a finished tile kept in memory as tile[o][q], q = r * TW + j (both mappings above). */
+#define GCONV_DEFINE_STORE(T)                                                                        \
+    static void gconv_store_##T(const T *GCONV_RESTRICT tile, Py_ssize_t tile_size, Py_ssize_t tw,   \
+                                T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,               \
+                                Py_ssize_t out_row_stride, const T *GCONV_RESTRICT bias,            \
+                                Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols,              \
+                                Py_ssize_t pitch, Py_ssize_t f0)                                    \
+    {                                                                                                \
+        Py_ssize_t o, r, j, q, row, col, run, keep;                                                  \
+        for (o = 0; o < n_oc; o++) {                                                                 \
+            const T b = bias ? bias[o] : (T)0;                                                       \
+            const T *src = tile + o * tile_size;                                                     \
+            T *dst_channel = out + o * out_channel_stride;                                           \
+            if (pitch == 0) {                                                                        \
+                for (r = 0; r < n_rows; r++) {                                                       \
+                    T *dst = dst_channel + r * out_row_stride;                                       \
+                    for (j = 0; j < n_cols; j++) dst[j] = src[r * tw + j] + b;                       \
+                }                                                                                    \
+                continue;                                                                            \
+            }                                                                                        \
+            /* flat: n_rows is the number of valid positions q; walk them one output row at a time */\
+            row = f0 / pitch;                                                                        \
+            col = f0 % pitch;                                                                        \
+            for (q = 0; q < n_rows; q += run, row++, col = 0) {                                      \
+                T *dst = dst_channel + row * out_row_stride;                                         \
+                run = pitch - col < n_rows - q ? pitch - col : n_rows - q;                           \
+                keep = n_cols - col < run ? n_cols - col : run;                                      \
+                for (j = 0; j < keep; j++) dst[col + j] = src[q + j] + b;                            \
+            }                                                                                        \
+        }                                                                                            \
+    }
+
+GCONV_DEFINE_STORE(float)
+GCONV_DEFINE_STORE(double)
+
+#define GCONV_TILE_PARAMS(T)                                                                         \
+    const T *GCONV_RESTRICT x, Py_ssize_t ic_stride, Py_ssize_t kh_stride, Py_ssize_t row_step,      \
+        const Py_ssize_t *GCONV_RESTRICT kw_offset, const T *GCONV_RESTRICT w, Py_ssize_t n_ic,      \
+        Py_ssize_t kh_size, Py_ssize_t kw_size, T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,\
+        Py_ssize_t out_row_stride, const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows, \
+        Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0
+
+/* x: slab at the tile's first input; x[ic * ic_stride + kh * kh_stride + r * row_step + kw_offset[kw]
+ * + j] is the input seen by tile row r, column j through tap (ic, kh, kw).
  * w: packed weights [ic][kh][kw][OCB] (channels past n_oc are zeros).
- * out: output at (first channel, first row, first column); only n_oc x n_rows x n_cols are stored.
+ * out: output at the tile's first output (grid) or at the block's first output (flat).
  *
  * With GCC or clang the accumulators are explicit vectors (vector extensions), so the compiler keeps them
  * in registers and vectorises along the output columns; left to itself it sometimes vectorised along the
  * channels instead and shuffled in the inner loop. Other compilers get the plain loops. */
 #if defined(__GNUC__) || defined(__clang__)
-#define GCONV_VECTOR_EXTENSIONS 1
-typedef float gconv_vf32 __attribute__((vector_size(GCONV_VECTOR_BYTES)));
-typedef double gconv_vf64 __attribute__((vector_size(GCONV_VECTOR_BYTES)));
-#endif
+typedef float gconv_vec_float __attribute__((vector_size(GCONV_VECTOR_BYTES)));
+typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)));
 
-#ifdef GCONV_VECTOR_EXTENSIONS
 #define GCONV_DEFINE_TILE(T, NAME, TW, OCB, ROWS)                                                    \
-    static void NAME(const T *GCONV_RESTRICT x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,         \
-                     Py_ssize_t row_step, const Py_ssize_t *GCONV_RESTRICT kw_offset,               \
-                     const T *GCONV_RESTRICT w, Py_ssize_t n_ic, Py_ssize_t kh_size, Py_ssize_t kw_size,\
-                     T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride, Py_ssize_t out_row_stride, \
-                     const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols)\
+    static void NAME(GCONV_TILE_PARAMS(T))                                                           \
     {                                                                                                \
-        typedef GCONV_VT_##T vec;                                                                    \
+        typedef gconv_vec_##T vec;                                                                   \
         enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), VPR = TW / LANES };                           \
         vec acc[OCB][ROWS][VPR];                                                                     \
-        T lanes[TW];                                                                                 \
-        int o, r, v, j;                                                                              \
+        int o, r, v;                                                                                 \
         Py_ssize_t ic, kh, kw;                                                                       \
         for (o = 0; o < OCB; o++)                                                                    \
             for (r = 0; r < ROWS; r++)                                                               \
@@ -84,66 +125,49 @@ typedef double gconv_vf64 __attribute__((vector_size(GCONV_VECTOR_BYTES)));
                 }                                                                                    \
             }                                                                                        \
         }                                                                                            \
-        for (o = 0; o < n_oc; o++) {                                                                 \
-            const T b = bias ? bias[o] : (T)0;                                                       \
-            for (r = 0; r < n_rows; r++) {                                                           \
-                T *dst = out + o * out_channel_stride + r * out_row_stride;                          \
-                if (n_cols == TW) {                                                                  \
+        if (pitch == 0 && n_cols == TW) { /* whole grid rows: store straight from the registers */   \
+            for (o = 0; o < n_oc; o++) {                                                             \
+                const T b = bias ? bias[o] : (T)0;                                                   \
+                for (r = 0; r < n_rows; r++)                                                         \
                     for (v = 0; v < VPR; v++) {                                                      \
                         vec y = acc[o][r][v] + b;                                                    \
-                        memcpy(dst + v * LANES, &y, sizeof(vec));                                    \
+                        memcpy(out + o * out_channel_stride + r * out_row_stride + v * LANES, &y,    \
+                               sizeof(vec));                                                         \
                     }                                                                                \
-                } else {                                                                             \
-                    memcpy(lanes, acc[o][r], sizeof(lanes));                                         \
-                    for (j = 0; j < n_cols; j++) dst[j] = lanes[j] + b;                              \
-                }                                                                                    \
             }                                                                                        \
+            return;                                                                                  \
+        }                                                                                            \
+        {                                                                                            \
+            T tile[OCB][ROWS * TW];                                                                  \
+            memcpy(tile, acc, sizeof(tile));                                                         \
+            gconv_store_##T(&tile[0][0], ROWS * TW, TW, out, out_channel_stride, out_row_stride,     \
+                            bias, n_oc, n_rows, n_cols, pitch, f0);                                  \
         }                                                                                            \
     }
-#define GCONV_VT_float gconv_vf32
-#define GCONV_VT_double gconv_vf64
 #else
 #define GCONV_DEFINE_TILE(T, NAME, TW, OCB, ROWS)                                                    \
-    static void NAME(const T *GCONV_RESTRICT x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,           \
-                     Py_ssize_t row_step, const Py_ssize_t *GCONV_RESTRICT kw_offset,                  \
-                     const T *GCONV_RESTRICT w, Py_ssize_t n_ic, Py_ssize_t kh_size, Py_ssize_t kw_size,\
-                     T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride, Py_ssize_t out_row_stride,  \
-                     const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols)\
+    static void NAME(GCONV_TILE_PARAMS(T))                                                           \
     {                                                                                                \
-        T acc[OCB][ROWS][TW];                                                                        \
+        T tile[OCB][ROWS * TW];                                                                      \
         int o, r, j;                                                                                 \
-        Py_ssize_t ic, kh, kw;                                                                        \
+        Py_ssize_t ic, kh, kw;                                                                       \
         for (o = 0; o < OCB; o++)                                                                    \
-            for (r = 0; r < ROWS; r++)                                                               \
-                for (j = 0; j < TW; j++) acc[o][r][j] = 0;                                           \
+            for (j = 0; j < ROWS * TW; j++) tile[o][j] = 0;                                          \
         for (ic = 0; ic < n_ic; ic++) {                                                              \
             for (kh = 0; kh < kh_size; kh++) {                                                       \
                 const T *x_row = x + ic * ic_stride + kh * kh_stride;                                \
                 for (kw = 0; kw < kw_size; kw++, w += OCB) {                                         \
                     const T *x_tap = x_row + kw_offset[kw];                                          \
-                    for (r = 0; r < ROWS; r++) {                                                     \
-                        const T *xs = x_tap + r * row_step;                                          \
-                        for (o = 0; o < OCB; o++) {                                                  \
-                            const T wv = w[o];                                                       \
-                            for (j = 0; j < TW; j++) acc[o][r][j] += wv * xs[j];                     \
-                        }                                                                            \
-                    }                                                                                \
+                    for (r = 0; r < ROWS; r++)                                                       \
+                        for (o = 0; o < OCB; o++)                                                    \
+                            for (j = 0; j < TW; j++)                                                 \
+                                tile[o][r * TW + j] += w[o] * x_tap[r * row_step + j];               \
                 }                                                                                    \
             }                                                                                        \
         }                                                                                            \
-        for (o = 0; o < n_oc; o++) {                                                                 \
-            const T b = bias ? bias[o] : (T)0;                                                       \
-            for (r = 0; r < n_rows; r++) {                                                           \
-                T *dst = out + o * out_channel_stride + r * out_row_stride;                          \
-                if (n_cols == TW) {                                                                  \
-                    for (j = 0; j < TW; j++) dst[j] = acc[o][r][j] + b;                              \
-                } else {                                                                             \
-                    for (j = 0; j < n_cols; j++) dst[j] = acc[o][r][j] + b;                          \
-                }                                                                                    \
-            }                                                                                        \
-        }                                                                                            \
+        gconv_store_##T(&tile[0][0], ROWS * TW, TW, out, out_channel_stride, out_row_stride, bias,  \
+                        n_oc, n_rows, n_cols, pitch, f0);                                            \
     }
-
 #endif
 
 GCONV_DEFINE_TILE(float, gconv_tile_f32_8x1, GCONV_TILE_W_F32, 8, 1)
@@ -157,25 +181,21 @@ GCONV_DEFINE_TILE(double, gconv_tile_f64_1x8, GCONV_TILE_W_F64, 1, 8)
 
 /* oc_block is 8, 4, 2 or 1 (ROWS = 8 / oc_block). */
 #define GCONV_DEFINE_DISPATCH(T, SUFFIX)                                                             \
-    static inline void gconv_tile_##SUFFIX(                                                          \
-        int oc_block, const T *x, Py_ssize_t ic_stride, Py_ssize_t kh_stride, Py_ssize_t row_step,     \
-        const Py_ssize_t *kw_offset, const T *w, Py_ssize_t n_ic, Py_ssize_t kh_size,                  \
-        Py_ssize_t kw_size, T *out, Py_ssize_t out_channel_stride, Py_ssize_t out_row_stride,          \
-        const T *bias, Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols)                          \
+    static inline void gconv_tile_##SUFFIX(int oc_block, GCONV_TILE_PARAMS(T))                       \
     {                                                                                                \
         switch (oc_block) {                                                                          \
         case 8: gconv_tile_##SUFFIX##_8x1(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols); break;                                                                  \
+                    n_cols, pitch, f0); break;                                                       \
         case 4: gconv_tile_##SUFFIX##_4x2(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols); break;                                                                  \
+                    n_cols, pitch, f0); break;                                                       \
         case 2: gconv_tile_##SUFFIX##_2x4(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols); break;                                                                  \
+                    n_cols, pitch, f0); break;                                                       \
         default: gconv_tile_##SUFFIX##_1x8(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,   \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols); break;                                                                  \
+                    n_cols, pitch, f0); break;                                                       \
         }                                                                                            \
     }
 

@@ -284,6 +284,10 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
         stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
     else:
         out4 = out
+    if all(k == 1 for k in w_c.shape[2:]) and stride == (1, 1) and padding == (0, 0):
+        # Pointwise: each image is one long row of H * W pixels, so tiles never straddle a short row.
+        x_c = x_c.reshape(x_c.shape[0], x_c.shape[1], 1, -1)
+        out4 = out4.reshape(out4.shape[0], out4.shape[1], 1, -1)
     n_threads = resolve_n_threads(n_threads)
     if n_elements * w_c[0].size < _SERIAL_BELOW_MACS:
         n_threads = 1

@@ -21,6 +21,10 @@ CASES = [
     ((3, 10, 5, 33), (20, 2, 2, 3), dict(stride=(1, 2), padding="valid", groups=5)),
     ((2, 4, 30), (8, 4, 7), dict(padding="same", dilation=3)),          # conv1d
     ((1, 3, 9, 9), (9, 1, 3, 3), dict(stride=5, padding=4, groups=3)),  # stride beyond the kernel
+    ((2, 4, 21, 3), (4, 1, 3, 3), dict(padding=1, groups=4)),           # rows narrower than a tile
+    ((1, 2, 5, 9000), (2, 1, 3, 5), dict(padding=(1, 2), dilation=(1, 3), groups=2)),  # column blocks
+    ((1, 16, 3, 5000), (16, 16, 3, 3), dict(padding=1)),                # column blocks, 8 channels
+    ((1, 3, 150, 40), (3, 1, 7, 1), dict(padding=(3, 0), groups=3)),    # row blocks, tall kernel
 ]
 
 
