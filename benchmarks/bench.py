@@ -1,12 +1,14 @@
-"""Side-by-side benchmark: gconv, a NumPy im2col baseline and torch (when importable), same process.
+"""Side-by-side benchmark: gconv, a NumPy im2col baseline and every importable peer, in one process.
 
-For each shape class and thread count, the implementations are run round by round (interleaved, after
-a warm-up) and the median time is reported with GFLOP/s and the ratios t(gconv)/t(torch) and
-t(gconv)/t(numpy). Usage:
+Peers: torch (float32 and float64) and onnxruntime (a one-node Conv model built with the onnx package;
+float32 only, it has no float64 Conv). For each shape class and thread count the implementations run
+round by round (interleaved, after a warm-up); the table gives median times, GFLOP/s, gconv's share of
+the GEMM ceiling measured in the same run (NumPy matmul), and the ratios t(gconv) / t(other): below 1
+means gconv is faster. Usage:
 
     python benchmarks/bench.py                 # full table at 1 thread and all cores
-    python benchmarks/bench.py --quick         # small shapes, a few rounds (the README's demo)
-    python benchmarks/bench.py --threads 1 2 4 8 16 --json results.json
+    python benchmarks/bench.py --quick         # batch 1, two rounds: the README's demo
+    python benchmarks/bench.py --threads 1 2 4 8 16 --json results.json --png ratios.png
 """
 import argparse
 import json
@@ -39,6 +41,10 @@ SHAPES = [
     ("tiny latency", np.float32, (1, 6, 8, 8), 6, 3, 1, 1, 1, 3),
 ]
 
+# glibc returns freed blocks above these sizes to the OS, so every call would page-fault its output in
+# again; real pipelines keep their memory. Same setting for every implementation in the run.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
+
 
 def numpy_im2col_conv2d(x, w, b, stride, padding, dilation, groups):
     """Baseline: zero-pad, take every window (a view), one matmul per group."""
@@ -58,13 +64,57 @@ def numpy_im2col_conv2d(x, w, b, stride, padding, dilation, groups):
     return out
 
 
-def _median_times(funcs, rounds, min_time):
-    """Interleave the implementations round by round; each round repeats a call until min_time passes."""
+def torch_peer(x, w, b, s, p, d, g, n_threads):
+    try:
+        import torch
+        import torch.nn.functional as TF
+    except ImportError:
+        return None
+    torch.set_num_threads(n_threads)
+    xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+
+    def call():
+        with torch.no_grad():
+            return TF.conv2d(xt, wt, bt, s, p, d, g)
+    return call
+
+
+def onnxruntime_peer(x, w, b, s, p, d, g, n_threads):
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    if x.dtype != np.float32:
+        return None  # onnxruntime's CPU provider has no float64 Conv
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g)
+    graph = helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = n_threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"x": x})[0]
+
+
+PEERS = {"torch": torch_peer, "ort": onnxruntime_peer}
+
+
+def _median_times(funcs, rounds, min_time, settle):
+    """Interleave the implementations round by round; each round repeats a call until min_time passes.
+
+    settle: seconds to wait before timing each implementation, so the previous one's idle worker threads
+    (OpenMP and OpenBLAS spin for a while after a parallel region) have stopped competing for the cores.
+    """
     times = {name: [] for name in funcs}
     for fn in funcs.values():
         fn()  # warm-up: page in outputs, start thread pools
     for _ in range(rounds):
         for name, fn in funcs.items():
+            time.sleep(settle)
             reps, start = 0, time.perf_counter()
             while True:
                 fn()
@@ -76,17 +126,25 @@ def _median_times(funcs, rounds, min_time):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def gemm_ceiling(dtype, n_threads, size=1536):
+    """GFLOP/s of NumPy's matmul (OpenBLAS) on square matrices: the machine's practical ceiling."""
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(dtype)
+    t = _median_times({"gemm": lambda: a @ a}, 3, 0.2, 0.0)["gemm"]
+    return 2.0 * size**3 / t / 1e9
+
+
 def run(shapes, thread_counts, rounds, min_time, batch=None):
-    try:
-        import torch
-        import torch.nn.functional as TF
-    except ImportError:
-        torch = None
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         threadpool_limits = None
 
+    ceilings = {}
+    for n_threads in thread_counts:
+        for dtype in (np.float32, np.float64):
+            if threadpool_limits is not None:
+                with threadpool_limits(n_threads, user_api="blas"):
+                    ceilings[(np.dtype(dtype).name, n_threads)] = gemm_ceiling(dtype, n_threads)
     rows = []
     rng = np.random.default_rng(0)
     for name, dtype, x_shape, c_out, k, s, p, d, g in shapes:
@@ -95,57 +153,79 @@ def run(shapes, thread_counts, rounds, min_time, batch=None):
         x = rng.standard_normal(x_shape).astype(dtype)
         w = rng.standard_normal((c_out, x_shape[1] // g, k, k)).astype(dtype)
         b = rng.standard_normal(c_out).astype(dtype)
-        out = gconv.conv2d(x, w, b, s, p, d, g)
-        flops = 2.0 * out.size * (x_shape[1] // g) * k * k
-        if torch is not None:
-            xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-            with torch.no_grad():
-                err = np.abs(TF.conv2d(xt, wt, bt, s, p, d, g).numpy() - out).max()
-            assert err < (1e-3 if dtype == np.float32 else 1e-9) * max(1.0, np.abs(out).max()), (name, err)
+        want = gconv.conv2d(x, w, b, s, p, d, g)
+        flops = 2.0 * want.size * (x_shape[1] // g) * k * k
         for n_threads in thread_counts:
             funcs = {"gconv": lambda: gconv.conv2d(x, w, b, s, p, d, g, n_threads=n_threads),
                      "numpy": lambda: numpy_im2col_conv2d(x, w, b, s, p, d, g)}
-            if torch is not None:
-                torch.set_num_threads(n_threads)
-
-                def torch_call():
-                    with torch.no_grad():
-                        return TF.conv2d(xt, wt, bt, s, p, d, g)
-                funcs["torch"] = torch_call
+            for peer, make in PEERS.items():
+                call = make(x, w, b, s, p, d, g, n_threads)
+                if call is not None:
+                    err = np.abs(np.asarray(call()) - want).max()
+                    assert err < (1e-3 if dtype == np.float32 else 1e-9) * max(1.0, np.abs(want).max()), (name, peer, err)
+                    funcs[peer] = call
+            settle = 0.3 if n_threads > 1 else 0.0
             if threadpool_limits is not None:
                 with threadpool_limits(n_threads, user_api="blas"):
-                    med = _median_times(funcs, rounds, min_time)
+                    med = _median_times(funcs, rounds, min_time, settle)
             else:
-                med = _median_times(funcs, rounds, min_time)
+                med = _median_times(funcs, rounds, min_time, settle)
             row = {"shape": name, "dtype": np.dtype(dtype).name, "input": list(x_shape), "c_out": c_out,
                    "kernel": k, "stride": s, "padding": p, "dilation": d, "groups": g, "threads": n_threads,
-                   "gflop": flops / 1e9}
+                   "gflop": flops / 1e9, "isa": gconv.kernel_isa()}
             for impl, t in med.items():
                 row[f"{impl}_ms"] = t * 1e3
                 row[f"{impl}_gflops"] = flops / t / 1e9
-            row["ratio_vs_numpy"] = med["gconv"] / med["numpy"]
-            if "torch" in med:
-                row["ratio_vs_torch"] = med["gconv"] / med["torch"]
+                if impl != "gconv":
+                    row[f"ratio_vs_{impl}"] = med["gconv"] / t
+            peers = [t for impl, t in med.items() if impl in PEERS]
+            if peers:
+                row["ratio_vs_best_peer"] = med["gconv"] / min(peers)
+            ceiling = ceilings.get((row["dtype"], n_threads))
+            if ceiling:
+                row["gemm_ceiling_gflops"] = ceiling
+                row["gconv_pct_of_ceiling"] = 100.0 * row["gconv_gflops"] / ceiling
             rows.append(row)
             print(_format_row(row), flush=True)
-    return rows
+    return rows, ceilings
 
 
-HEADER = (f"{'shape':<20} {'dtype':<7} {'thr':>3} {'gconv ms':>9} {'GF/s':>6} {'numpy ms':>9} "
-          f"{'torch ms':>9} {'GF/s':>6} {'g/torch':>8} {'g/numpy':>8}")
+COLUMNS = [("shape", "{:<19}"), ("dtype", "{:<7}"), ("threads", "{:>3}"), ("gconv_ms", "{:9.3f}"),
+           ("gconv_gflops", "{:6.1f}"), ("gconv_pct_of_ceiling", "{:5.0f}"), ("numpy_ms", "{:9.3f}"),
+           ("torch_ms", "{:9.3f}"), ("ort_ms", "{:9.3f}"), ("ratio_vs_torch", "{:8.2f}"),
+           ("ratio_vs_ort", "{:7.2f}"), ("ratio_vs_best_peer", "{:7.2f}"), ("ratio_vs_numpy", "{:8.2f}")]
+HEADER = (f"{'shape':<19} {'dtype':<7} {'thr':>3} {'gconv ms':>9} {'GF/s':>6} {'%ceil':>5} {'numpy ms':>9} "
+          f"{'torch ms':>9} {'ort ms':>9} {'g/torch':>8} {'g/ort':>7} {'g/best':>7} {'g/numpy':>8}")
 
 
-def _format_row(r):
-    torch_ms = f"{r['torch_ms']:9.3f}" if "torch_ms" in r else f"{'-':>9}"
-    torch_gf = f"{r['torch_gflops']:6.1f}" if "torch_ms" in r else f"{'-':>6}"
-    vs_torch = f"{r['ratio_vs_torch']:8.2f}" if "ratio_vs_torch" in r else f"{'-':>8}"
-    return (f"{r['shape']:<20} {r['dtype']:<7} {r['threads']:>3} {r['gconv_ms']:9.3f} {r['gconv_gflops']:6.1f} "
-            f"{r['numpy_ms']:9.3f} {torch_ms} {torch_gf} {vs_torch} {r['ratio_vs_numpy']:8.2f}")
+def _format_row(row):
+    # a peer that is not installed (or has no float64 Conv) leaves its numeric cells as "-"
+    return " ".join(fmt.format(row[key]) if key in row else "-".rjust(len(fmt.format(0.0))) for key, fmt in COLUMNS)
 
 
-# glibc returns freed blocks above these sizes to the OS, so every call would page-fault its output in
-# again; real pipelines keep their memory. Same setting for every implementation in the run.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no chart written", file=sys.stderr)
+        return
+    threads = sorted({r["threads"] for r in rows})
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / len(threads)
+    for i, n in enumerate(threads):
+        ratios = [next((r.get("ratio_vs_best_peer", np.nan) for r in rows if r["shape"] == s and r["threads"] == n), np.nan)
+                  for s in shapes]
+        ax.bar(np.arange(len(shapes)) + i * width, ratios, width, label=f"{n} thread{'s' if n > 1 else ''}")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, shapes, rotation=35, ha="right")
+    ax.set_ylabel("t(gconv) / t(fastest peer)   (< 1: gconv faster)")
+    ax.set_title(f"gconv vs the fastest of torch / onnxruntime, same process ({gconv.kernel_isa()} kernels)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None):
@@ -158,20 +238,29 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--only", help="run the shapes whose name contains this text")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--png", help="write a chart of the ratios here (needs matplotlib)")
     args = parser.parse_args(argv)
 
     cores = os.cpu_count() or 1
     threads = args.threads or sorted({1, cores})
     rounds = args.rounds or (2 if args.quick else 7)
     shapes = [s for s in SHAPES if args.only is None or args.only in s[0]]
-    print(f"gconv {gconv.__version__}  openmp={gconv.openmp_enabled()}  cores={cores}  "
-          f"numpy {np.__version__}  python {platform.python_version()}  {platform.machine()}")
-    print("median of", rounds, "interleaved rounds; ratios < 1 mean gconv is faster")
+    print(f"gconv {gconv.__version__}  kernels={gconv.kernel_isa()}  openmp={gconv.openmp_enabled()}  "
+          f"cores={cores}  numpy {np.__version__}  python {platform.python_version()}  {platform.machine()}")
+    print("median of", rounds, "interleaved rounds; ratios are t(gconv) / t(other), < 1 means gconv is faster")
     print(HEADER)
-    rows = run(shapes, threads, rounds, min_time=0.02 if args.quick else 0.1, batch=1 if args.quick else None)
+    rows, ceilings = run(shapes, threads, rounds, min_time=0.02 if args.quick else 0.1,
+                         batch=1 if args.quick else None)
+    if ceilings:
+        print("GEMM ceiling (NumPy matmul), GFLOP/s:",
+              ", ".join(f"{dt} {n} thr {v:.0f}" for (dt, n), v in sorted(ceilings.items())))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"argv": sys.argv, "cores": cores, "rows": rows}, f, indent=1)
+            json.dump({"argv": sys.argv, "cores": cores, "isa": gconv.kernel_isa(),
+                       "gemm_ceiling_gflops": {f"{dt}/{n}": v for (dt, n), v in ceilings.items()},
+                       "rows": rows}, f, indent=1)
+    if args.png:
+        plot(rows, args.png)
     return 0
 
 

@@ -312,15 +312,27 @@ cdef inline void _tile(int oc_block, const floating* x, Py_ssize_t ic_stride, Py
                        out, out_channel_stride, out_row_stride, bias, n_oc, n_rows, n_cols, pitch, f0)
 
 
-def _pack_weight(weight, Py_ssize_t groups, Py_ssize_t oc_block):
-    """(C_out, icpg, KH, KW) -> (groups, n_oc_blocks, icpg, KH, KW, oc_block), zeros past each group's end."""
-    c_out, icpg, kh, kw = weight.shape
-    ocpg = c_out // groups
-    n_blocks = (ocpg + oc_block - 1) // oc_block
-    padded = np.zeros((groups, n_blocks * oc_block, icpg, kh, kw), dtype=weight.dtype)
-    padded[:, :ocpg] = weight.reshape(groups, ocpg, icpg, kh, kw)
-    return np.ascontiguousarray(
-        padded.reshape(groups, n_blocks, oc_block, icpg, kh, kw).transpose(0, 1, 3, 4, 5, 2))
+cdef void _pack_weight(const Plan* plan, const floating* weight, floating* packed) noexcept nogil:
+    """packed[g][block][ic][kh][kw][o] = weight[g * ocpg + block * oc_block + o][ic][kh][kw].
+
+    The oc_block weights of one tap sit together for the micro-kernel; channels past a group's end are 0.
+    """
+    cdef Py_ssize_t taps = plan.ic_per_group * plan.KH * plan.KW
+    cdef Py_ssize_t g, block, o, oc, t
+    cdef floating* dst
+    cdef const floating* src
+    for g in range(plan.groups):
+        for block in range(plan.n_oc_blocks):
+            dst = packed + (g * plan.n_oc_blocks + block) * taps * plan.oc_block
+            for o in range(plan.oc_block):
+                oc = block * plan.oc_block + o
+                if oc < plan.oc_per_group:
+                    src = weight + (g * plan.oc_per_group + oc) * taps
+                    for t in range(taps):
+                        dst[t * plan.oc_block + o] = src[t]
+                else:
+                    for t in range(taps):
+                        dst[t * plan.oc_block + o] = 0
 
 
 def conv2d_forward(
@@ -378,7 +390,7 @@ def conv2d_forward(
     # only where the tile is one channel deep (depthwise), whose few taps per output make stores count.
     plan.flat = plan.oc_block == 1 and stride_h == 1 and stride_w == 1
     plan.n_oc_blocks = _ceil_div(plan.oc_per_group, plan.oc_block)
-    phase_list = sorted({(k * dilation_w) % stride_w for k in range(plan.KW)})
+    phase_list = [0] if stride_w == 1 else sorted({(k * dilation_w) % stride_w for k in range(plan.KW)})
     plan.n_phases = len(phase_list)
     cdef Py_ssize_t row_tiles = _ceil_div(plan.H_out, plan.tile_rows)
     cdef Py_ssize_t col_tiles = _ceil_div(plan.W_out, plan.tile_cols)
@@ -422,17 +434,24 @@ def conv2d_forward(
     n_items = plan.N * groups * plan.n_row_blocks * plan.n_col_blocks
     team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
 
-    packed = _pack_weight(np.asarray(weight), groups, plan.oc_block)
-    cdef const floating[:, :, :, :, :, ::1] packed_view = packed
-    slot = {phase: i for i, phase in enumerate(phase_list)}
-    kw_offsets = np.array([slot[(k * dilation_w) % stride_w] * plan.phase_len + (k * dilation_w) // stride_w
-                           for k in range(plan.KW)], dtype=np.intp)
-    phases = np.array(phase_list, dtype=np.intp)
-    cdef const Py_ssize_t[::1] kw_offset_view = kw_offsets
-    cdef const Py_ssize_t[::1] phase_view = phases
+    packed = np.empty(groups * plan.n_oc_blocks * plan.ic_per_group * plan.KH * plan.KW * plan.oc_block,
+                      dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed_view = packed
+    _pack_weight(&plan, &weight[0, 0, 0, 0], &packed_view[0])
+    w_ptr = &packed_view[0]
+    # tap kw reads phase slot(kw) from position (kw * dilation_w) // stride_w on; phases[slot] says which
+    cdef Py_ssize_t[::1] kw_offset_view = np.empty(plan.KW, dtype=np.intp)
+    cdef Py_ssize_t[::1] phase_view = np.array(phase_list, dtype=np.intp)
+    cdef Py_ssize_t k
+    if stride_w == 1:
+        for k in range(plan.KW):
+            kw_offset_view[k] = k * dilation_w
+    else:
+        slot = {phase: i for i, phase in enumerate(phase_list)}
+        for k in range(plan.KW):
+            kw_offset_view[k] = slot[(k * dilation_w) % stride_w] * plan.phase_len + (k * dilation_w) // stride_w
     cdef const Py_ssize_t* kw_ptr = &kw_offset_view[0]
     cdef const Py_ssize_t* phase_ptr = &phase_view[0]
-    w_ptr = &packed_view[0, 0, 0, 0, 0, 0]
 
     cdef Py_ssize_t slab_size = plan.slab_size
     cdef int alloc_failed[1]

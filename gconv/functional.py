@@ -43,11 +43,17 @@ def _physical_memory():
 _PHYSICAL_MEMORY = _physical_memory()
 
 
-def check_allocation(n_bytes, what):
-    """Refuse, before trying, an allocation larger than this machine's memory (or than Py_ssize_t)."""
-    if n_bytes >= min(_MAX_EXTENT, _PHYSICAL_MEMORY):
+_ALLOCATION_LIMIT = min(_MAX_EXTENT, _PHYSICAL_MEMORY)
+
+
+def check_allocation(n_bytes, what, shape):
+    """Refuse, before trying, an allocation larger than this machine's memory (or than Py_ssize_t).
+
+    The message, "{what} {shape}", is only built when it is needed: this runs on every call.
+    """
+    if n_bytes >= _ALLOCATION_LIMIT:
         raise RuntimeError(
-            f"{what} needs {n_bytes / 2**30:.4g} GiB, more than this machine's "
+            f"{what} {_shape_str(shape)} needs {n_bytes / 2**30:.4g} GiB, more than this machine's "
             f"{_PHYSICAL_MEMORY / 2**30:.4g} GiB of memory"
         )
 
@@ -154,13 +160,13 @@ def _same_padding(weight, stride, dilation, dim, x_shape):
 
 def _check_shape_forward(x_shape, weight, bias, stride, padding, dilation, groups):
     """at::native check_shape_forward for a forward convolution, message for message."""
-    if any(p < 0 for p in padding):
+    if min(padding) < 0:
         raise RuntimeError("negative padding is not supported")
-    if any(s <= 0 for s in stride):
+    if min(stride) <= 0:
         raise RuntimeError("non-positive stride is not supported")
-    if any(d < 0 for d in dilation):
+    if min(dilation) < 0:
         raise RuntimeError("dilation should be greater than zero")
-    if any(d == 0 for d in dilation):
+    if min(dilation) == 0:
         raise RuntimeError("non-positive dilation is not supported")
     w_shape = weight.shape
     if weight.ndim != len(x_shape):
@@ -240,13 +246,13 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     _check_dtypes_match(x, weight, "weight", late_style=True)
     if string_padding:
         _check_dtypes_match(x, bias, "bias", late_style=True)
-    if any(k == 0 for k in weight.shape[2:]):
+    if 0 in weight.shape[2:]:
         raise RuntimeError(
             f"{op}: kernel size must be positive in every spatial dimension, but got weight of size "
             f"{_shape_str(weight.shape)}"
         )
     n, c_in = x_shape[0], x_shape[1]
-    if n != 0 and c_in != 0 and any(s == 0 for s in x_shape[2:]):
+    if n != 0 and c_in != 0 and 0 in x_shape[2:]:
         shown = x_shape if n_spatial == 2 else x_shape[:2] + (1,) + x_shape[2:]
         raise RuntimeError(
             f"Only zero batch or zero channel inputs are supported, but got input shape: {_shape_str(shown)}"
@@ -254,7 +260,7 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     dtype = native_dtype(x.dtype)
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{op}(): gconv supports float32 and float64 arrays, but input has dtype {x.dtype}")
-    if any(v >= _MAX_EXTENT for v in (*padded, *extent, *stride)):
+    if max(*padded, *extent, *stride) >= _MAX_EXTENT:
         raise RuntimeError(
             f"{op}: stride, padding or dilated kernel extent of 2**62 or more is not supported "
             f"(padded input size {padded}, kernel extent {extent}, stride {list(stride)})"
@@ -267,10 +273,10 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     n_elements = 1
     for s in out_shape:
         n_elements *= s
-    check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size {_shape_str(out_shape)}")
+    check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size", out_shape)
     for name, a in (("input", x4), ("weight", weight), ("bias", bias)):
         if a is not None and not (a.flags.c_contiguous and a.dtype.isnative):
-            check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name} {_shape_str(a.shape)}")
+            check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
     out = np.empty(out_shape, dtype=dtype)
     if n_elements == 0:
         return out if is_batched else out[0]
@@ -432,7 +438,7 @@ def pad(x, pads, mode):
         n_elements *= s
     for axis in range(x.ndim - n_pad):
         n_elements *= shape[axis]
-    check_allocation(n_elements * x.dtype.itemsize, f"padding {list(pads)} of input {_shape_str(shape)}")
+    check_allocation(n_elements * x.dtype.itemsize, f"padding {list(pads)} of input", shape)
     for (axis, before, after) in per_axis:
         if before == 0 and after == 0:
             continue  # nothing to do on this axis (and, for circular, size 0 is allowed only here)

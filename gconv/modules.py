@@ -88,8 +88,7 @@ class _ConvNd:
             raise RuntimeError(
                 f"Trying to create tensor with negative dimension {negative[0]}: {F._shape_str(weight_shape)}"
             )
-        F.check_allocation(math.prod(weight_shape) * self.dtype.itemsize,
-                           f"{op}: a weight of size {F._shape_str(weight_shape)}")
+        F.check_allocation(math.prod(weight_shape) * self.dtype.itemsize, f"{op}: a weight of size", weight_shape)
         self.weight = np.empty(weight_shape, dtype=self.dtype)
         self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
         self.reset_parameters(rng)
