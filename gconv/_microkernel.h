@@ -96,6 +96,24 @@ GCONV_DEFINE_STORE(double)
  * in registers and vectorises along the output columns; left to itself it sometimes vectorised along the
  * channels instead and shuffled in the inner loop. Other compilers get the plain loops. */
 #if defined(__GNUC__) || defined(__clang__)
+/* acc += w * x over every tap; STEP is the distance between the tile's rows in the slab. */
+#define GCONV_ACCUMULATE(T, OCB, ROWS, STEP)                                                                       \
+    for (ic = 0; ic < n_ic; ic++) {                                                                  \
+        for (kh = 0; kh < kh_size; kh++) {                                                           \
+            const T *x_row = x + ic * ic_stride + kh * kh_stride;                                    \
+            for (kw = 0; kw < kw_size; kw++, w += OCB) {                                             \
+                const T *x_tap = x_row + kw_offset[kw];                                              \
+                for (r = 0; r < ROWS; r++) {                                                         \
+                    vec xv[VPR];                                                                     \
+                    for (v = 0; v < VPR; v++)                                                        \
+                        memcpy(&xv[v], x_tap + r * (STEP) + v * LANES, sizeof(vec));                 \
+                    for (o = 0; o < OCB; o++)                                                        \
+                        for (v = 0; v < VPR; v++) acc[o][r][v] += w[o] * xv[v];                      \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }
+
 typedef float gconv_vec_float __attribute__((vector_size(GCONV_VECTOR_BYTES)));
 typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)));
 
@@ -110,21 +128,10 @@ typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)))
         for (o = 0; o < OCB; o++)                                                                    \
             for (r = 0; r < ROWS; r++)                                                               \
                 for (v = 0; v < VPR; v++) acc[o][r][v] = (vec){0};                                   \
-        for (ic = 0; ic < n_ic; ic++) {                                                              \
-            for (kh = 0; kh < kh_size; kh++) {                                                       \
-                const T *x_row = x + ic * ic_stride + kh * kh_stride;                                \
-                for (kw = 0; kw < kw_size; kw++, w += OCB) {                                         \
-                    const T *x_tap = x_row + kw_offset[kw];                                          \
-                    for (r = 0; r < ROWS; r++) {                                                     \
-                        vec xv[VPR];                                                                 \
-                        for (v = 0; v < VPR; v++)                                                    \
-                            memcpy(&xv[v], x_tap + r * row_step + v * LANES, sizeof(vec));           \
-                        for (o = 0; o < OCB; o++)                                                    \
-                            for (v = 0; v < VPR; v++) acc[o][r][v] += w[o] * xv[v];                  \
-                    }                                                                                \
-                }                                                                                    \
-            }                                                                                        \
-        }                                                                                            \
+        if (pitch) /* flat: the tile's rows are consecutive, so every load has a fixed offset */    \
+            GCONV_ACCUMULATE(T, OCB, ROWS, TW)                                                                   \
+        else                                                                                         \
+            GCONV_ACCUMULATE(T, OCB, ROWS, row_step)                                                             \
         if (pitch == 0 && n_cols == TW) { /* whole grid rows: store straight from the registers */   \
             for (o = 0; o < n_oc; o++) {                                                             \
                 const T b = bias ? bias[o] : (T)0;                                                   \
