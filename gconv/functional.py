@@ -212,10 +212,25 @@ def _coerce(a, dtype):
     return a if a.flags.aligned else a.copy()  # a view into a byte buffer at an odd offset
 
 
-def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads=None):
+def _check_out(out, shape, dtype, inputs, op):
+    """Validate a caller's output array the way a ufunc's out= is: exact shape and dtype, no overlap."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}(): argument 'out' must be a numpy.ndarray, not {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{op}(): out has shape {out.shape}, but the result has shape {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{op}(): out has dtype {out.dtype}, but the result has dtype {dtype} (no casting)")
+    if not (out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
+        raise ValueError(f"{op}(): out must be a writeable, aligned, C-contiguous array")
+    if any(a is not None and np.may_share_memory(out, a) for a in inputs):
+        raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
+
+
+def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads=None, out=None):
     """torch.nn.functional.conv{n_spatial}d on NumPy arrays: checks in torch's order, then the kernel.
 
     stride and dilation are tuples of ints, padding a tuple of ints or 'same'/'valid', groups an int.
+    out, when given, receives the result (shape and dtype of the result, C-contiguous, no overlap).
     """
     string_padding = isinstance(padding, str)
     if not string_padding:
@@ -277,9 +292,17 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     for name, a in (("input", x4), ("weight", weight), ("bias", bias)):
         if a is not None and not (a.flags.c_contiguous and a.dtype.isnative):
             check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
-    out = np.empty(out_shape, dtype=dtype)
+    if out is None:
+        result = out = np.empty(out_shape, dtype=dtype)
+        if not is_batched:
+            result = out[0]
+    else:
+        _check_out(out, out_shape if is_batched else out_shape[1:], dtype, (x, weight, bias), op)
+        result = out
+        if not is_batched:
+            out = out[np.newaxis]
     if n_elements == 0:
-        return out if is_batched else out[0]
+        return result
 
     x_c = _coerce(x4, dtype)
     w_c = _coerce(weight, dtype)
@@ -302,10 +325,10 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         groups, n_threads,
     )
-    return out if is_batched else out[0]
+    return result
 
 
-def _functional(x, weight, bias, stride, padding, dilation, groups, n_spatial, n_threads):
+def _functional(x, weight, bias, stride, padding, dilation, groups, n_spatial, n_threads, out):
     op = f"conv{n_spatial}d"
     _check_array(x, "input", op)
     _check_array(weight, "weight", op)
@@ -316,10 +339,11 @@ def _functional(x, weight, bias, stride, padding, dilation, groups, n_spatial, n
     if not isinstance(padding, str):
         padding = int_tuple(padding, "padding", op, n_spatial)
     groups = operator.index(groups)
-    return convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads)
+    return convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads, out)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None,
+           out=None):
     """2-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -333,17 +357,22 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     groups : int
         C_in and C_out are split into this many groups, each convolved on its own.
     n_threads : int, optional
-        OpenMP threads for this call; None uses ``gconv.get_num_threads()``.
+        OpenMP threads for this call; None uses ``gconv.get_num_threads()``, a negative value all cores
+        but ``-n_threads - 1``.
+    out : ndarray, optional
+        Where to write the result: exactly its shape and dtype, C-contiguous, writeable, not overlapping
+        the inputs (as a ufunc's ``out``). Lets inference loops allocate no output per call.
 
     Returns
     -------
     ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
-        A new C-contiguous array of the input's dtype (float32 or float64).
+        A new C-contiguous array of the input's dtype (float32 or float64), or ``out``.
     """
-    return _functional(input, weight, bias, stride, padding, dilation, groups, 2, n_threads)
+    return _functional(input, weight, bias, stride, padding, dilation, groups, 2, n_threads, out)
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None,
+           out=None):
     """1-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv1d``.
 
     Parameters
@@ -355,12 +384,14 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     padding : int, (int,), 'valid' or 'same'
     groups : int
     n_threads : int, optional
+    out : ndarray, optional
+        As for ``conv2d``.
 
     Returns
     -------
     ndarray, shape (N, C_out, L_out) or (C_out, L_out)
     """
-    return _functional(input, weight, bias, stride, padding, dilation, groups, 1, n_threads)
+    return _functional(input, weight, bias, stride, padding, dilation, groups, 1, n_threads, out)
 
 
 def _pad_source_index(size, before, after, mode):

@@ -185,23 +185,58 @@ class _ConvNd:
                     f"{type(self).__name__}.{name} must be float32 or float64, but has dtype {value.dtype}"
                 )
 
+    # ---- torch interop (torch imported only here) ----------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module):
+        """A gconv module with the hyper-parameters, dtype and a copy of the weights of a torch module.
+
+        module : torch.nn.Conv1d or torch.nn.Conv2d (the one matching this class), on the CPU,
+            float32 or float64.
+        """
+        if type(module).__name__ != cls.__name__ or not hasattr(module, "weight"):
+            raise TypeError(f"{cls.__name__}.from_torch() needs a torch.nn.{cls.__name__}, got {type(module).__name__}")
+        weight = module.weight.detach().cpu().numpy()
+        converted = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                        module.padding, module.dilation, module.groups, module.bias is not None,
+                        module.padding_mode, dtype=weight.dtype)
+        converted.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+        return converted
+
+    def to_torch(self):
+        """The equivalent torch module (torch must be installed), holding a copy of these weights."""
+        import torch
+
+        torch_cls = getattr(torch.nn, type(self).__name__)
+        module = torch_cls(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                           self.dilation, self.groups, self.bias is not None, self.padding_mode,
+                           dtype=getattr(torch, self.weight.dtype.name))
+        module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.state_dict().items()})
+        return module
+
     # ---- forward ----------------------------------------------------------------------------
 
-    def forward(self, input, *, n_threads=None):
-        """Apply the convolution; see the class docstring for the shapes."""
+    def forward(self, input, *, n_threads=None, out=None):
+        """Apply the convolution; see the class docstring for the shapes.
+
+        n_threads and out are as for ``gconv.conv2d``: the thread count for this call, and an array to
+        write the result into.
+        """
         op = f"conv{self._n_spatial}d"
         F._check_array(input, "input", op)
         self._check_parameters()
         if self.padding_mode != "zeros":
             # As torch: pad explicitly in the mode, then convolve without padding.
             padded = F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
+            if out is not None and np.may_share_memory(out, input):
+                raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
             return F.convolution(padded, self.weight, self.bias, self.stride, (0,) * self._n_spatial,
-                                 self.dilation, self.groups, self._n_spatial, op, n_threads)
+                                 self.dilation, self.groups, self._n_spatial, op, n_threads, out)
         return F.convolution(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                             self.groups, self._n_spatial, op, n_threads)
+                             self.groups, self._n_spatial, op, n_threads, out)
 
-    def __call__(self, input, *, n_threads=None):
-        return self.forward(input, n_threads=n_threads)
+    def __call__(self, input, *, n_threads=None, out=None):
+        return self.forward(input, n_threads=n_threads, out=out)
 
     # ---- repr -------------------------------------------------------------------------------
 
