@@ -26,7 +26,12 @@ def cpu_supports(level):
 
 
 def available_levels():
-    """Levels that this build has and this CPU can run, widest first."""
+    """Instruction-set levels that this build has and this CPU can run, widest first.
+
+    Returns
+    -------
+    list of str, from 'avx512', 'avx2', 'baseline' (always last)
+    """
     levels = []
     for level in LEVELS:
         if not cpu_supports(level):

@@ -260,30 +260,47 @@ class _ConvNd:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Both divisible by ``groups``.
+    kernel_size, stride, dilation : int or tuple of ints
+    padding : int, tuple of ints, 'valid' or 'same'
+        'same' (stride 1 only) pads d * (k - 1) in total per axis, the odd extra at the end.
+    groups : int
+        The channels are split into ``groups`` slices; output slice g sees input slice g only.
+    bias : bool
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+    device : None or 'cpu'
+    dtype : numpy float dtype, float32 (default) or float64
+    rng : None, int or numpy.random.Generator, keyword-only
+        Seeds the initialisation: weight and bias uniform in +-1/sqrt(fan_in), as torch.
+
+    Attributes
+    ----------
+    weight : ndarray, shape (out_channels, in_channels // groups, *kernel_size)
+    bias : ndarray of shape (out_channels,), or None
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+        torch's names, types and normalisation (tuples of Python ints; padding may stay a string).
+"""
+
+
 class Conv1d(_ConvNd):
-    """1-D convolution over NumPy arrays, as ``torch.nn.Conv1d``.
+    __doc__ = """1-D convolution over NumPy arrays, as ``torch.nn.Conv1d``.
 
-    Parameters are torch's (in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-    groups=1, bias=True, padding_mode='zeros', device=None, dtype=None), plus ``rng`` (seed or
-    Generator) for the initialisation. ``dtype`` is float32 (default) or float64.
-
-    Shapes: input (N, C_in, L) or (C_in, L); output (N, C_out, L_out) or (C_out, L_out);
-    ``weight`` (C_out, C_in // groups, K); ``bias`` (C_out,) or None.
-    """
+    Input (N, C_in, L) or (C_in, L); output (N, C_out, L_out) or (C_out, L_out), a new float array of
+    the input's dtype (or ``out=``).
+""" + _PARAMETERS_DOC
 
     _n_spatial = 1
 
 
 class Conv2d(_ConvNd):
-    """2-D convolution over NumPy arrays, as ``torch.nn.Conv2d``.
+    __doc__ = """2-D convolution over NumPy arrays, as ``torch.nn.Conv2d``.
 
-    Parameters are torch's (in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-    groups=1, bias=True, padding_mode='zeros', device=None, dtype=None), plus ``rng`` (seed or
-    Generator) for the initialisation. ``dtype`` is float32 (default) or float64.
-
-    Shapes: input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H_out, W_out) or
-    (C_out, H_out, W_out); ``weight`` (C_out, C_in // groups, KH, KW); ``bias`` (C_out,) or None.
-    Groups: C_in and C_out are split into ``groups`` slices; output slice g sees input slice g only.
-    """
+    Input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H_out, W_out) or (C_out, H_out, W_out), a new
+    float array of the input's dtype (or ``out=``).
+""" + _PARAMETERS_DOC
 
     _n_spatial = 2

@@ -1,0 +1,105 @@
+"""Dask front end: gconv convolutions over dask arrays chunked along the batch axis (needs `pip install gconv[dask]`)."""
+import functools
+
+import numpy as np
+
+from . import functional as F
+from .modules import _ConvNd
+
+__all__ = ["conv1d", "conv2d", "forward"]
+
+
+def _require_dask():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:
+        raise ImportError("gconv.dask needs dask: pip install 'gconv[dask]'") from None
+    return dask, da
+
+
+def _apply(block, shared, compute):
+    return compute(block, shared)
+
+
+def _check_input(x, n_spatial):
+    _, da = _require_dask()
+    if not isinstance(x, da.Array):
+        raise TypeError(f"gconv.dask needs a dask.array.Array input, not {type(x).__name__}")
+    if x.ndim != n_spatial + 2:
+        raise ValueError(
+            f"gconv.dask needs a batched input of {n_spatial + 2} dimensions (N, C, ...) chunked along N, "
+            f"got shape {x.shape}"
+        )
+    return np.empty((0,) + tuple(x.shape[1:]), dtype=x.dtype)  # an empty batch, to check arguments on
+
+
+def _map_batches(x, n_spatial, shared, compute, probe):
+    """compute(block, shared) on each batch chunk of x; shared travels as one graph key (once per worker).
+
+    probe: the result of compute on an empty batch, which has already checked every argument eagerly and
+    gives the output's shape past the batch axis and its dtype.
+    """
+    dask, da = _require_dask()
+    # one chunk along every axis but the batch: each task convolves whole images
+    x = x.rechunk({axis: -1 for axis in range(1, x.ndim)})
+    index = "n" + "cdhw"[-(n_spatial + 1):]
+    return da.blockwise(
+        _apply, index, x, index, dask.delayed(shared, pure=True), None, compute, None,
+        dtype=probe.dtype, adjust_chunks=dict(zip(index[1:], probe.shape[1:])),
+        meta=np.empty((0,) * x.ndim, dtype=probe.dtype),
+    )
+
+
+def _functional_block(block, params, *, n_spatial, **kwargs):
+    weight, bias = params
+    fn = F.conv1d if n_spatial == 1 else F.conv2d
+    return fn(block, weight, bias, **kwargs)
+
+
+def _convolution(n_spatial, input, weight, bias, stride, padding, dilation, groups, n_threads):
+    empty_batch = _check_input(input, n_spatial)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, n_threads=n_threads)
+    fn = F.conv1d if n_spatial == 1 else F.conv2d
+    probe = fn(empty_batch, weight, bias, **kwargs)
+    compute = functools.partial(_functional_block, n_spatial=n_spatial, **kwargs)
+    return _map_batches(input, n_spatial, (weight, bias), compute, probe)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+    """``gconv.conv2d`` over a dask array; returns a lazy dask array.
+
+    Parameters
+    ----------
+    input : dask.array.Array, shape (N, C_in, H, W)
+        Chunked along N; the other axes are rechunked to one chunk (each task convolves whole images).
+    weight, bias, stride, padding, dilation, groups, n_threads
+        As for ``gconv.conv2d``; checked now, with gconv's (torch's) errors. weight and bias enter the graph
+        once, so a distributed scheduler sends them once per worker, not once per chunk.
+
+    Returns
+    -------
+    dask.array.Array, shape (N, C_out, H_out, W_out), chunked along N like the input.
+    """
+    return _convolution(2, input, weight, bias, stride, padding, dilation, groups, n_threads)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+    """``gconv.conv1d`` over a dask array of shape (N, C_in, L) chunked along N; see ``conv2d``."""
+    return _convolution(1, input, weight, bias, stride, padding, dilation, groups, n_threads)
+
+
+def _module_block(block, module, *, n_threads):
+    return module(block, n_threads=n_threads)
+
+
+def forward(module, input, *, n_threads=None):
+    """Run a ``gconv.Conv1d``/``Conv2d`` over a dask array chunked along the batch axis (any padding mode).
+
+    The module (with its weights) enters the graph once. Returns a lazy dask array.
+    """
+    if not isinstance(module, _ConvNd):
+        raise TypeError(f"gconv.dask.forward needs a gconv.Conv1d or gconv.Conv2d, not {type(module).__name__}")
+    probe = module(_check_input(input, module._n_spatial))
+    compute = functools.partial(_module_block, n_threads=n_threads)
+    return _map_batches(input, module._n_spatial, module, compute, probe)
