@@ -30,13 +30,13 @@ cdef extern from "_microkernel.h" nogil:
     void gconv_tile_f32(int oc_block, const float* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
                         Py_ssize_t row_step, const Py_ssize_t* kw_offset, const float* w, Py_ssize_t n_ic,
                         Py_ssize_t kh_size, Py_ssize_t kw_size, float* out, Py_ssize_t out_channel_stride,
-                        Py_ssize_t out_row_stride, const float* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
-                        Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
+                        Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const float* bias,
+                        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
     void gconv_tile_f64(int oc_block, const double* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
                         Py_ssize_t row_step, const Py_ssize_t* kw_offset, const double* w, Py_ssize_t n_ic,
                         Py_ssize_t kh_size, Py_ssize_t kw_size, double* out, Py_ssize_t out_channel_stride,
-                        Py_ssize_t out_row_stride, const double* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
-                        Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
+                        Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const double* bias,
+                        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
 
 
 cdef enum:
@@ -82,13 +82,19 @@ cdef struct Plan:
     Py_ssize_t N, C_in, H, W, C_out, KH, KW, H_out, W_out
     Py_ssize_t groups, ic_per_group, oc_per_group
     Py_ssize_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w
+    # element strides of input and output (N, C, H, W): NCHW, channels-last or any view
+    Py_ssize_t x_stride_n, x_stride_c, x_stride_h, x_stride_w
+    Py_ssize_t out_stride_n, out_stride_c, out_stride_h, out_stride_w
     # register tile: oc_block channels x tile_rows x tile_cols outputs (see _microkernel.h), laid over
     # rows and columns (grid) or over the block's flattened outputs (flat: stride 1, one channel deep)
     int oc_block
     bint flat
     Py_ssize_t tile_rows, tile_cols, n_oc_blocks
-    # work item = ((n * groups + g) * n_row_blocks + row_block) * n_col_blocks + col_block
+    # work item = ((n * groups + g) * n_row_blocks + row_block) * n_col_blocks + col_block, or with the
+    # group varying fastest when channels are adjacent in memory (channels-last), so that consecutive
+    # items share the cache lines they read and write
     Py_ssize_t rows_per_block, cols_per_block, n_row_blocks, n_col_blocks
+    bint groups_inner
     # per-thread slab: [ic][slab_rows][n_phases][phase_len]; rows are slab_row_len apart. Only the
     # column phases (kw * dilation_w) % stride_w that some tap reads are stored (at most KW of them).
     Py_ssize_t n_phases, slab_rows, phase_len, slab_row_len, slab_size
@@ -120,36 +126,50 @@ cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const 
     Position pos of phase p in a slab row holds input column ow_start * stride_w - pad_left + pos * stride_w
     + p, so the output columns j, j+1, ... of one tap read consecutive positions whatever the stride.
     """
-    cdef Py_ssize_t s = plan.stride_w, W = plan.W, length = plan.phase_len
+    cdef Py_ssize_t s = plan.stride_w, W = plan.W, length = plan.phase_len, ics = plan.ic_per_group
     cdef Py_ssize_t first_row = oh_start * plan.stride_h - plan.pad_top
     cdef Py_ssize_t first_col = ow_start * s - plan.pad_left
+    cdef Py_ssize_t xs_c = plan.x_stride_c, xs_w = plan.x_stride_w
     cdef Py_ssize_t ic, r, ih, lo, hi, slot, pos, col0
     cdef const floating* src
+    cdef const floating* image = x + n * plan.x_stride_n + g * ics * xs_c
     cdef floating* dst
-    for ic in range(plan.ic_per_group):
-        for r in range(plan.slab_rows):
-            dst = slab + (ic * plan.slab_rows + r) * plan.slab_row_len
-            ih = first_row + r
-            if ih < 0 or ih >= plan.H:
-                memset(dst, 0, plan.slab_row_len * sizeof(floating))
-                continue
-            src = x + ((n * plan.C_in + g * plan.ic_per_group + ic) * plan.H + ih) * W
-            for slot in range(plan.n_phases):
-                # positions [lo, hi) read input columns col0 + pos * s inside [0, W); the rest is padding
-                col0 = first_col + phases[slot]
-                lo = min(length, _ceil_div(-col0, s)) if col0 < 0 else 0
-                hi = max(lo, min(length, (W - 1 - col0) // s + 1)) if col0 < W else lo
+    cdef floating* row
+    for r in range(plan.slab_rows):
+        ih = first_row + r
+        row = slab + r * plan.slab_row_len  # channel ic's row is row + ic * slab_rows * slab_row_len
+        if ih < 0 or ih >= plan.H:
+            for ic in range(ics):
+                memset(row + ic * plan.slab_rows * plan.slab_row_len, 0, plan.slab_row_len * sizeof(floating))
+            continue
+        for slot in range(plan.n_phases):
+            # positions [lo, hi) read input columns col0 + pos * s inside [0, W); the rest is padding
+            col0 = first_col + phases[slot]
+            lo = min(length, _ceil_div(-col0, s)) if col0 < 0 else 0
+            hi = max(lo, min(length, (W - 1 - col0) // s + 1)) if col0 < W else lo
+            for ic in range(ics):
+                dst = row + ic * plan.slab_rows * plan.slab_row_len + slot * length
                 memset(dst, 0, lo * sizeof(floating))
-                if s == 1:
-                    memcpy(dst + lo, src + col0 + lo, (hi - lo) * sizeof(floating))
-                elif s == 2:  # a constant stride lets the compiler vectorise the de-interleave
-                    for pos in range(lo, hi):
-                        dst[pos] = src[col0 + 2 * pos]
-                else:
-                    for pos in range(lo, hi):
-                        dst[pos] = src[col0 + s * pos]
                 memset(dst + hi, 0, (length - hi) * sizeof(floating))
-                dst += length
+            src = image + ih * plan.x_stride_h + col0 * xs_w
+            if xs_w == 1:
+                for ic in range(ics):
+                    dst = row + ic * plan.slab_rows * plan.slab_row_len + slot * length
+                    if s == 1:
+                        memcpy(dst + lo, src + ic * xs_c + lo, (hi - lo) * sizeof(floating))
+                    elif s == 2:  # a constant stride lets the compiler vectorise the de-interleave
+                        for pos in range(lo, hi):
+                            dst[pos] = src[ic * xs_c + 2 * pos]
+                    else:
+                        for pos in range(lo, hi):
+                            dst[pos] = src[ic * xs_c + s * pos]
+            else:
+                # columns are not adjacent (channels-last or another view): walk each input column once
+                # and spread its channels, which are then adjacent or at least nearby, over their rows
+                for pos in range(lo, hi):
+                    for ic in range(ics):
+                        row[ic * plan.slab_rows * plan.slab_row_len + slot * length + pos] = \
+                            src[pos * s * xs_w + ic * xs_c]
 
 
 cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -247,12 +267,18 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
                      const floating* bias, floating* out, floating* slab, const Py_ssize_t* kw_offset,
                      const Py_ssize_t* phases, Py_ssize_t item) noexcept nogil:
     """One work item: all output channels of group g for one block of rows x columns of image n."""
-    cdef Py_ssize_t col_block = item % plan.n_col_blocks
-    cdef Py_ssize_t rest = item // plan.n_col_blocks
-    cdef Py_ssize_t row_block = rest % plan.n_row_blocks
+    cdef Py_ssize_t rest = item, g = 0, col_block, row_block, n
+    if plan.groups_inner:
+        g = rest % plan.groups
+        rest = rest // plan.groups
+    col_block = rest % plan.n_col_blocks
+    rest = rest // plan.n_col_blocks
+    row_block = rest % plan.n_row_blocks
     rest = rest // plan.n_row_blocks
-    cdef Py_ssize_t g = rest % plan.groups
-    cdef Py_ssize_t n = rest // plan.groups
+    if not plan.groups_inner:
+        g = rest % plan.groups
+        rest = rest // plan.groups
+    n = rest
     cdef Py_ssize_t oh_start = row_block * plan.rows_per_block
     cdef Py_ssize_t oh_end = min(oh_start + plan.rows_per_block, plan.H_out)
     cdef Py_ssize_t ow_start = col_block * plan.cols_per_block
@@ -261,7 +287,7 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
     cdef Py_ssize_t ic_stride = plan.slab_rows * plan.slab_row_len
     cdef Py_ssize_t kh_stride = plan.dilation_h * plan.slab_row_len
     cdef Py_ssize_t row_step = plan.stride_h * plan.slab_row_len
-    cdef Py_ssize_t plane = plan.H_out * plan.W_out
+    cdef Py_ssize_t os_c = plan.out_stride_c, os_h = plan.out_stride_h, os_w = plan.out_stride_w
     cdef Py_ssize_t block, oc_first, n_oc, oh, ow, f
     cdef const floating* w_block
     cdef const floating* b_block
@@ -276,12 +302,12 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
         n_oc = min(<Py_ssize_t> plan.oc_block, plan.oc_per_group - block * plan.oc_block)
         w_block = packed_weight + (g * plan.n_oc_blocks + block) * taps * plan.oc_block
         b_block = bias + oc_first if bias != NULL else NULL
-        out_block = out + ((n * plan.C_out + oc_first) * plan.H_out + oh_start) * plan.W_out + ow_start
+        out_block = out + n * plan.out_stride_n + oc_first * os_c + oh_start * os_h + ow_start * os_w
         if plan.flat:
             f = 0
             while f < flat_end:
                 _tile(plan.oc_block, slab + f, ic_stride, kh_stride, plan.tile_cols, kw_offset, w_block,
-                      plan.ic_per_group, plan.KH, plan.KW, out_block, plane, plan.W_out, b_block, n_oc,
+                      plan.ic_per_group, plan.KH, plan.KW, out_block, os_c, os_h, os_w, b_block, n_oc,
                       min(flat_tile, flat_end - f), ow_end - ow_start, plan.slab_row_len, f)
                 f += flat_tile
             continue
@@ -291,7 +317,7 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
             while ow < ow_end:
                 _tile(plan.oc_block, slab + (oh - oh_start) * row_step + (ow - ow_start), ic_stride,
                       kh_stride, row_step, kw_offset, w_block, plan.ic_per_group, plan.KH, plan.KW,
-                      out_block + (oh - oh_start) * plan.W_out + (ow - ow_start), plane, plan.W_out,
+                      out_block + (oh - oh_start) * os_h + (ow - ow_start) * os_w, os_c, os_h, os_w,
                       b_block, n_oc, min(plan.tile_rows, oh_end - oh), min(plan.tile_cols, ow_end - ow),
                       0, 0)
                 ow += plan.tile_cols
@@ -301,15 +327,18 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
 cdef inline void _tile(int oc_block, const floating* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
                        Py_ssize_t row_step, const Py_ssize_t* kw_offset, const floating* w, Py_ssize_t n_ic,
                        Py_ssize_t kh_size, Py_ssize_t kw_size, floating* out, Py_ssize_t out_channel_stride,
-                       Py_ssize_t out_row_stride, const floating* bias, Py_ssize_t n_oc, Py_ssize_t n_rows,
-                       Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0) noexcept nogil:
+                       Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const floating* bias,
+                       Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch,
+                       Py_ssize_t f0) noexcept nogil:
     # the C micro-kernel for this dtype
     if floating is float:
         gconv_tile_f32(oc_block, x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic, kh_size, kw_size,
-                       out, out_channel_stride, out_row_stride, bias, n_oc, n_rows, n_cols, pitch, f0)
+                       out, out_channel_stride, out_row_stride, out_col_stride, bias, n_oc, n_rows, n_cols,
+                       pitch, f0)
     else:
         gconv_tile_f64(oc_block, x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic, kh_size, kw_size,
-                       out, out_channel_stride, out_row_stride, bias, n_oc, n_rows, n_cols, pitch, f0)
+                       out, out_channel_stride, out_row_stride, out_col_stride, bias, n_oc, n_rows, n_cols,
+                       pitch, f0)
 
 
 cdef void _pack_weight(const Plan* plan, const floating* weight, floating* packed) noexcept nogil:
@@ -336,10 +365,10 @@ cdef void _pack_weight(const Plan* plan, const floating* weight, floating* packe
 
 
 def conv2d_forward(
-    const floating[:, :, :, ::1] x not None,       # IN  (N, C_in, H, W)
+    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
     const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
     const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, ::1] out not None,           # OUT (N, C_out, H_out, W_out)
+    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), any strides
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t pad_top, Py_ssize_t pad_left,
     Py_ssize_t dilation_h, Py_ssize_t dilation_w,
@@ -349,8 +378,9 @@ def conv2d_forward(
     """Grouped 2-D cross-correlation with implicit zero padding; writes every element of out.
 
     The caller has checked the shapes (out's H_out, W_out follow from the padding on both sides),
-    that stride, dilation and groups are positive and that all four arrays share one dtype.
-    Conv1d runs through here as H = KH = H_out = 1.
+    that stride, dilation and groups are positive, that all four arrays share one dtype and that out
+    does not overlap x. x is read and out written through their strides, so a channels-last view needs
+    no copy either way. Conv1d runs through here as H = KH = H_out = 1.
     """
     cdef Plan plan
     plan.N, plan.C_in, plan.H, plan.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
@@ -362,6 +392,13 @@ def conv2d_forward(
     plan.stride_h, plan.stride_w = stride_h, stride_w
     plan.pad_top, plan.pad_left = pad_top, pad_left
     plan.dilation_h, plan.dilation_w = dilation_h, dilation_w
+    cdef Py_ssize_t item_size = sizeof(floating)
+    plan.x_stride_n, plan.x_stride_c = x.strides[0] // item_size, x.strides[1] // item_size
+    plan.x_stride_h, plan.x_stride_w = x.strides[2] // item_size, x.strides[3] // item_size
+    plan.out_stride_n, plan.out_stride_c = out.strides[0] // item_size, out.strides[1] // item_size
+    plan.out_stride_h, plan.out_stride_w = out.strides[2] // item_size, out.strides[3] // item_size
+    # channels adjacent in memory: neighbouring groups share cache lines, so run them back to back
+    plan.groups_inner = plan.x_stride_w != 1 and abs(plan.x_stride_c) < abs(plan.x_stride_w)
 
     if out.shape[0] != plan.N or out.shape[1] != plan.C_out or plan.C_in != groups * plan.ic_per_group:
         raise ValueError("conv2d_forward: inconsistent shapes")
@@ -399,7 +436,15 @@ def conv2d_forward(
 
     _plan_slab(&plan, 1, 1)
     if plan.slab_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
-        # A dilation so large that even one tile's input would not fit in scratch: direct loops.
+        # A dilation so large that even one tile's input would not fit in scratch: direct loops, which
+        # read and write C-contiguous arrays only.
+        if not (x.is_c_contig() and out.is_c_contig()):
+            dense_out = np.empty((out.shape[0], out.shape[1], out.shape[2], out.shape[3]),
+                                 dtype=np.float32 if floating is float else np.float64)
+            conv2d_forward(np.ascontiguousarray(x), weight, bias, dense_out, stride_h, stride_w, pad_top, pad_left,
+                           dilation_h, dilation_w, groups, n_threads)
+            np.asarray(out)[...] = dense_out
+            return
         plan.oc_block = min(plan.oc_per_group, 8)
         plan.n_oc_blocks = _ceil_div(plan.oc_per_group, plan.oc_block)
         plan.rows_per_block = 1

@@ -45,13 +45,14 @@
 #define GCONV_RESTRICT
 #endif
 
-/* Store a finished tile kept in memory as tile[o][q], q = r * TW + j (both mappings above). */
+/* Store a finished tile kept in memory as tile[o][q], q = r * TW + j (both mappings above). Output columns
+ * are out_col_stride apart: 1 for NCHW, the channel count for a channels-last (NHWC) output. */
 #define GCONV_DEFINE_STORE(T)                                                                        \
     static void gconv_store_##T(const T *GCONV_RESTRICT tile, Py_ssize_t tile_size, Py_ssize_t tw,   \
                                 T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,               \
-                                Py_ssize_t out_row_stride, const T *GCONV_RESTRICT bias,            \
-                                Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols,              \
-                                Py_ssize_t pitch, Py_ssize_t f0)                                    \
+                                Py_ssize_t out_row_stride, Py_ssize_t out_col_stride,               \
+                                const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows,   \
+                                Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)                 \
     {                                                                                                \
         Py_ssize_t o, r, j, q, row, col, run, keep;                                                  \
         for (o = 0; o < n_oc; o++) {                                                                 \
@@ -61,7 +62,10 @@
             if (pitch == 0) {                                                                        \
                 for (r = 0; r < n_rows; r++) {                                                       \
                     T *dst = dst_channel + r * out_row_stride;                                       \
-                    for (j = 0; j < n_cols; j++) dst[j] = src[r * tw + j] + b;                       \
+                    if (out_col_stride == 1)                                                         \
+                        for (j = 0; j < n_cols; j++) dst[j] = src[r * tw + j] + b;                   \
+                    else                                                                             \
+                        for (j = 0; j < n_cols; j++) dst[j * out_col_stride] = src[r * tw + j] + b;  \
                 }                                                                                    \
                 continue;                                                                            \
             }                                                                                        \
@@ -72,7 +76,10 @@
                 T *dst = dst_channel + row * out_row_stride;                                         \
                 run = pitch - col < n_rows - q ? pitch - col : n_rows - q;                           \
                 keep = n_cols - col < run ? n_cols - col : run;                                      \
-                for (j = 0; j < keep; j++) dst[col + j] = src[q + j] + b;                            \
+                if (out_col_stride == 1)                                                             \
+                    for (j = 0; j < keep; j++) dst[col + j] = src[q + j] + b;                        \
+                else                                                                                 \
+                    for (j = 0; j < keep; j++) dst[(col + j) * out_col_stride] = src[q + j] + b;     \
             }                                                                                        \
         }                                                                                            \
     }
@@ -84,8 +91,8 @@ GCONV_DEFINE_STORE(double)
     const T *GCONV_RESTRICT x, Py_ssize_t ic_stride, Py_ssize_t kh_stride, Py_ssize_t row_step,      \
         const Py_ssize_t *GCONV_RESTRICT kw_offset, const T *GCONV_RESTRICT w, Py_ssize_t n_ic,      \
         Py_ssize_t kh_size, Py_ssize_t kw_size, T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,\
-        Py_ssize_t out_row_stride, const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows, \
-        Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0
+        Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const T *GCONV_RESTRICT bias,          \
+        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0
 
 /* x: slab at the tile's first input; x[ic * ic_stride + kh * kh_stride + r * row_step + kw_offset[kw]
  * + j] is the input seen by tile row r, column j through tap (ic, kh, kw).
@@ -132,7 +139,7 @@ typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)))
             GCONV_ACCUMULATE(T, OCB, ROWS, TW)                                                                   \
         else                                                                                         \
             GCONV_ACCUMULATE(T, OCB, ROWS, row_step)                                                             \
-        if (pitch == 0 && n_cols == TW) { /* whole grid rows: store straight from the registers */   \
+        if (pitch == 0 && n_cols == TW && out_col_stride == 1) { /* whole rows, straight from registers */\
             for (o = 0; o < n_oc; o++) {                                                             \
                 const T b = bias ? bias[o] : (T)0;                                                   \
                 for (r = 0; r < n_rows; r++)                                                         \
@@ -148,7 +155,7 @@ typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)))
             T tile[OCB][ROWS * TW];                                                                  \
             memcpy(tile, acc, sizeof(tile));                                                         \
             gconv_store_##T(&tile[0][0], ROWS * TW, TW, out, out_channel_stride, out_row_stride,     \
-                            bias, n_oc, n_rows, n_cols, pitch, f0);                                  \
+                            out_col_stride, bias, n_oc, n_rows, n_cols, pitch, f0);                  \
         }                                                                                            \
     }
 #else
@@ -172,8 +179,8 @@ typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)))
                 }                                                                                    \
             }                                                                                        \
         }                                                                                            \
-        gconv_store_##T(&tile[0][0], ROWS * TW, TW, out, out_channel_stride, out_row_stride, bias,  \
-                        n_oc, n_rows, n_cols, pitch, f0);                                            \
+        gconv_store_##T(&tile[0][0], ROWS * TW, TW, out, out_channel_stride, out_row_stride,         \
+                        out_col_stride, bias, n_oc, n_rows, n_cols, pitch, f0);                      \
     }
 #endif
 
@@ -192,17 +199,17 @@ GCONV_DEFINE_TILE(double, gconv_tile_f64_1x8, GCONV_TILE_W_F64, 1, 8)
     {                                                                                                \
         switch (oc_block) {                                                                          \
         case 8: gconv_tile_##SUFFIX##_8x1(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols, pitch, f0); break;                                                       \
+                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
+                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
         case 4: gconv_tile_##SUFFIX##_4x2(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols, pitch, f0); break;                                                       \
+                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
+                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
         case 2: gconv_tile_##SUFFIX##_2x4(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols, pitch, f0); break;                                                       \
+                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
+                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
         default: gconv_tile_##SUFFIX##_1x8(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,   \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, bias, n_oc, n_rows,   \
-                    n_cols, pitch, f0); break;                                                       \
+                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
+                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
         }                                                                                            \
     }
 

@@ -212,6 +212,26 @@ def _coerce(a, dtype):
     return a if a.flags.aligned else a.copy()  # a view into a byte buffer at an odd offset
 
 
+def is_channels_last(a):
+    """An (N, C, H, W) view of (N, H, W, C) memory, as x.transpose(0, 3, 1, 2) of an NHWC array.
+
+    As torch's memory-format rule: an array that is also C-contiguous (C == 1) counts as NCHW.
+    """
+    return a.ndim == 4 and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def _kernel_input(x4, dtype):
+    """The input as the kernel reads it: any strides, so no copy for NCHW, channels-last or row views.
+
+    A copy only where the dtype, byte order or alignment must change, or where rows are not contiguous
+    and channels not adjacent either (e.g. Fortran order), which packs slower than it copies.
+    """
+    item = dtype.itemsize
+    if x4.dtype == dtype and x4.flags.aligned and (abs(x4.strides[-1]) == item or is_channels_last(x4)):
+        return x4
+    return _coerce(x4, dtype)
+
+
 def _check_out(out, shape, dtype, inputs, op):
     """Validate a caller's output array the way a ufunc's out= is: exact shape and dtype, no overlap."""
     if not isinstance(out, np.ndarray):
@@ -220,8 +240,8 @@ def _check_out(out, shape, dtype, inputs, op):
         raise ValueError(f"{op}(): out has shape {out.shape}, but the result has shape {shape}")
     if out.dtype != dtype:
         raise TypeError(f"{op}(): out has dtype {out.dtype}, but the result has dtype {dtype} (no casting)")
-    if not (out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
-        raise ValueError(f"{op}(): out must be a writeable, aligned, C-contiguous array")
+    if not ((out.flags.c_contiguous or is_channels_last(out)) and out.flags.writeable and out.flags.aligned):
+        raise ValueError(f"{op}(): out must be a writeable, aligned array, C-contiguous or channels-last")
     if any(a is not None and np.may_share_memory(out, a) for a in inputs):
         raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
 
@@ -290,12 +310,15 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
         n_elements *= s
     check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size", out_shape)
     for name, a in (("input", x4), ("weight", weight), ("bias", bias)):
-        if a is not None and not (a.flags.c_contiguous and a.dtype.isnative):
+        if a is not None and not ((a.flags.c_contiguous or is_channels_last(a)) and a.dtype.isnative):
             check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
+    channels_last = is_channels_last(x4) and is_batched
     if out is None:
-        result = out = np.empty(out_shape, dtype=dtype)
-        if not is_batched:
-            result = out[0]
+        if channels_last:  # the output keeps the input's memory format, as torch's does
+            out = np.empty((out_shape[0], *out_shape[2:], out_shape[1]), dtype=dtype).transpose(0, 3, 1, 2)
+        else:
+            out = np.empty(out_shape, dtype=dtype)
+        result = out if is_batched else out[0]
     else:
         _check_out(out, out_shape if is_batched else out_shape[1:], dtype, (x, weight, bias), op)
         result = out
@@ -304,7 +327,7 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     if n_elements == 0:
         return result
 
-    x_c = _coerce(x4, dtype)
+    x_c = _kernel_input(x4, dtype)
     w_c = _coerce(weight, dtype)
     b_c = _coerce(bias, dtype) if bias is not None else np.empty(0, dtype=dtype)
     if n_spatial == 1:
@@ -313,7 +336,8 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
         stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
     else:
         out4 = out
-    if all(k == 1 for k in w_c.shape[2:]) and stride == (1, 1) and padding == (0, 0):
+    if (all(k == 1 for k in w_c.shape[2:]) and stride == (1, 1) and padding == (0, 0)
+            and x_c.flags.c_contiguous and out4.flags.c_contiguous):
         # Pointwise: each image is one long row of H * W pixels, so tiles never straddle a short row.
         x_c = x_c.reshape(x_c.shape[0], x_c.shape[1], 1, -1)
         out4 = out4.reshape(out4.shape[0], out4.shape[1], 1, -1)
@@ -470,8 +494,12 @@ def pad(x, pads, mode):
     for axis in range(x.ndim - n_pad):
         n_elements *= shape[axis]
     check_allocation(n_elements * x.dtype.itemsize, f"padding {list(pads)} of input", shape)
+    # torch keeps a channels-last input channels-last through reflect and replicate padding
+    keep_channels_last = mode != "circular" and is_channels_last(x)
+    padded = x.transpose(0, 2, 3, 1) if keep_channels_last else x
     for (axis, before, after) in per_axis:
         if before == 0 and after == 0:
             continue  # nothing to do on this axis (and, for circular, size 0 is allowed only here)
-        x = np.take(x, _pad_source_index(shape[axis], before, after, mode), axis=axis)
-    return x
+        index = _pad_source_index(shape[axis], before, after, mode)
+        padded = np.take(padded, index, axis=axis - 1 if keep_channels_last else axis)
+    return padded.transpose(0, 3, 1, 2) if keep_channels_last else padded

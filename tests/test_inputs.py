@@ -1,4 +1,6 @@
 """Layouts, dtypes and edge shapes: any input layout works, nothing is written, outputs are fresh arrays."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,9 @@ def test_any_layout_gives_the_same_result_and_is_not_written(dtype):
         got = m(variant)
         np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=name)
         np.testing.assert_array_equal(variant, before)
-        assert got.flags.c_contiguous and got.flags.owndata and got.dtype == dtype
+        # a channels-last input gives a channels-last output (as torch); everything else C-contiguous
+        layout_kept = gconv.functional.is_channels_last(got) if name == "channels-last" else got.flags.c_contiguous
+        assert layout_kept and got.dtype == dtype
         assert not np.shares_memory(got, variant)
 
 
@@ -160,3 +164,41 @@ def test_huge_dilation_and_stride_geometry():
     assert out.shape == (1, 4, 1, 1)
     np.testing.assert_allclose(out[..., 0, 0], np.einsum("ock,nck->no", w[:, :, 0, 1:], x[:, :, 0, :2]) + b,
                                rtol=1e-12, atol=1e-12)
+
+
+def _peak_numpy_bytes(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("groups,k,stride,mode", [(1, 3, 1, "zeros"), (16, 3, 2, "zeros"), (4, 1, 1, "zeros"),
+                                                  (16, 5, 1, "zeros"), (2, 3, 1, "reflect")])
+def test_channels_last_is_read_and_written_in_place(groups, k, stride, mode):
+    rng = np.random.default_rng(8)
+    nhwc = rng.standard_normal((2, 40, 48, 16)).astype(np.float32)
+    x = nhwc.transpose(0, 3, 1, 2)  # NCHW view of NHWC memory
+    m = gconv.Conv2d(16, 32, k, stride=stride, padding=k // 2, groups=groups, padding_mode=mode, rng=9)
+    got = m(x)
+    assert gconv.functional.is_channels_last(got)
+    np.testing.assert_allclose(got, conv_reference(x, m.weight, m.bias, stride, k // 2, 1, groups, mode),
+                               rtol=2e-5, atol=2e-5)
+    if mode == "zeros":
+        out = np.empty_like(got)  # channels-last too, as empty_like keeps the layout
+        assert gconv.functional.is_channels_last(out)
+        # neither the input nor the output is copied to NCHW: only packed weights are allocated
+        assert _peak_numpy_bytes(lambda: m(x, out=out)) < x.nbytes // 2
+        np.testing.assert_array_equal(out, got)
+
+
+def test_row_views_are_read_in_place():
+    rng = np.random.default_rng(10)
+    big = rng.standard_normal((3, 8, 40, 50)).astype(np.float32)
+    x = big[:, ::2, 5:35, ::-1][..., 3:43]  # channel stride 2, reversed rows: rows still contiguous
+    w = rng.standard_normal((8, 2, 3, 3)).astype(np.float32)
+    got = gconv.conv2d(x, w, padding=1, groups=2)
+    np.testing.assert_allclose(got, conv_reference(x, w, None, 1, 1, 1, 2), rtol=2e-5, atol=2e-5)
+    assert _peak_numpy_bytes(lambda: gconv.conv2d(x, w, padding=1, groups=2)) < got.nbytes + x.nbytes // 4

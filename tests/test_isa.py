@@ -53,6 +53,16 @@ def test_every_level_matches_the_reference(isa, dtype):
         np.testing.assert_allclose(got, conv_reference(x, w, b, **kwargs), **tol, err_msg=f"{isa} {w_shape}")
 
 
+def test_every_level_reads_and_writes_channels_last(isa):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 9, 11, 24)).astype(np.float32).transpose(0, 3, 1, 2)
+    for w_shape, kwargs in [((24, 1, 3, 3), dict(padding=1, groups=24)), ((16, 12, 3, 2), dict(stride=2, groups=2)),
+                            ((8, 24, 1, 1), dict())]:
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        got = gconv.conv2d(x, w, **kwargs)
+        np.testing.assert_allclose(got, conv_reference(x, w, **kwargs), rtol=1e-4, atol=1e-4, err_msg=isa)
+
+
 def test_levels_agree_with_each_other():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 32, 20, 45)).astype(np.float32)

@@ -191,3 +191,17 @@ def test_nan_and_inf_reach_exactly_the_outputs_that_see_them():
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
         assert np.isnan(got).any()
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [1, "same"])
+def test_channels_last_values_and_memory_format_equal_torch(mode, padding):
+    tm, gm = _pair(torch.nn.Conv2d, gconv.Conv2d, 12, 8, 3, 1, padding, 1, 4, True, mode)
+    x_torch = torch.randn(2, 12, 9, 10).to(memory_format=torch.channels_last)
+    x = x_torch.numpy()  # the same strides: an NCHW view of NHWC memory
+    assert gconv.functional.is_channels_last(x)
+    with torch.no_grad():
+        want = tm(x_torch)
+    got = gm(x)
+    np.testing.assert_allclose(got, want.numpy(), **TOL[np.float32])
+    assert gconv.functional.is_channels_last(got) == want.is_contiguous(memory_format=torch.channels_last)
