@@ -9,7 +9,14 @@ __version__ = "0.1.0"
 
 
 def kernel_isa():
-    """Instruction-set level of the kernels in use: 'avx512', 'avx2' or 'baseline' (GCONV_ISA forces one)."""
+    """Instruction-set level of the kernels in use.
+
+    Returns
+    -------
+    str
+        'avx512', 'avx2' or 'baseline': the widest this CPU and build support, or the one the
+        ``GCONV_ISA`` environment variable named at import.
+    """
     from . import _dispatch
     return _dispatch.ISA
 

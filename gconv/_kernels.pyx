@@ -1,8 +1,9 @@
 """Convolution kernels: typed memoryviews fused over float32/float64, GIL released, OpenMP over work items.
 
-Every argument is validated and coerced by gconv.functional before it gets here: arrays are C-contiguous,
-of one dtype, with consistent shapes, and the output geometry is exact. Bounds checks are off in a normal
-build (the Python layer proved the bounds) and on in a debug build (GCONV_DEBUG=1 at build time).
+Every argument is validated and coerced by gconv.functional before it gets here: one dtype, consistent
+shapes, exact output geometry, C-contiguous weight and bias; input and output may have any strides (NCHW,
+channels-last, views). Bounds checks are off in a normal build (the Python layer proved the bounds) and
+on in a debug build (GCONV_DEBUG=1 at build time).
 
 This one source is compiled once per instruction-set level (gconv._kernels is the portable build; setup.py
 adds _kernels_avx2 and _kernels_avx512 where the compiler can); gconv._dispatch picks one at import.
@@ -48,12 +49,17 @@ cdef enum:
     # Beyond this even a one-tile slab is absurd (only huge dilations get here): use the direct loops.
     SLAB_LIMIT = 64 * 1024 * 1024
 
-ISA = GCONV_ISA_NAME.decode()
-TILE_WIDTH = {"float32": GCONV_TILE_W_F32, "float64": GCONV_TILE_W_F64}
+ISA = GCONV_ISA_NAME.decode()  # the instruction set this module was compiled for
 
 
 def openmp_enabled():
-    """True when the kernels were compiled with OpenMP, False for the serial fallback build."""
+    """Whether this build runs its kernels in parallel.
+
+    Returns
+    -------
+    bool
+        True when the kernels were compiled with OpenMP, False for the serial fallback build.
+    """
     return bool(GCONV_OPENMP_ENABLED)
 
 

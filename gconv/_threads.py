@@ -13,9 +13,12 @@ _STARTUP_OMP_LIMIT = _kernels.omp_max_threads()
 def get_num_threads():
     """Number of threads the next gconv call from this Python thread will use.
 
-    The ``set_num_threads`` value when one was set, else OpenMP's current limit for this thread
-    (``OMP_NUM_THREADS``, or a ``threadpoolctl.threadpool_limits`` block). A threadpoolctl limit
-    entered after ``set_num_threads`` still caps it.
+    Returns
+    -------
+    int
+        The ``set_num_threads`` value when one was set, else OpenMP's current limit for this thread
+        (``OMP_NUM_THREADS``, or a ``threadpoolctl.threadpool_limits`` block). A threadpoolctl limit
+        entered after ``set_num_threads`` still caps it. 1 for a build without OpenMP.
     """
     if not _kernels.openmp_enabled():
         return 1

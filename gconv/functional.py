@@ -220,16 +220,15 @@ def is_channels_last(a):
     return a.ndim == 4 and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
-def _kernel_input(x4, dtype):
-    """The input as the kernel reads it: any strides, so no copy for NCHW, channels-last or row views.
+def _input_needs_copy(x4, dtype):
+    """Whether the kernel, which reads any strides, still needs a C-contiguous copy of the input.
 
-    A copy only where the dtype, byte order or alignment must change, or where rows are not contiguous
-    and channels not adjacent either (e.g. Fortran order), which packs slower than it copies.
+    Only where the dtype, byte order or alignment must change, or where rows are not contiguous and
+    channels not adjacent either (e.g. Fortran order), which packs slower than it copies. NCHW,
+    channels-last and views with contiguous rows (slices, reversed axes) are read in place.
     """
-    item = dtype.itemsize
-    if x4.dtype == dtype and x4.flags.aligned and (abs(x4.strides[-1]) == item or is_channels_last(x4)):
-        return x4
-    return _coerce(x4, dtype)
+    in_place = abs(x4.strides[-1]) == dtype.itemsize or is_channels_last(x4)
+    return not (x4.dtype == dtype and x4.flags.aligned and in_place)
 
 
 def _check_out(out, shape, dtype, inputs, op):
@@ -250,7 +249,7 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     """torch.nn.functional.conv{n_spatial}d on NumPy arrays: checks in torch's order, then the kernel.
 
     stride and dilation are tuples of ints, padding a tuple of ints or 'same'/'valid', groups an int.
-    out, when given, receives the result (shape and dtype of the result, C-contiguous, no overlap).
+    out, when given, receives the result (its shape and dtype, C-contiguous or channels-last, no overlap).
     """
     string_padding = isinstance(padding, str)
     if not string_padding:
@@ -309,8 +308,9 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     for s in out_shape:
         n_elements *= s
     check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size", out_shape)
-    for name, a in (("input", x4), ("weight", weight), ("bias", bias)):
-        if a is not None and not ((a.flags.c_contiguous or is_channels_last(a)) and a.dtype.isnative):
+    copy_input = _input_needs_copy(x4, dtype)
+    for name, a, copied in (("input", x4, copy_input), ("weight", weight, True), ("bias", bias, True)):
+        if a is not None and copied and not (a.flags.c_contiguous and a.dtype == dtype):
             check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
     channels_last = is_channels_last(x4) and is_batched
     if out is None:
@@ -327,7 +327,7 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     if n_elements == 0:
         return result
 
-    x_c = _kernel_input(x4, dtype)
+    x_c = _coerce(x4, dtype) if copy_input else x4
     w_c = _coerce(weight, dtype)
     b_c = _coerce(bias, dtype) if bias is not None else np.empty(0, dtype=dtype)
     if n_spatial == 1:

@@ -202,3 +202,13 @@ def test_row_views_are_read_in_place():
     got = gconv.conv2d(x, w, padding=1, groups=2)
     np.testing.assert_allclose(got, conv_reference(x, w, None, 1, 1, 1, 2), rtol=2e-5, atol=2e-5)
     assert _peak_numpy_bytes(lambda: gconv.conv2d(x, w, padding=1, groups=2)) < got.nbytes + x.nbytes // 4
+
+
+def test_ndarray_subclasses_are_accepted_and_give_plain_arrays(tmp_path):
+    x = np.random.default_rng(11).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    mapped = np.memmap(tmp_path / "x.bin", dtype=np.float32, mode="w+", shape=x.shape)
+    mapped[...] = x
+    w = np.ones((2, 2, 3, 3), np.float32)
+    got = gconv.conv2d(mapped, w)
+    assert type(got) is np.ndarray
+    np.testing.assert_array_equal(got, gconv.conv2d(x, w))

@@ -35,6 +35,12 @@ def isa(request):
     _dispatch.set_isa(previous)
 
 
+def test_each_module_was_compiled_for_its_level():
+    # the compiler flags really produced that instruction set (the header reports what it was built for)
+    for level in LEVELS:
+        assert _dispatch.kernels_for(level).ISA == level
+
+
 def test_this_cpu_gets_its_widest_build():
     assert LEVELS and LEVELS[-1] == "baseline"
     assert gconv.kernel_isa() == (os.environ.get("GCONV_ISA") or LEVELS[0])
