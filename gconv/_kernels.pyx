@@ -137,45 +137,59 @@ cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const 
     cdef Py_ssize_t first_col = ow_start * s - plan.pad_left
     cdef Py_ssize_t xs_c = plan.x_stride_c, xs_w = plan.x_stride_w
     cdef Py_ssize_t ic, r, ih, lo, hi, slot, pos, col0
+    cdef Py_ssize_t channel_len = plan.slab_rows * plan.slab_row_len
     cdef const floating* src
     cdef const floating* image = x + n * plan.x_stride_n + g * ics * xs_c
     cdef floating* dst
     cdef floating* row
+    if xs_w == 1:
+        # rows are contiguous (NCHW, slices): one channel at a time, a row at a time
+        for ic in range(ics):
+            for r in range(plan.slab_rows):
+                ih = first_row + r
+                dst = slab + ic * channel_len + r * plan.slab_row_len
+                if ih < 0 or ih >= plan.H:
+                    memset(dst, 0, plan.slab_row_len * sizeof(floating))
+                    continue
+                for slot in range(plan.n_phases):
+                    # positions [lo, hi) read columns col0 + pos * s inside [0, W); the rest is padding
+                    col0 = first_col + phases[slot]
+                    lo = min(length, _ceil_div(-col0, s)) if col0 < 0 else 0
+                    hi = max(lo, min(length, (W - 1 - col0) // s + 1)) if col0 < W else lo
+                    src = image + ic * xs_c + ih * plan.x_stride_h + col0
+                    memset(dst, 0, lo * sizeof(floating))
+                    if s == 1:
+                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    elif s == 2:  # a constant stride lets the compiler vectorise the de-interleave
+                        for pos in range(lo, hi):
+                            dst[pos] = src[2 * pos]
+                    else:
+                        for pos in range(lo, hi):
+                            dst[pos] = src[s * pos]
+                    memset(dst + hi, 0, (length - hi) * sizeof(floating))
+                    dst += length
+        return
+    # columns not adjacent (channels-last or another view): walk each input column once and spread its
+    # channels, adjacent in memory for channels-last, over their slab rows
     for r in range(plan.slab_rows):
         ih = first_row + r
-        row = slab + r * plan.slab_row_len  # channel ic's row is row + ic * slab_rows * slab_row_len
+        row = slab + r * plan.slab_row_len  # channel ic's row: row + ic * channel_len
         if ih < 0 or ih >= plan.H:
             for ic in range(ics):
-                memset(row + ic * plan.slab_rows * plan.slab_row_len, 0, plan.slab_row_len * sizeof(floating))
+                memset(row + ic * channel_len, 0, plan.slab_row_len * sizeof(floating))
             continue
         for slot in range(plan.n_phases):
-            # positions [lo, hi) read input columns col0 + pos * s inside [0, W); the rest is padding
             col0 = first_col + phases[slot]
             lo = min(length, _ceil_div(-col0, s)) if col0 < 0 else 0
             hi = max(lo, min(length, (W - 1 - col0) // s + 1)) if col0 < W else lo
-            for ic in range(ics):
-                dst = row + ic * plan.slab_rows * plan.slab_row_len + slot * length
-                memset(dst, 0, lo * sizeof(floating))
-                memset(dst + hi, 0, (length - hi) * sizeof(floating))
             src = image + ih * plan.x_stride_h + col0 * xs_w
-            if xs_w == 1:
+            dst = row + slot * length
+            for ic in range(ics):
+                memset(dst + ic * channel_len, 0, lo * sizeof(floating))
+                memset(dst + ic * channel_len + hi, 0, (length - hi) * sizeof(floating))
+            for pos in range(lo, hi):
                 for ic in range(ics):
-                    dst = row + ic * plan.slab_rows * plan.slab_row_len + slot * length
-                    if s == 1:
-                        memcpy(dst + lo, src + ic * xs_c + lo, (hi - lo) * sizeof(floating))
-                    elif s == 2:  # a constant stride lets the compiler vectorise the de-interleave
-                        for pos in range(lo, hi):
-                            dst[pos] = src[ic * xs_c + 2 * pos]
-                    else:
-                        for pos in range(lo, hi):
-                            dst[pos] = src[ic * xs_c + s * pos]
-            else:
-                # columns are not adjacent (channels-last or another view): walk each input column once
-                # and spread its channels, which are then adjacent or at least nearby, over their rows
-                for pos in range(lo, hi):
-                    for ic in range(ics):
-                        row[ic * plan.slab_rows * plan.slab_row_len + slot * length + pos] = \
-                            src[pos * s * xs_w + ic * xs_c]
+                    dst[ic * channel_len + pos] = src[pos * s * xs_w + ic * xs_c]
 
 
 cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

@@ -39,16 +39,20 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define GCONV_RESTRICT __restrict__
+#define GCONV_INLINE static inline __attribute__((always_inline))
 #elif defined(_MSC_VER)
 #define GCONV_RESTRICT __restrict
+#define GCONV_INLINE static __forceinline
 #else
 #define GCONV_RESTRICT
+#define GCONV_INLINE static inline
 #endif
 
 /* Store a finished tile kept in memory as tile[o][q], q = r * TW + j (both mappings above). Output columns
- * are out_col_stride apart: 1 for NCHW, the channel count for a channels-last (NHWC) output. */
+ * are out_col_stride apart: 1 for NCHW, the channel count for a channels-last (NHWC) output. Inlined into
+ * each tile kernel, where its constant tile shape lets the compiler vectorise the copies. */
 #define GCONV_DEFINE_STORE(T)                                                                        \
-    static void gconv_store_##T(const T *GCONV_RESTRICT tile, Py_ssize_t tile_size, Py_ssize_t tw,   \
+    GCONV_INLINE void gconv_store_##T(const T *GCONV_RESTRICT tile, Py_ssize_t tile_size, Py_ssize_t tw,   \
                                 T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,               \
                                 Py_ssize_t out_row_stride, Py_ssize_t out_col_stride,               \
                                 const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows,   \
