@@ -85,7 +85,19 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
-    """``gconv.conv1d`` over a dask array of shape (N, C_in, L) chunked along N; see ``conv2d``."""
+    """``gconv.conv1d`` over a dask array; returns a lazy dask array.
+
+    Parameters
+    ----------
+    input : dask.array.Array, shape (N, C_in, L)
+        Chunked along N; the other axes are rechunked to one chunk.
+    weight, bias, stride, padding, dilation, groups, n_threads
+        As for ``gconv.conv1d``, checked now; weight and bias enter the graph once.
+
+    Returns
+    -------
+    dask.array.Array, shape (N, C_out, L_out), chunked along N like the input.
+    """
     return _convolution(1, input, weight, bias, stride, padding, dilation, groups, n_threads)
 
 
@@ -96,7 +108,18 @@ def _module_block(block, module, *, n_threads):
 def forward(module, input, *, n_threads=None):
     """Run a ``gconv.Conv1d``/``Conv2d`` over a dask array chunked along the batch axis (any padding mode).
 
-    The module (with its weights) enters the graph once. Returns a lazy dask array.
+    Parameters
+    ----------
+    module : gconv.Conv1d or gconv.Conv2d
+        Enters the graph once, with its weights: sent once per worker.
+    input : dask.array.Array, shape (N, C_in, L) or (N, C_in, H, W)
+        Chunked along N; the other axes are rechunked to one chunk.
+    n_threads : int, optional
+        Threads per task (None: each worker's gconv setting).
+
+    Returns
+    -------
+    dask.array.Array, shape (N, C_out, ...), chunked along N like the input.
     """
     if not isinstance(module, _ConvNd):
         raise TypeError(f"gconv.dask.forward needs a gconv.Conv1d or gconv.Conv2d, not {type(module).__name__}")

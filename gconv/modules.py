@@ -109,7 +109,10 @@ class _ConvNd:
     def reset_parameters(self, rng=None):
         """Draw weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch's kaiming_uniform(a=sqrt(5)).
 
-        rng : None, int seed or numpy.random.Generator.
+        Parameters
+        ----------
+        rng : None, int or numpy.random.Generator
+            fan_in = in_channels // groups * prod(kernel_size).
         """
         rng = np.random.default_rng(rng)
         fan_in = self.weight.shape[1] * math.prod(self.weight.shape[2:])
@@ -125,17 +128,33 @@ class _ConvNd:
     # ---- parameters -------------------------------------------------------------------------
 
     def state_dict(self):
-        """OrderedDict of 'weight' and, when present, 'bias': the arrays themselves, as torch shares storage."""
+        """The parameters by name.
+
+        Returns
+        -------
+        OrderedDict
+            'weight' (out_channels, in_channels // groups, *kernel_size) and, when present, 'bias'
+            (out_channels,): the arrays themselves, as torch's shares storage.
+        """
         state = OrderedDict(weight=self.weight)
         if self.bias is not None:
             state["bias"] = self.bias
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays (NumPy, or anything np.asarray takes, e.g. torch CPU tensors) into the parameters.
+        """Copy arrays into the parameters, cast to the module's dtype.
 
-        Values are cast to the module's dtype. With strict=True missing or unexpected keys raise
-        RuntimeError with torch's text; a shape mismatch always does. Returns (missing_keys, unexpected_keys).
+        Parameters
+        ----------
+        state_dict : mapping of str to array-like
+            A dict, an ``np.load`` of a .npz, safetensors' ``load_file``, or torch CPU tensors.
+        strict : bool
+            Missing or unexpected keys raise RuntimeError with torch's text; a shape mismatch always does.
+
+        Returns
+        -------
+        IncompatibleKeys
+            (missing_keys, unexpected_keys), as torch's.
         """
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
@@ -191,8 +210,14 @@ class _ConvNd:
     def from_torch(cls, module):
         """A gconv module with the hyper-parameters, dtype and a copy of the weights of a torch module.
 
-        module : torch.nn.Conv1d or torch.nn.Conv2d (the one matching this class), on the CPU,
-            float32 or float64.
+        Parameters
+        ----------
+        module : torch.nn.Conv1d or torch.nn.Conv2d
+            The one matching this class; float32 or float64.
+
+        Returns
+        -------
+        Conv1d or Conv2d
         """
         if type(module).__name__ != cls.__name__ or not hasattr(module, "weight"):
             raise TypeError(f"{cls.__name__}.from_torch() needs a torch.nn.{cls.__name__}, got {type(module).__name__}")
@@ -204,7 +229,13 @@ class _ConvNd:
         return converted
 
     def to_torch(self):
-        """The equivalent torch module (torch must be installed), holding a copy of these weights."""
+        """The equivalent torch module, holding a copy of these weights.
+
+        Returns
+        -------
+        torch.nn.Conv1d or torch.nn.Conv2d
+            Same hyper-parameters and dtype. torch is imported here, never by ``import gconv``.
+        """
         import torch
 
         torch_cls = getattr(torch.nn, type(self).__name__)
