@@ -9,6 +9,7 @@ means gconv is faster. Usage:
     python benchmarks/bench.py                 # full table at 1 thread and all cores
     python benchmarks/bench.py --quick         # batch 1, two rounds: the README's demo
     python benchmarks/bench.py --threads 1 2 4 8 16 --json results.json --png ratios.png
+    python benchmarks/bench.py --backward      # plus backward-pass rows against torch's autograd
 """
 import argparse
 import json
@@ -190,6 +191,60 @@ def run(shapes, thread_counts, rounds, min_time, batch=None):
     return rows, ceilings
 
 
+BACKWARD_SHAPES = ["depthwise 3x3 s1", "resnext 32x4d 3x3", "grouped g4 3x3", "dense 3x3 b1", "depthwise 3x3 f64",
+                   "grouped g2 3x3 f64"]
+
+
+def run_backward(shapes, thread_counts, rounds, min_time, batch=None):
+    """Backward pass (input, weight and bias gradients) of gconv against torch's autograd, same process."""
+    import gconv.grad
+
+    try:
+        import torch
+        import torch.nn.functional as TF
+    except ImportError:
+        torch = None
+    rows = []
+    rng = np.random.default_rng(1)
+    for name, dtype, x_shape, c_out, k, s, p, d, g in shapes:
+        if name not in BACKWARD_SHAPES:
+            continue
+        if batch is not None:
+            x_shape = (min(batch, x_shape[0]),) + x_shape[1:]
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal((c_out, x_shape[1] // g, k, k)).astype(dtype)
+        gy = rng.standard_normal(gconv.conv2d(x, w, None, s, p, d, g).shape).astype(dtype)
+        flops = 2 * 2.0 * gy.size * (x_shape[1] // g) * k * k  # input and weight gradients
+        for n_threads in thread_counts:
+            def gconv_backward():
+                return (gconv.grad.conv2d_input(x.shape, w, gy, s, p, d, g, n_threads=n_threads),
+                        gconv.grad.conv2d_weight(x, w.shape, gy, s, p, d, g, n_threads=n_threads),
+                        gconv.grad.bias(gy))
+            funcs = {"gconv": gconv_backward}
+            if torch is not None:
+                torch.set_num_threads(n_threads)
+                xt = torch.from_numpy(x).requires_grad_()
+                wt = torch.from_numpy(w).requires_grad_()
+                bt = torch.zeros(c_out, dtype=wt.dtype, requires_grad=True)
+                yt = TF.conv2d(xt, wt, bt, s, p, d, g)
+                gyt = torch.from_numpy(gy)
+                funcs["torch"] = lambda: torch.autograd.grad(yt, (xt, wt, bt), gyt, retain_graph=True)
+                want = funcs["torch"]()
+                got = gconv_backward()
+                for a, b in zip(got, want):
+                    tol = 1e-2 if dtype == np.float32 else 1e-8
+                    assert np.abs(a - b.numpy()).max() < tol * max(1.0, np.abs(b.numpy()).max()), name
+            med = _median_times(funcs, rounds, min_time, 0.3 if n_threads > 1 else 0.0)
+            row = {"shape": "backward " + name, "dtype": np.dtype(dtype).name, "threads": n_threads,
+                   "gflop": flops / 1e9, "gconv_ms": med["gconv"] * 1e3, "gconv_gflops": flops / med["gconv"] / 1e9}
+            if "torch" in med:
+                row["torch_ms"] = med["torch"] * 1e3
+                row["ratio_vs_torch"] = med["gconv"] / med["torch"]
+            rows.append(row)
+            print(_format_row(row), flush=True)
+    return rows
+
+
 COLUMNS = [("shape", "{:<19}"), ("dtype", "{:<7}"), ("threads", "{:>3}"), ("gconv_ms", "{:9.3f}"),
            ("gconv_gflops", "{:6.1f}"), ("gconv_pct_of_ceiling", "{:5.0f}"), ("numpy_ms", "{:9.3f}"),
            ("torch_ms", "{:9.3f}"), ("ort_ms", "{:9.3f}"), ("ratio_vs_torch", "{:8.2f}"),
@@ -239,6 +294,7 @@ def main(argv=None):
     parser.add_argument("--only", help="run the shapes whose name contains this text")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--png", help="write a chart of the ratios here (needs matplotlib)")
+    parser.add_argument("--backward", action="store_true", help="also time the backward pass against torch's")
     args = parser.parse_args(argv)
 
     cores = os.cpu_count() or 1
@@ -251,6 +307,10 @@ def main(argv=None):
     print(HEADER)
     rows, ceilings = run(shapes, threads, rounds, min_time=0.02 if args.quick else 0.1,
                          batch=1 if args.quick else None)
+    if args.backward:
+        print("backward: input, weight and bias gradients; torch is autograd.grad on the same convolution")
+        rows += run_backward(shapes, threads, rounds, min_time=0.02 if args.quick else 0.1,
+                             batch=1 if args.quick else None)
     if ceilings:
         print("GEMM ceiling (NumPy matmul), GFLOP/s:",
               ", ".join(f"{dt} {n} thr {v:.0f}" for (dt, n), v in sorted(ceilings.items())))

@@ -532,3 +532,83 @@ def conv2d_forward(
         free(slab)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {slab_size * sizeof(floating)} bytes of scratch")
+
+
+cdef double _row_dot(const floating* a, const floating* b, Py_ssize_t b_step, Py_ssize_t n) noexcept nogil:
+    # sum_i a[i] * b[i * b_step], in eight independent partial sums so the compiler can vectorise it
+    cdef double partial[8]
+    cdef double total = 0
+    cdef Py_ssize_t i, lane
+    for lane in range(8):
+        partial[lane] = 0
+    if b_step == 1:
+        i = 0
+        while i + 8 <= n:
+            for lane in range(8):
+                partial[lane] += <double> a[i + lane] * b[i + lane]
+            i += 8
+        for lane in range(n - i):
+            partial[lane] += <double> a[i + lane] * b[i + lane]
+    else:
+        for i in range(n):
+            partial[i % 8] += <double> a[i] * b[i * b_step]
+    for lane in range(8):
+        total += partial[lane]
+    return total
+
+
+def conv2d_weight_grad(
+    const floating[:, :, :, ::1] x not None,          # IN  (N, C_in, H, W)
+    const floating[:, :, :, ::1] grad_output not None,  # IN  (N, C_out, H_out, W_out)
+    floating[:, :, :, ::1] grad_weight not None,       # OUT (C_out, C_in // groups, KH, KW)
+    Py_ssize_t stride_h, Py_ssize_t stride_w,
+    Py_ssize_t pad_top, Py_ssize_t pad_left,
+    Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+    Py_ssize_t groups,
+    int n_threads,
+):
+    """Gradient of the convolution with respect to the weight; writes every element of grad_weight.
+
+    grad_weight[oc, ic, kh, kw] = sum over n, oh, ow of grad_output[n, oc, oh, ow] * x[n, g * icpg + ic,
+    oh * stride_h - pad_top + kh * dilation_h, ow * stride_w - pad_left + kw * dilation_w] (zero outside).
+    Work is split by output channel, so no two threads write the same element and nothing is reduced
+    across threads; each element is summed in one fixed order (in double) whatever the thread count.
+    """
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = grad_weight.shape[0], icpg = grad_weight.shape[1]
+    cdef Py_ssize_t KH = grad_weight.shape[2], KW = grad_weight.shape[3]
+    cdef Py_ssize_t H_out = grad_output.shape[2], W_out = grad_output.shape[3]
+    if (grad_output.shape[0] != N or grad_output.shape[1] != C_out or C_in != groups * icpg
+            or C_out % groups != 0):
+        raise ValueError("conv2d_weight_grad: inconsistent shapes")
+    if grad_weight.size == 0:
+        return
+    cdef Py_ssize_t ocpg = C_out // groups
+    cdef const floating* x_ptr = &x[0, 0, 0, 0] if x.size else NULL
+    cdef const floating* gy_ptr = &grad_output[0, 0, 0, 0] if grad_output.size else NULL
+    cdef floating* gw_ptr = &grad_weight[0, 0, 0, 0]
+    cdef Py_ssize_t oc, ic, kh, kw, n, oh, ih, col_offset, ow_lo, ow_hi
+    cdef double acc
+    cdef const floating* x_row
+    cdef const floating* gy_row
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, C_out))
+    with nogil:
+        for oc in prange(C_out, schedule="static", num_threads=team):
+            for ic in range(icpg):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        acc = 0
+                        col_offset = kw * dilation_w - pad_left
+                        ow_lo = max(0, _ceil_div_signed(-col_offset, stride_w))
+                        ow_hi = min(W_out, _floor_div(W - 1 - col_offset, stride_w) + 1)
+                        if ow_lo < ow_hi and x_ptr != NULL:
+                            for n in range(N):
+                                for oh in range(H_out):
+                                    ih = oh * stride_h - pad_top + kh * dilation_h
+                                    if ih < 0 or ih >= H:
+                                        continue
+                                    x_row = x_ptr + ((n * C_in + (oc // ocpg) * icpg + ic) * H + ih) * W
+                                    gy_row = gy_ptr + ((n * C_out + oc) * H_out + oh) * W_out
+                                    acc = acc + _row_dot(gy_row + ow_lo, x_row + ow_lo * stride_w + col_offset,
+                                                         stride_w, ow_hi - ow_lo)
+                        gw_ptr[((oc * icpg + ic) * KH + kh) * KW + kw] = <floating> acc

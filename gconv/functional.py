@@ -503,3 +503,21 @@ def pad(x, pads, mode):
         index = _pad_source_index(shape[axis], before, after, mode)
         padded = np.take(padded, index, axis=axis - 1 if keep_channels_last else axis)
     return padded.transpose(0, 3, 1, 2) if keep_channels_last else padded
+
+
+def unpad_grad(grad_padded, shape, pads, mode):
+    """The gradient through ``pad``: each padded position's gradient added to the input element it copied.
+
+    grad_padded is the gradient w.r.t. pad(x, pads, mode); shape is x's shape. As torch's autograd.
+    """
+    n_pad = len(pads) // 2
+    grad = grad_padded
+    for k in range(n_pad):
+        axis = len(shape) - 1 - k
+        size, before, after = shape[axis], pads[2 * k], pads[2 * k + 1]
+        if before == 0 and after == 0:
+            continue
+        folded = np.zeros(grad.shape[:axis] + (size,) + grad.shape[axis + 1:], dtype=grad.dtype)
+        np.add.at(folded, (slice(None),) * axis + (_pad_source_index(size, before, after, mode),), grad)
+        grad = folded
+    return grad

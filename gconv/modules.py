@@ -261,10 +261,72 @@ class _ConvNd:
             padded = F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
             if out is not None and np.may_share_memory(out, input):
                 raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
-            return F.convolution(padded, self.weight, self.bias, self.stride, (0,) * self._n_spatial,
-                                 self.dilation, self.groups, self._n_spatial, op, n_threads, out)
-        return F.convolution(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                             self.groups, self._n_spatial, op, n_threads, out)
+            result = F.convolution(padded, self.weight, self.bias, self.stride, (0,) * self._n_spatial,
+                                   self.dilation, self.groups, self._n_spatial, op, n_threads, out)
+        else:
+            padded = input
+            result = F.convolution(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                   self.groups, self._n_spatial, op, n_threads, out)
+        # what backward() needs: references, not copies (as torch's autograd, modifying them in between
+        # changes the gradient)
+        self._saved = (input, padded, result.shape)
+        return result
+
+    def backward(self, grad_output, *, n_threads=None):
+        """Back-propagate through the last forward call: ``y = m(x)``, then ``gx = m.backward(gy)``.
+
+        Parameters
+        ----------
+        grad_output : ndarray, the shape of the last output
+            The gradient of a loss with respect to that output.
+
+        Returns
+        -------
+        ndarray, the shape of the last input
+            The gradient with respect to that input, through any padding mode as torch's autograd.
+            ``weight_grad`` and ``bias_grad`` (None without bias) are set, of the parameters' shapes.
+        """
+        from . import grad
+
+        saved = getattr(self, "_saved", None)
+        if saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward call first")
+        x, conv_input, out_shape = saved
+        F._check_array(grad_output, "grad_output", "backward")
+        if grad_output.shape != out_shape:
+            raise ValueError(f"backward(): grad_output has shape {grad_output.shape}, the last output had {out_shape}")
+        nd = self._n_spatial
+        batched = x.ndim == nd + 2
+        dtype = self.weight.dtype
+        gy = np.asarray(grad_output, dtype=dtype)
+        x4, gy4 = (conv_input, gy) if batched else (conv_input[np.newaxis], gy[np.newaxis])
+        pads = self._conv_pads(x4.shape[2:]) if self.padding_mode == "zeros" else [(0, 0)] * nd
+        stride, dilation, weight = self.stride, self.dilation, self.weight
+        if nd == 1:  # the 2-D kernels over a height-1 image
+            x4, gy4, weight = x4[:, :, np.newaxis, :], gy4[:, :, np.newaxis, :], weight[:, :, np.newaxis, :]
+            stride, dilation, pads = (1, *stride), (1, *dilation), [(0, 0), *pads]
+        x4 = x4.astype(dtype, copy=False)
+        grad_weight = grad.weight_grad(x4, gy4, weight.shape, stride, (pads[0][0], pads[1][0]), dilation,
+                                       self.groups, n_threads)
+        grad_input = grad.input_grad(gy4, np.ascontiguousarray(weight), x4.shape[2:], stride, pads, dilation,
+                                     self.groups, n_threads)
+        if nd == 1:
+            grad_input, grad_weight = grad_input[:, :, 0, :], grad_weight[:, :, 0, :]
+        if self.padding_mode != "zeros":
+            grad_input = F.unpad_grad(grad_input, x.shape if batched else (1, *x.shape),
+                                      self._reversed_padding_repeated_twice, self.padding_mode)
+        self.weight_grad = grad_weight
+        self.bias_grad = grad.bias(gy4) if self.bias is not None else None
+        return grad_input if batched else grad_input[0]
+
+    def _conv_pads(self, spatial):
+        """(before, after) zero padding per spatial axis of the convolution itself ('same': odd extra after)."""
+        if self.padding == "valid":
+            return [(0, 0)] * len(spatial)
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            return [(t // 2, t - t // 2) for t in totals]
+        return [(p, p) for p in self.padding]
 
     def __call__(self, input, *, n_threads=None, out=None):
         return self.forward(input, n_threads=n_threads, out=out)
