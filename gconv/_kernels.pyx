@@ -26,6 +26,7 @@ cdef extern from "_omp_shim.h" nogil:
 
 cdef extern from "_microkernel.h" nogil:
     const char* GCONV_ISA_NAME
+    int GCONV_VECTOR_BYTES
     int GCONV_TILE_W_F32
     int GCONV_TILE_W_F64
     void gconv_tile_f32(int oc_block, const float* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
@@ -38,6 +39,13 @@ cdef extern from "_microkernel.h" nogil:
                         Py_ssize_t kh_size, Py_ssize_t kw_size, double* out, Py_ssize_t out_channel_stride,
                         Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const double* bias,
                         Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
+
+
+cdef extern from "_microkernel.h" nogil:
+    void gconv_wgrad_float(const float* const* gy, Py_ssize_t gy_row_step, const float* const* x,
+                           Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double acc[4][4])
+    void gconv_wgrad_double(const double* const* gy, Py_ssize_t gy_row_step, const double* const* x,
+                            Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double acc[4][4])
 
 
 cdef enum:
@@ -534,27 +542,94 @@ def conv2d_forward(
         raise MemoryError(f"conv2d: could not allocate {slab_size * sizeof(floating)} bytes of scratch")
 
 
-cdef double _row_dot(const floating* a, const floating* b, Py_ssize_t b_step, Py_ssize_t n) noexcept nogil:
-    # sum_i a[i] * b[i * b_step], in eight independent partial sums so the compiler can vectorise it
-    cdef double partial[8]
-    cdef double total = 0
-    cdef Py_ssize_t i, lane
-    for lane in range(8):
-        partial[lane] = 0
-    if b_step == 1:
-        i = 0
-        while i + 8 <= n:
-            for lane in range(8):
-                partial[lane] += <double> a[i + lane] * b[i + lane]
-            i += 8
-        for lane in range(n - i):
-            partial[lane] += <double> a[i + lane] * b[i + lane]
-    else:
-        for i in range(n):
-            partial[i % 8] += <double> a[i] * b[i * b_step]
-    for lane in range(8):
-        total += partial[lane]
-    return total
+cdef void _weight_grad_item(const floating* x, const floating* grad_output, floating* grad_weight,
+                            floating* plane, floating* gy_rows_buf, Py_ssize_t padded_w_out, double* acc,
+                            Py_ssize_t item, Py_ssize_t N, Py_ssize_t C_in,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t C_out, Py_ssize_t icpg, Py_ssize_t KH,
+                            Py_ssize_t KW, Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t stride_h,
+                            Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h,
+                            Py_ssize_t dilation_w, Py_ssize_t groups, Py_ssize_t plane_h,
+                            Py_ssize_t plane_w) noexcept nogil:
+    """Weight gradient of up to 4 output channels of one group (item = g * n_blocks + block).
+
+    Each input plane is copied once into a zero-framed plane, so every tap of every output reads inside
+    it, and the 4 channels' grad_output rows into rows zero-padded to whole vectors (padded_w_out); the
+    micro-kernel then takes 4 channels x 4 taps at a time over all output rows (stride 1), with no
+    partial vectors. Wider strides take plain loops.
+    """
+    cdef Py_ssize_t ocpg = C_out // groups
+    cdef Py_ssize_t n_blocks = (ocpg + 3) // 4
+    cdef Py_ssize_t g = item // n_blocks, block = item % n_blocks
+    cdef Py_ssize_t oc_first = g * ocpg + block * 4
+    cdef Py_ssize_t n_oc = min(<Py_ssize_t> 4, ocpg - block * 4)
+    cdef Py_ssize_t taps = icpg * KH * KW
+    cdef Py_ssize_t n, ic, kh, kw_first, n_taps, r, c, o, k, ih, lo, hi
+    cdef double part[4][4]
+    cdef const floating* gy_rows[4]
+    cdef const floating* x_rows[4]
+    cdef const floating* src
+    cdef floating* dst
+    for o in range(4 * taps):
+        acc[o] = 0
+    for n in range(N):
+        for o in range(4):
+            if stride_w != 1:
+                gy_rows[o] = grad_output + (n * C_out + oc_first + min(o, n_oc - 1)) * H_out * W_out
+                continue
+            gy_rows[o] = gy_rows_buf + o * H_out * padded_w_out
+            for r in range(H_out):
+                dst = gy_rows_buf + (o * H_out + r) * padded_w_out
+                if o < n_oc:
+                    memcpy(dst, grad_output + ((n * C_out + oc_first + o) * H_out + r) * W_out,
+                           W_out * sizeof(floating))
+                    memset(dst + W_out, 0, (padded_w_out - W_out) * sizeof(floating))
+                else:
+                    memset(dst, 0, padded_w_out * sizeof(floating))
+        for ic in range(icpg):
+            # plane[r][c] = x[r - pad_top][c - pad_left], zero outside the input
+            src = x + (n * C_in + g * icpg + ic) * H * W
+            # columns [lo, hi) of each plane row hold input columns lo - pad_left ...; the rest is zero
+            lo = min(pad_left, plane_w)
+            hi = max(lo, min(plane_w, pad_left + W))
+            for r in range(plane_h):
+                dst = plane + r * plane_w
+                ih = r - pad_top
+                if ih < 0 or ih >= H:
+                    memset(dst, 0, plane_w * sizeof(floating))
+                    continue
+                memset(dst, 0, lo * sizeof(floating))
+                memcpy(dst + lo, src + ih * W + lo - pad_left, (hi - lo) * sizeof(floating))
+                memset(dst + hi, 0, (plane_w - hi) * sizeof(floating))
+            for kh in range(KH):
+                kw_first = 0
+                while kw_first < KW:
+                    n_taps = min(<Py_ssize_t> 4, KW - kw_first)
+                    for k in range(4):
+                        x_rows[k] = plane + kh * dilation_h * plane_w + (kw_first + min(k, n_taps - 1)) * dilation_w
+                    for o in range(4):
+                        for k in range(4):
+                            part[o][k] = 0
+                    if stride_w == 1:
+                        if floating is float:
+                            gconv_wgrad_float(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                              padded_w_out, part)
+                        else:
+                            gconv_wgrad_double(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                               padded_w_out, part)
+                    else:
+                        for r in range(H_out):
+                            for c in range(W_out):
+                                for o in range(4):
+                                    for k in range(4):
+                                        part[o][k] += (<double> gy_rows[o][r * W_out + c]
+                                                       * x_rows[k][r * stride_h * plane_w + c * stride_w])
+                    for o in range(n_oc):
+                        for k in range(n_taps):
+                            acc[o * taps + (ic * KH + kh) * KW + kw_first + k] += part[o][k]
+                    kw_first += 4
+    for o in range(n_oc):
+        for k in range(taps):
+            grad_weight[(oc_first + o) * taps + k] = <floating> acc[o * taps + k]
 
 
 def conv2d_weight_grad(
@@ -571,8 +646,8 @@ def conv2d_weight_grad(
 
     grad_weight[oc, ic, kh, kw] = sum over n, oh, ow of grad_output[n, oc, oh, ow] * x[n, g * icpg + ic,
     oh * stride_h - pad_top + kh * dilation_h, ow * stride_w - pad_left + kw * dilation_w] (zero outside).
-    Work is split by output channel, so no two threads write the same element and nothing is reduced
-    across threads; each element is summed in one fixed order (in double) whatever the thread count.
+    Work is split by blocks of 4 output channels, so no two threads write the same element and nothing is
+    reduced across threads; each element is summed in one fixed order whatever the thread count.
     """
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t C_out = grad_weight.shape[0], icpg = grad_weight.shape[1]
@@ -583,32 +658,42 @@ def conv2d_weight_grad(
         raise ValueError("conv2d_weight_grad: inconsistent shapes")
     if grad_weight.size == 0:
         return
-    cdef Py_ssize_t ocpg = C_out // groups
-    cdef const floating* x_ptr = &x[0, 0, 0, 0] if x.size else NULL
-    cdef const floating* gy_ptr = &grad_output[0, 0, 0, 0] if grad_output.size else NULL
+    if N == 0 or H_out == 0 or W_out == 0 or x.size == 0:
+        for oc in range(C_out):
+            grad_weight[oc, :, :, :] = 0
+        return
+    # the zero-framed plane every tap of every output reads inside; with stride 1, rows are read in whole
+    # vectors, so the plane is wider by the padding of a grad_output row to whole vectors
+    cdef Py_ssize_t lanes = GCONV_VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t padded_w_out = (W_out + lanes - 1) // lanes * lanes if stride_w == 1 else W_out
+    cdef Py_ssize_t plane_h = (H_out - 1) * stride_h + (KH - 1) * dilation_h + 1
+    cdef Py_ssize_t plane_w = (padded_w_out - 1) * stride_w + (KW - 1) * dilation_w + 1
+    cdef Py_ssize_t n_items = groups * ((C_out // groups + 3) // 4)
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
+    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef const floating* gy_ptr = &grad_output[0, 0, 0, 0]
     cdef floating* gw_ptr = &grad_weight[0, 0, 0, 0]
-    cdef Py_ssize_t oc, ic, kh, kw, n, oh, ih, col_offset, ow_lo, ow_hi
-    cdef double acc
-    cdef const floating* x_row
-    cdef const floating* gy_row
-    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, C_out))
-    with nogil:
-        for oc in prange(C_out, schedule="static", num_threads=team):
-            for ic in range(icpg):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        acc = 0
-                        col_offset = kw * dilation_w - pad_left
-                        ow_lo = max(0, _ceil_div_signed(-col_offset, stride_w))
-                        ow_hi = min(W_out, _floor_div(W - 1 - col_offset, stride_w) + 1)
-                        if ow_lo < ow_hi and x_ptr != NULL:
-                            for n in range(N):
-                                for oh in range(H_out):
-                                    ih = oh * stride_h - pad_top + kh * dilation_h
-                                    if ih < 0 or ih >= H:
-                                        continue
-                                    x_row = x_ptr + ((n * C_in + (oc // ocpg) * icpg + ic) * H + ih) * W
-                                    gy_row = gy_ptr + ((n * C_out + oc) * H_out + oh) * W_out
-                                    acc = acc + _row_dot(gy_row + ow_lo, x_row + ow_lo * stride_w + col_offset,
-                                                         stride_w, ow_hi - ow_lo)
-                        gw_ptr[((oc * icpg + ic) * KH + kh) * KW + kw] = <floating> acc
+    cdef Py_ssize_t acc_size = 4 * icpg * KH * KW
+    cdef int alloc_failed[1]
+    alloc_failed[0] = 0
+    cdef floating* plane
+    cdef floating* gy_rows_buf
+    cdef double* acc
+    cdef Py_ssize_t item
+    with nogil, parallel(num_threads=team):
+        # this thread's scratch
+        plane = <floating*> malloc(plane_h * plane_w * sizeof(floating))
+        gy_rows_buf = <floating*> malloc(4 * H_out * padded_w_out * sizeof(floating))
+        acc = <double*> malloc(acc_size * sizeof(double))
+        if plane == NULL or gy_rows_buf == NULL or acc == NULL:
+            alloc_failed[0] = 1
+        for item in prange(n_items, schedule="static"):
+            if plane != NULL and gy_rows_buf != NULL and acc != NULL:
+                _weight_grad_item(x_ptr, gy_ptr, gw_ptr, plane, gy_rows_buf, padded_w_out, acc, item, N, C_in,
+                                  H, W, C_out, icpg, KH, KW, H_out, W_out, stride_h, stride_w, pad_top,
+                                  pad_left, dilation_h, dilation_w, groups, plane_h, plane_w)
+        free(plane)
+        free(gy_rows_buf)
+        free(acc)
+    if alloc_failed[0]:
+        raise MemoryError("conv2d_weight_grad: could not allocate scratch")
