@@ -32,25 +32,36 @@ def input_grad(grad_output, weight, input_hw, stride, pads, dilation, groups, n_
     """Gradient w.r.t. the input of a 4-D convolution (1-D as H = 1), as a convolution itself.
 
     grad_output (N, C_out, H_out, W_out); weight (C_out, C_in // groups, KH, KW); input_hw = (H, W);
-    pads = ((top, bottom), (left, right)). The transposed convolution is a plain one: grad_output spread
-    out by the stride and placed in a zero frame, convolved with the kernels flipped and with input and
-    output channels swapped within each group.
+    pads = ((top, bottom), (left, right)). The transposed convolution is a plain one with the kernels
+    flipped and input and output channels swapped within each group, over grad_output framed by
+    d * (k - 1) - pad zeros (and, for stride s, spread out to every s-th position first).
     """
     n, c_out = grad_output.shape[:2]
     ocpg, icpg, kh, kw = weight.shape[0] // groups, weight.shape[1], weight.shape[2], weight.shape[3]
-    frame = [size + d * (k - 1) for size, d, k in zip(input_hw, dilation, (kh, kw))]
-    spread = np.zeros((n, c_out, *frame), dtype=grad_output.dtype)
-    # grad_output[o] lands at frame position o * s + d * (k - 1) - pad_before
-    places = []
-    for axis, (size, s, d, k, (before, _)) in enumerate(zip(frame, stride, dilation, (kh, kw), pads)):
-        at = np.arange(grad_output.shape[2 + axis]) * s + d * (k - 1) - before
-        keep = (at >= 0) & (at < size)
-        places.append((at[keep], np.flatnonzero(keep)))
-    (rows_at, rows), (cols_at, cols) = places
-    spread[:, :, rows_at[:, None], cols_at[None, :]] = grad_output[:, :, rows[:, None], cols[None, :]]
     flipped = weight.reshape(groups, ocpg, icpg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(groups * icpg, ocpg, kh, kw)
     flipped = np.ascontiguousarray(flipped[:, :, ::-1, ::-1])
-    return F.conv2d(spread, flipped, None, 1, 0, dilation, groups, n_threads=n_threads)
+    frame_before = [d * (k - 1) - before for d, k, (before, _) in zip(dilation, (kh, kw), pads)]
+    grad_input = np.empty((n, groups * icpg, *input_hw), dtype=grad_output.dtype)
+    if grad_input.size == 0:
+        return grad_input
+    if tuple(stride) != (1, 1) or min(frame_before) < 0:
+        # spread grad_output[o] to position o * s + frame_before of a zero frame, then frame 0
+        frame = [size + d * (k - 1) for size, d, k in zip(input_hw, dilation, (kh, kw))]
+        spread = np.zeros((n, c_out, *frame), dtype=grad_output.dtype)
+        target, source = [], []
+        for axis, (size, s, start) in enumerate(zip(frame, stride, frame_before)):
+            first = max(0, -(start // s))  # first o with o * s + start >= 0
+            last = min(grad_output.shape[2 + axis], (size - 1 - start) // s + 1)
+            count = max(0, last - first)
+            target.append(slice(first * s + start, first * s + start + s * count, s) if count else slice(0, 0))
+            source.append(slice(first, first + count))
+        spread[:, :, target[0], target[1]] = grad_output[:, :, source[0], source[1]]
+        grad_output, frame_before = spread, [0, 0]
+    # the forward kernel frames with zeros itself: frame_before on top and left, the output size decides the rest
+    _dispatch.kernels.conv2d_forward(
+        np.ascontiguousarray(grad_output), flipped, np.empty(0, dtype=flipped.dtype), grad_input,
+        1, 1, frame_before[0], frame_before[1], dilation[0], dilation[1], groups, resolve_n_threads(n_threads))
+    return grad_input
 
 
 def weight_grad(x, grad_output, weight_shape, stride, pads_before, dilation, groups, n_threads=None):
