@@ -90,7 +90,9 @@ def _conv_input(n_spatial, input_size, weight, grad_output, stride, padding, dil
     op = f"conv{n_spatial}d_input"
     _check(grad_output, weight, n_spatial, op)
     stride, padding, dilation = _geometry(n_spatial, stride, padding, dilation, groups, op)
-    input_size = tuple(int(s) for s in input_size)
+    input_size = F.int_tuple(input_size, "input_size", op)
+    if min(input_size, default=0) < 0:
+        raise ValueError(f"{op}(): input_size {input_size} has a negative size")
     if len(input_size) != n_spatial + 2 or weight.shape[0] != grad_output.shape[1] or weight.shape[0] % groups:
         raise ValueError(f"{op}(): input_size {input_size}, weight {weight.shape} and grad_output "
                          f"{grad_output.shape} do not fit together with groups={groups}")
@@ -100,6 +102,10 @@ def _conv_input(n_spatial, input_size, weight, grad_output, stride, padding, dil
         raise ValueError(f"{op}(): grad_output has shape {grad_output.shape}, but a convolution of an input of "
                          f"size {input_size} gives {(input_size[0], weight.shape[0], *expected)}")
     dtype = F.native_dtype(weight.dtype)
+    frame = [size + d * (k - 1) for size, d, k in zip(input_size[2:], dilation, weight.shape[2:])]
+    F.check_allocation(int(np.prod(input_size, dtype=object)) * dtype.itemsize, f"{op}: the gradient of size", input_size)
+    F.check_allocation(int(np.prod((input_size[0], weight.shape[0], *frame), dtype=object)) * dtype.itemsize,
+                       f"{op}: the spread grad_output of size", (input_size[0], weight.shape[0], *frame))
     gy, w = _as_4d(grad_output.astype(dtype, copy=False), n_spatial), _as_4d(weight.astype(dtype, copy=False), n_spatial)
     hw = input_size[2:] if n_spatial == 2 else (1, input_size[2])
     geometry = [(s, p, d) for s, p, d in zip(stride, padding, dilation)]
@@ -114,7 +120,7 @@ def _conv_weight(n_spatial, input, weight_size, grad_output, stride, padding, di
     op = f"conv{n_spatial}d_weight"
     _check(grad_output, input, n_spatial, op)
     stride, padding, dilation = _geometry(n_spatial, stride, padding, dilation, groups, op)
-    weight_size = tuple(int(s) for s in weight_size)
+    weight_size = F.int_tuple(weight_size, "weight_size", op)
     expected = tuple(_output_size(size, p, p, k, s, d) for size, p, k, s, d
                      in zip(input.shape[2:], padding, weight_size[2:], stride, dilation))
     if (len(weight_size) != n_spatial + 2 or weight_size[0] != grad_output.shape[1] or weight_size[0] % groups
