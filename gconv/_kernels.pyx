@@ -42,10 +42,14 @@ cdef extern from "_microkernel.h" nogil:
 
 
 cdef extern from "_microkernel.h" nogil:
-    void gconv_wgrad_float(const float* const* gy, Py_ssize_t gy_row_step, const float* const* x,
-                           Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double acc[4][4])
-    void gconv_wgrad_double(const double* const* gy, Py_ssize_t gy_row_step, const double* const* x,
-                            Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double acc[4][4])
+    void gconv_wgrad_float_4x4(const float* const* gy, Py_ssize_t gy_row_step, const float* const* x,
+                               Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
+    void gconv_wgrad_float_1x16(const float* const* gy, Py_ssize_t gy_row_step, const float* const* x,
+                                Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
+    void gconv_wgrad_double_4x4(const double* const* gy, Py_ssize_t gy_row_step, const double* const* x,
+                                Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
+    void gconv_wgrad_double_1x16(const double* const* gy, Py_ssize_t gy_row_step, const double* const* x,
+                                 Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
 
 
 cdef enum:
@@ -544,35 +548,37 @@ def conv2d_forward(
 
 cdef void _weight_grad_item(const floating* x, const floating* grad_output, floating* grad_weight,
                             floating* plane, floating* gy_rows_buf, Py_ssize_t padded_w_out, double* acc,
-                            Py_ssize_t item, Py_ssize_t N, Py_ssize_t C_in,
-                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t C_out, Py_ssize_t icpg, Py_ssize_t KH,
-                            Py_ssize_t KW, Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t stride_h,
-                            Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h,
-                            Py_ssize_t dilation_w, Py_ssize_t groups, Py_ssize_t plane_h,
-                            Py_ssize_t plane_w) noexcept nogil:
+                            Py_ssize_t item, Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t C_out, Py_ssize_t icpg, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t H_out,
+                            Py_ssize_t W_out, Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
+                            Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                            Py_ssize_t groups, Py_ssize_t plane_h, Py_ssize_t plane_w) noexcept nogil:
     """Weight gradient of up to 4 output channels of one group (item = g * n_blocks + block).
 
     Each input plane is copied once into a zero-framed plane, so every tap of every output reads inside
-    it, and the 4 channels' grad_output rows into rows zero-padded to whole vectors (padded_w_out); the
-    micro-kernel then takes 4 channels x 4 taps at a time over all output rows (stride 1), with no
-    partial vectors. Wider strides take plain loops.
+    it, and the channels' grad_output rows into rows zero-padded to whole vectors (padded_w_out); the
+    micro-kernel then takes 4 channels x 4 taps (1 channel x 16 taps for one channel per group) at a
+    time over all output rows (stride 1), with no partial vectors. Wider strides take plain loops.
     """
     cdef Py_ssize_t ocpg = C_out // groups
     cdef Py_ssize_t n_blocks = (ocpg + 3) // 4
     cdef Py_ssize_t g = item // n_blocks, block = item % n_blocks
     cdef Py_ssize_t oc_first = g * ocpg + block * 4
     cdef Py_ssize_t n_oc = min(<Py_ssize_t> 4, ocpg - block * 4)
-    cdef Py_ssize_t taps = icpg * KH * KW
-    cdef Py_ssize_t n, ic, kh, kw_first, n_taps, r, c, o, k, ih, lo, hi
-    cdef double part[4][4]
+    # channels x taps per micro-kernel call
+    cdef int tile_oc = 1 if ocpg == 1 else 4
+    cdef int tile_taps = 16 // tile_oc
+    cdef Py_ssize_t kernel_taps = KH * KW, taps = icpg * kernel_taps
+    cdef Py_ssize_t n, ic, tap_first, n_taps, tap, r, c, o, k, ih, lo, hi
+    cdef double part[16]
     cdef const floating* gy_rows[4]
-    cdef const floating* x_rows[4]
+    cdef const floating* x_rows[16]
     cdef const floating* src
     cdef floating* dst
     for o in range(4 * taps):
         acc[o] = 0
     for n in range(N):
-        for o in range(4):
+        for o in range(tile_oc):
             if stride_w != 1:
                 gy_rows[o] = grad_output + (n * C_out + oc_first + min(o, n_oc - 1)) * H_out * W_out
                 continue
@@ -586,7 +592,6 @@ cdef void _weight_grad_item(const floating* x, const floating* grad_output, floa
                 else:
                     memset(dst, 0, padded_w_out * sizeof(floating))
         for ic in range(icpg):
-            # plane[r][c] = x[r - pad_top][c - pad_left], zero outside the input
             src = x + (n * C_in + g * icpg + ic) * H * W
             # columns [lo, hi) of each plane row hold input columns lo - pad_left ...; the rest is zero
             lo = min(pad_left, plane_w)
@@ -600,33 +605,41 @@ cdef void _weight_grad_item(const floating* x, const floating* grad_output, floa
                 memset(dst, 0, lo * sizeof(floating))
                 memcpy(dst + lo, src + ih * W + lo - pad_left, (hi - lo) * sizeof(floating))
                 memset(dst + hi, 0, (plane_w - hi) * sizeof(floating))
-            for kh in range(KH):
-                kw_first = 0
-                while kw_first < KW:
-                    n_taps = min(<Py_ssize_t> 4, KW - kw_first)
-                    for k in range(4):
-                        x_rows[k] = plane + kh * dilation_h * plane_w + (kw_first + min(k, n_taps - 1)) * dilation_w
-                    for o in range(4):
-                        for k in range(4):
-                            part[o][k] = 0
-                    if stride_w == 1:
-                        if floating is float:
-                            gconv_wgrad_float(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
-                                              padded_w_out, part)
+            # taps (kh, kw) in order, tile_taps at a time
+            tap_first = 0
+            while tap_first < kernel_taps:
+                n_taps = min(<Py_ssize_t> tile_taps, kernel_taps - tap_first)
+                for k in range(tile_taps):
+                    tap = tap_first + min(k, n_taps - 1)
+                    x_rows[k] = plane + (tap // KW) * dilation_h * plane_w + (tap % KW) * dilation_w
+                for k in range(16):
+                    part[k] = 0
+                if stride_w == 1:
+                    if floating is float:
+                        if tile_oc == 4:
+                            gconv_wgrad_float_4x4(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                                  padded_w_out, part)
                         else:
-                            gconv_wgrad_double(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
-                                               padded_w_out, part)
+                            gconv_wgrad_float_1x16(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                                   padded_w_out, part)
                     else:
-                        for r in range(H_out):
-                            for c in range(W_out):
-                                for o in range(4):
-                                    for k in range(4):
-                                        part[o][k] += (<double> gy_rows[o][r * W_out + c]
-                                                       * x_rows[k][r * stride_h * plane_w + c * stride_w])
-                    for o in range(n_oc):
-                        for k in range(n_taps):
-                            acc[o * taps + (ic * KH + kh) * KW + kw_first + k] += part[o][k]
-                    kw_first += 4
+                        if tile_oc == 4:
+                            gconv_wgrad_double_4x4(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                                   padded_w_out, part)
+                        else:
+                            gconv_wgrad_double_1x16(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                                    padded_w_out, part)
+                else:
+                    for r in range(H_out):
+                        for c in range(W_out):
+                            for o in range(tile_oc):
+                                for k in range(n_taps):
+                                    part[o * tile_taps + k] += (<double> gy_rows[o][r * W_out + c]
+                                                                * x_rows[k][r * stride_h * plane_w + c * stride_w])
+                for o in range(n_oc):
+                    for k in range(n_taps):
+                        acc[o * taps + ic * kernel_taps + tap_first + k] += part[o * tile_taps + k]
+                tap_first += tile_taps
     for o in range(n_oc):
         for k in range(taps):
             grad_weight[(oc_first + o) * taps + k] = <floating> acc[o * taps + k]

@@ -197,58 +197,61 @@ GCONV_DEFINE_TILE(double, gconv_tile_f64_4x2, GCONV_TILE_W_F64, 4, 2)
 GCONV_DEFINE_TILE(double, gconv_tile_f64_2x4, GCONV_TILE_W_F64, 2, 4)
 GCONV_DEFINE_TILE(double, gconv_tile_f64_1x8, GCONV_TILE_W_F64, 1, 8)
 
-/* Weight-gradient micro-kernel: for 4 output channels o and 4 taps k,
- *     acc[o][k] += sum over rows r < n_rows, columns j < n of gy[o][r * gy_row_step + j] * x[k][r * x_row_step + j]
+/* Weight-gradient micro-kernels: for NO output channels o and NK taps k (NO x NK = 16),
+ *     acc[o * NK + k] += sum over rows r < n_rows, columns j < n of gy[o][r * gy_row_step + j] * x[k][r * x_row_step + j]
  * gy[o] and x[k] point at each channel's and tap's first row (callers repeat a valid pointer for channels
  * or taps they do not need). n is a multiple of the vector length: callers zero-pad rows to it.
- * Vector lanes accumulate over the whole block, reduced once into double. */
+ * Vector lanes accumulate over the whole block, reduced once into double. 4 x 4 serves groups with several
+ * output channels; 1 x 16 serves depthwise, where a group has one. */
 #if defined(__GNUC__) || defined(__clang__)
-#define GCONV_DEFINE_WGRAD(T)                                                                        \
-    GCONV_INLINE void gconv_wgrad_##T(const T *const *gy, Py_ssize_t gy_row_step, const T *const *x, \
-                                      Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n,        \
-                                      double acc[4][4])                                              \
+#define GCONV_DEFINE_WGRAD(T, NO, NK)                                                                \
+    GCONV_INLINE void gconv_wgrad_##T##_##NO##x##NK(const T *const *gy, Py_ssize_t gy_row_step,      \
+                                                    const T *const *x, Py_ssize_t x_row_step,        \
+                                                    Py_ssize_t n_rows, Py_ssize_t n, double *acc)    \
     {                                                                                                \
         typedef gconv_vec_##T vec;                                                                   \
         enum { LANES = GCONV_VECTOR_BYTES / sizeof(T) };                                             \
-        vec a[4][4];                                                                                 \
+        vec a[NO][NK];                                                                               \
         T lanes[LANES];                                                                              \
         Py_ssize_t r, j;                                                                             \
         int o, k, l;                                                                                 \
-        for (o = 0; o < 4; o++)                                                                      \
-            for (k = 0; k < 4; k++) a[o][k] = (vec){0};                                              \
+        for (o = 0; o < NO; o++)                                                                     \
+            for (k = 0; k < NK; k++) a[o][k] = (vec){0};                                             \
         for (r = 0; r < n_rows; r++) {                                                               \
             for (j = 0; j < n; j += LANES) {                                                         \
-                vec gv[4], xv[4];                                                                    \
-                for (o = 0; o < 4; o++) memcpy(&gv[o], gy[o] + r * gy_row_step + j, sizeof(vec));    \
-                for (k = 0; k < 4; k++) memcpy(&xv[k], x[k] + r * x_row_step + j, sizeof(vec));      \
-                for (o = 0; o < 4; o++)                                                              \
-                    for (k = 0; k < 4; k++) a[o][k] += gv[o] * xv[k];                                \
+                vec gv[NO], xv[NK];                                                                  \
+                for (o = 0; o < NO; o++) memcpy(&gv[o], gy[o] + r * gy_row_step + j, sizeof(vec));   \
+                for (k = 0; k < NK; k++) memcpy(&xv[k], x[k] + r * x_row_step + j, sizeof(vec));     \
+                for (o = 0; o < NO; o++)                                                             \
+                    for (k = 0; k < NK; k++) a[o][k] += gv[o] * xv[k];                               \
             }                                                                                        \
         }                                                                                            \
-        for (o = 0; o < 4; o++)                                                                      \
-            for (k = 0; k < 4; k++) {                                                                \
+        for (o = 0; o < NO; o++)                                                                     \
+            for (k = 0; k < NK; k++) {                                                               \
                 memcpy(lanes, &a[o][k], sizeof(vec));                                                \
-                for (l = 0; l < LANES; l++) acc[o][k] += lanes[l];                                   \
+                for (l = 0; l < LANES; l++) acc[o * NK + k] += lanes[l];                             \
             }                                                                                        \
     }
 #else
-#define GCONV_DEFINE_WGRAD(T)                                                                        \
-    GCONV_INLINE void gconv_wgrad_##T(const T *const *gy, Py_ssize_t gy_row_step, const T *const *x, \
-                                      Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n,        \
-                                      double acc[4][4])                                              \
+#define GCONV_DEFINE_WGRAD(T, NO, NK)                                                                \
+    GCONV_INLINE void gconv_wgrad_##T##_##NO##x##NK(const T *const *gy, Py_ssize_t gy_row_step,      \
+                                                    const T *const *x, Py_ssize_t x_row_step,        \
+                                                    Py_ssize_t n_rows, Py_ssize_t n, double *acc)    \
     {                                                                                                \
         Py_ssize_t r, j;                                                                             \
         int o, k;                                                                                    \
         for (r = 0; r < n_rows; r++)                                                                 \
             for (j = 0; j < n; j++)                                                                  \
-                for (o = 0; o < 4; o++)                                                              \
-                    for (k = 0; k < 4; k++)                                                          \
-                        acc[o][k] += (double)gy[o][r * gy_row_step + j] * x[k][r * x_row_step + j];  \
+                for (o = 0; o < NO; o++)                                                             \
+                    for (k = 0; k < NK; k++)                                                         \
+                        acc[o * NK + k] += (double)gy[o][r * gy_row_step + j] * x[k][r * x_row_step + j];\
     }
 #endif
 
-GCONV_DEFINE_WGRAD(float)
-GCONV_DEFINE_WGRAD(double)
+GCONV_DEFINE_WGRAD(float, 4, 4)
+GCONV_DEFINE_WGRAD(float, 1, 16)
+GCONV_DEFINE_WGRAD(double, 4, 4)
+GCONV_DEFINE_WGRAD(double, 1, 16)
 
 /* oc_block is 8, 4, 2 or 1 (ROWS = 8 / oc_block). */
 #define GCONV_DEFINE_DISPATCH(T, SUFFIX)                                                             \
