@@ -42,14 +42,11 @@ cdef extern from "_microkernel.h" nogil:
 
 
 cdef extern from "_microkernel.h" nogil:
-    void gconv_wgrad_float_4x4(const float* const* gy, Py_ssize_t gy_row_step, const float* const* x,
-                               Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
-    void gconv_wgrad_float_1x16(const float* const* gy, Py_ssize_t gy_row_step, const float* const* x,
-                                Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
-    void gconv_wgrad_double_4x4(const double* const* gy, Py_ssize_t gy_row_step, const double* const* x,
-                                Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
-    void gconv_wgrad_double_1x16(const double* const* gy, Py_ssize_t gy_row_step, const double* const* x,
-                                 Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
+    void gconv_wgrad_float(int tile_oc, const float* const* gy, Py_ssize_t gy_row_step, const float* const* x,
+                           Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n, double* acc)
+    void gconv_wgrad_double(int tile_oc, const double* const* gy, Py_ssize_t gy_row_step,
+                            const double* const* x, Py_ssize_t x_row_step, Py_ssize_t n_rows, Py_ssize_t n,
+                            double* acc)
 
 
 cdef enum:
@@ -616,19 +613,11 @@ cdef void _weight_grad_item(const floating* x, const floating* grad_output, floa
                     part[k] = 0
                 if stride_w == 1:
                     if floating is float:
-                        if tile_oc == 4:
-                            gconv_wgrad_float_4x4(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
-                                                  padded_w_out, part)
-                        else:
-                            gconv_wgrad_float_1x16(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
-                                                   padded_w_out, part)
+                        gconv_wgrad_float(tile_oc, gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                          padded_w_out, part)
                     else:
-                        if tile_oc == 4:
-                            gconv_wgrad_double_4x4(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
-                                                   padded_w_out, part)
-                        else:
-                            gconv_wgrad_double_1x16(gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
-                                                    padded_w_out, part)
+                        gconv_wgrad_double(tile_oc, gy_rows, padded_w_out, x_rows, stride_h * plane_w, H_out,
+                                           padded_w_out, part)
                 else:
                     for r in range(H_out):
                         for c in range(W_out):

@@ -253,6 +253,21 @@ GCONV_DEFINE_WGRAD(float, 1, 16)
 GCONV_DEFINE_WGRAD(double, 4, 4)
 GCONV_DEFINE_WGRAD(double, 1, 16)
 
+/* tile_oc is 4 (4 x 4) or 1 (1 x 16). */
+#define GCONV_DEFINE_WGRAD_DISPATCH(T)                                                               \
+    static inline void gconv_wgrad_##T(int tile_oc, const T *const *gy, Py_ssize_t gy_row_step,      \
+                                       const T *const *x, Py_ssize_t x_row_step, Py_ssize_t n_rows,  \
+                                       Py_ssize_t n, double *acc)                                    \
+    {                                                                                                \
+        if (tile_oc == 4)                                                                            \
+            gconv_wgrad_##T##_4x4(gy, gy_row_step, x, x_row_step, n_rows, n, acc);                   \
+        else                                                                                         \
+            gconv_wgrad_##T##_1x16(gy, gy_row_step, x, x_row_step, n_rows, n, acc);                  \
+    }
+
+GCONV_DEFINE_WGRAD_DISPATCH(float)
+GCONV_DEFINE_WGRAD_DISPATCH(double)
+
 /* oc_block is 8, 4, 2 or 1 (ROWS = 8 / oc_block). */
 #define GCONV_DEFINE_DISPATCH(T, SUFFIX)                                                             \
     static inline void gconv_tile_##SUFFIX(int oc_block, GCONV_TILE_PARAMS(T))                       \
