@@ -220,14 +220,14 @@ def is_channels_last(a):
     return a.ndim == 4 and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
-def _input_needs_copy(x4, dtype):
+def _input_needs_copy(x4, dtype, channels_last):
     """Whether the kernel, which reads any strides, still needs a C-contiguous copy of the input.
 
     Only where the dtype, byte order or alignment must change, or where rows are not contiguous and
     channels not adjacent either (e.g. Fortran order), which packs slower than it copies. NCHW,
     channels-last and views with contiguous rows (slices, reversed axes) are read in place.
     """
-    in_place = abs(x4.strides[-1]) == dtype.itemsize or is_channels_last(x4)
+    in_place = abs(x4.strides[-1]) == dtype.itemsize or channels_last
     return not (x4.dtype == dtype and x4.flags.aligned and in_place)
 
 
@@ -308,11 +308,12 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     for s in out_shape:
         n_elements *= s
     check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size", out_shape)
-    copy_input = _input_needs_copy(x4, dtype)
+    x_channels_last = is_channels_last(x4)
+    copy_input = _input_needs_copy(x4, dtype, x_channels_last)
     for name, a, copied in (("input", x4, copy_input), ("weight", weight, True), ("bias", bias, True)):
         if a is not None and copied and not (a.flags.c_contiguous and a.dtype == dtype):
             check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
-    channels_last = is_channels_last(x4) and is_batched
+    channels_last = x_channels_last and is_batched
     if out is None:
         if channels_last:  # the output keeps the input's memory format, as torch's does
             out = np.empty((out_shape[0], *out_shape[2:], out_shape[1]), dtype=dtype).transpose(0, 3, 1, 2)
