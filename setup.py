@@ -1,7 +1,7 @@
 """Build gconv's Cython kernels, with OpenMP where the compiler has it.
 
-The kernel source gconv/_kernels.pyx is compiled once per instruction-set level: gconv._kernels for the
-portable baseline and, on x86-64 where the compiler accepts the flags, gconv._kernels_avx2 (x86-64-v3:
+The kernel source gconv/kernels/module.pxi is compiled once per instruction-set level, through one stub
+.pyx per level: gconv._kernels for the portable baseline and, on x86-64 where the compiler accepts the flags, gconv._kernels_avx2 (x86-64-v3:
 AVX2 + FMA) and gconv._kernels_avx512 (x86-64-v4). gconv._dispatch picks one at import from the CPU's
 features, so one build serves machines of different generations (no -march=native anywhere).
 
@@ -14,7 +14,6 @@ Environment switches read at build time:
 """
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import textwrap
@@ -137,21 +136,15 @@ def _kernel_extension(name, source, isa_flags=()):
     )
 
 
-def _isa_source(suffix):
-    """A copy of the kernel source under the module name of one instruction-set level (build/ only)."""
-    folder = os.path.join("build", "isa_sources", "gconv")
-    os.makedirs(folder, exist_ok=True)
-    target = os.path.join(folder, f"_kernels_{suffix}.pyx")
-    shutil.copyfile(os.path.join("gconv", "_kernels.pyx"), target)
-    return target
-
-
 extensions = [_kernel_extension("gconv._kernels", "gconv/_kernels.pyx")]
 if IS_X86_64:
     msvc = sys.platform == "win32"
     for suffix, gcc_flags, msvc_flags in ISA_LEVELS:
+        # gconv/_kernels_{suffix}.pyx is a stub that includes the one kernel source, so each level is its
+        # own module compiled with its own flags
         extensions.append(
-            _kernel_extension(f"gconv._kernels_{suffix}", _isa_source(suffix), msvc_flags if msvc else gcc_flags)
+            _kernel_extension(f"gconv._kernels_{suffix}", f"gconv/_kernels_{suffix}.pyx",
+                              msvc_flags if msvc else gcc_flags)
         )
 
 setup(

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from . import _dispatch
+from . import _select
 from ._threads import resolve_n_threads
 
 __all__ = ["conv1d", "conv2d"]
@@ -25,9 +25,6 @@ _TORCH_DTYPE_NAMES = {
     "complex64": ("c10::complex<float>", "ComplexFloat", "torch.ComplexFloatTensor"),
     "complex128": ("c10::complex<double>", "ComplexDouble", "torch.ComplexDoubleTensor"),
 }
-
-# Below this many multiply-adds a call runs on one thread: starting a team costs more than it saves.
-_SERIAL_BELOW_MACS = 1 << 17
 
 # No C index in the kernels may leave Py_ssize_t; sizes and extents are kept below this.
 _MAX_EXTENT = 2**62
@@ -337,19 +334,8 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
         stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
     else:
         out4 = out
-    if (all(k == 1 for k in w_c.shape[2:]) and stride == (1, 1) and padding == (0, 0)
-            and x_c.flags.c_contiguous and out4.flags.c_contiguous):
-        # Pointwise: each image is one long row of H * W pixels, so tiles never straddle a short row.
-        x_c = x_c.reshape(x_c.shape[0], x_c.shape[1], 1, -1)
-        out4 = out4.reshape(out4.shape[0], out4.shape[1], 1, -1)
     n_threads = resolve_n_threads(n_threads)
-    if n_elements * w_c[0].size < _SERIAL_BELOW_MACS:
-        n_threads = 1
-    _dispatch.kernels.conv2d_forward(
-        x_c, w_c, b_c, out4,
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        groups, n_threads,
-    )
+    _select.conv2d(x_c, w_c, b_c, out4, stride, padding, dilation, groups, n_threads)
     return result
 
 

@@ -1,7 +1,7 @@
 """Gradients of the convolution: torch.nn.grad's conv{1,2}d_input / conv{1,2}d_weight, and the bias gradient."""
 import numpy as np
 
-from . import _dispatch
+from . import _dispatch, _select
 from . import functional as F
 from ._threads import resolve_n_threads
 
@@ -58,9 +58,8 @@ def input_grad(grad_output, weight, input_hw, stride, pads, dilation, groups, n_
         spread[:, :, target[0], target[1]] = grad_output[:, :, source[0], source[1]]
         grad_output, frame_before = spread, [0, 0]
     # the forward kernel frames with zeros itself: frame_before on top and left, the output size decides the rest
-    _dispatch.kernels.conv2d_forward(
-        np.ascontiguousarray(grad_output), flipped, np.empty(0, dtype=flipped.dtype), grad_input,
-        1, 1, frame_before[0], frame_before[1], dilation[0], dilation[1], groups, resolve_n_threads(n_threads))
+    _select.conv2d(np.ascontiguousarray(grad_output), flipped, np.empty(0, dtype=flipped.dtype), grad_input,
+                   (1, 1), tuple(frame_before), tuple(dilation), groups, resolve_n_threads(n_threads))
     return grad_input
 
 
@@ -70,8 +69,7 @@ def weight_grad(x, grad_output, weight_shape, stride, pads_before, dilation, gro
     grad_weight = np.empty(weight_shape, dtype=dtype)
     _dispatch.kernels.conv2d_weight_grad(
         np.ascontiguousarray(x), np.ascontiguousarray(grad_output, dtype=dtype), grad_weight,
-        stride[0], stride[1], pads_before[0], pads_before[1], dilation[0], dilation[1], groups,
-        resolve_n_threads(n_threads))
+        tuple(stride), tuple(pads_before), tuple(dilation), groups, resolve_n_threads(n_threads))
     return grad_weight
 
 

@@ -1,4 +1,5 @@
-/* Register-tiled convolution micro-kernels: one source, compiled once per instruction-set level.
+/* Row-vectorised direct convolution micro-kernels (the "direct" family): one source, compiled once per
+ * instruction-set level.
  *
  * A tile is OCB output channels x ROWS x TW outputs, accumulated in registers over every (input channel,
  * kh, kw) tap, then stored once with the bias. The input comes from a per-thread packed slab (see
@@ -15,38 +16,16 @@
  *    fall between rows and are dropped. No tile is cut short at the end of a row.
  *
  * Included after Python.h (Cython puts it first): indices are Py_ssize_t, as everywhere in gconv. */
-#ifndef GCONV_MICROKERNEL_H
-#define GCONV_MICROKERNEL_H
+#ifndef GCONV_DIRECT_TILE_H
+#define GCONV_DIRECT_TILE_H
 
-#include <string.h>
+#include "../isa.h"
 
-#if defined(__AVX512F__)
-#define GCONV_VECTOR_BYTES 64
-#define GCONV_VECTORS_PER_ROW 2
-#define GCONV_ISA_NAME "avx512"
-#elif defined(__AVX2__)
-#define GCONV_VECTOR_BYTES 32
-#define GCONV_VECTORS_PER_ROW 1
-#define GCONV_ISA_NAME "avx2"
-#else
-#define GCONV_VECTOR_BYTES 16
-#define GCONV_VECTORS_PER_ROW 1
-#define GCONV_ISA_NAME "baseline"
-#endif
-
+/* Tile shape, defined here only (the .pyx reads these): GCONV_DIRECT_ACC_ROWS accumulator rows of
+ * GCONV_TILE_W_* columns, shared as OCB output channels x ROWS output rows with OCB in {8, 4, 2, 1}. */
+#define GCONV_DIRECT_ACC_ROWS 8
 #define GCONV_TILE_W_F32 (GCONV_VECTORS_PER_ROW * GCONV_VECTOR_BYTES / 4)
 #define GCONV_TILE_W_F64 (GCONV_VECTORS_PER_ROW * GCONV_VECTOR_BYTES / 8)
-
-#if defined(__GNUC__) || defined(__clang__)
-#define GCONV_RESTRICT __restrict__
-#define GCONV_INLINE static inline __attribute__((always_inline))
-#elif defined(_MSC_VER)
-#define GCONV_RESTRICT __restrict
-#define GCONV_INLINE static __forceinline
-#else
-#define GCONV_RESTRICT
-#define GCONV_INLINE static inline
-#endif
 
 /* Store a finished tile kept in memory as tile[o][q], q = r * TW + j (both mappings above). Output columns
  * are out_col_stride apart: 1 for NCHW, the channel count for a channels-last (NHWC) output. Inlined into
@@ -125,8 +104,6 @@ GCONV_DEFINE_STORE(double)
         }                                                                                            \
     }
 
-typedef float gconv_vec_float __attribute__((vector_size(GCONV_VECTOR_BYTES)));
-typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)));
 
 #define GCONV_DEFINE_TILE(T, NAME, TW, OCB, ROWS)                                                    \
     static void NAME(GCONV_TILE_PARAMS(T))                                                           \
@@ -188,6 +165,8 @@ typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)))
     }
 #endif
 
+GCONV_STATIC_ASSERT(GCONV_DIRECT_ACC_ROWS == 8, direct_tiles_are_8_accumulator_rows);
+
 GCONV_DEFINE_TILE(float, gconv_tile_f32_8x1, GCONV_TILE_W_F32, 8, 1)
 GCONV_DEFINE_TILE(float, gconv_tile_f32_4x2, GCONV_TILE_W_F32, 4, 2)
 GCONV_DEFINE_TILE(float, gconv_tile_f32_2x4, GCONV_TILE_W_F32, 2, 4)
@@ -196,77 +175,6 @@ GCONV_DEFINE_TILE(double, gconv_tile_f64_8x1, GCONV_TILE_W_F64, 8, 1)
 GCONV_DEFINE_TILE(double, gconv_tile_f64_4x2, GCONV_TILE_W_F64, 4, 2)
 GCONV_DEFINE_TILE(double, gconv_tile_f64_2x4, GCONV_TILE_W_F64, 2, 4)
 GCONV_DEFINE_TILE(double, gconv_tile_f64_1x8, GCONV_TILE_W_F64, 1, 8)
-
-/* Weight-gradient micro-kernels: for NO output channels o and NK taps k (NO x NK = 16),
- *     acc[o * NK + k] += sum over rows r < n_rows, columns j < n of gy[o][r * gy_row_step + j] * x[k][r * x_row_step + j]
- * gy[o] and x[k] point at each channel's and tap's first row (callers repeat a valid pointer for channels
- * or taps they do not need). n is a multiple of the vector length: callers zero-pad rows to it.
- * Vector lanes accumulate over the whole block, reduced once into double. 4 x 4 serves groups with several
- * output channels; 1 x 16 serves depthwise, where a group has one. */
-#if defined(__GNUC__) || defined(__clang__)
-#define GCONV_DEFINE_WGRAD(T, NO, NK)                                                                \
-    GCONV_INLINE void gconv_wgrad_##T##_##NO##x##NK(const T *const *gy, Py_ssize_t gy_row_step,      \
-                                                    const T *const *x, Py_ssize_t x_row_step,        \
-                                                    Py_ssize_t n_rows, Py_ssize_t n, double *acc)    \
-    {                                                                                                \
-        typedef gconv_vec_##T vec;                                                                   \
-        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T) };                                             \
-        vec a[NO][NK];                                                                               \
-        T lanes[LANES];                                                                              \
-        Py_ssize_t r, j;                                                                             \
-        int o, k, l;                                                                                 \
-        for (o = 0; o < NO; o++)                                                                     \
-            for (k = 0; k < NK; k++) a[o][k] = (vec){0};                                             \
-        for (r = 0; r < n_rows; r++) {                                                               \
-            for (j = 0; j < n; j += LANES) {                                                         \
-                vec gv[NO], xv[NK];                                                                  \
-                for (o = 0; o < NO; o++) memcpy(&gv[o], gy[o] + r * gy_row_step + j, sizeof(vec));   \
-                for (k = 0; k < NK; k++) memcpy(&xv[k], x[k] + r * x_row_step + j, sizeof(vec));     \
-                for (o = 0; o < NO; o++)                                                             \
-                    for (k = 0; k < NK; k++) a[o][k] += gv[o] * xv[k];                               \
-            }                                                                                        \
-        }                                                                                            \
-        for (o = 0; o < NO; o++)                                                                     \
-            for (k = 0; k < NK; k++) {                                                               \
-                memcpy(lanes, &a[o][k], sizeof(vec));                                                \
-                for (l = 0; l < LANES; l++) acc[o * NK + k] += lanes[l];                             \
-            }                                                                                        \
-    }
-#else
-#define GCONV_DEFINE_WGRAD(T, NO, NK)                                                                \
-    GCONV_INLINE void gconv_wgrad_##T##_##NO##x##NK(const T *const *gy, Py_ssize_t gy_row_step,      \
-                                                    const T *const *x, Py_ssize_t x_row_step,        \
-                                                    Py_ssize_t n_rows, Py_ssize_t n, double *acc)    \
-    {                                                                                                \
-        Py_ssize_t r, j;                                                                             \
-        int o, k;                                                                                    \
-        for (r = 0; r < n_rows; r++)                                                                 \
-            for (j = 0; j < n; j++)                                                                  \
-                for (o = 0; o < NO; o++)                                                             \
-                    for (k = 0; k < NK; k++)                                                         \
-                        acc[o * NK + k] += (double)gy[o][r * gy_row_step + j] * x[k][r * x_row_step + j];\
-    }
-#endif
-
-GCONV_DEFINE_WGRAD(float, 4, 4)
-GCONV_DEFINE_WGRAD(float, 1, 16)
-GCONV_DEFINE_WGRAD(double, 4, 4)
-GCONV_DEFINE_WGRAD(double, 1, 16)
-
-/* tile_oc is 4 (4 x 4) or 1 (1 x 16). */
-#define GCONV_DEFINE_WGRAD_DISPATCH(T)                                                               \
-    static inline void gconv_wgrad_##T(int tile_oc, const T *const *gy, Py_ssize_t gy_row_step,      \
-                                       const T *const *x, Py_ssize_t x_row_step, Py_ssize_t n_rows,  \
-                                       Py_ssize_t n, double *acc)                                    \
-    {                                                                                                \
-        if (tile_oc == 4)                                                                            \
-            gconv_wgrad_##T##_4x4(gy, gy_row_step, x, x_row_step, n_rows, n, acc);                   \
-        else                                                                                         \
-            gconv_wgrad_##T##_1x16(gy, gy_row_step, x, x_row_step, n_rows, n, acc);                  \
-    }
-
-GCONV_DEFINE_WGRAD_DISPATCH(float)
-GCONV_DEFINE_WGRAD_DISPATCH(double)
 
 /* oc_block is 8, 4, 2 or 1 (ROWS = 8 / oc_block). */
 #define GCONV_DEFINE_DISPATCH(T, SUFFIX)                                                             \

@@ -1,0 +1,22 @@
+# What every kernel build contains; gconv/_kernels*.pyx (one stub per instruction-set level) include it.
+#
+# Every argument is validated and coerced by gconv.functional / gconv.grad before it gets here: one dtype,
+# consistent shapes, exact output geometry, C-contiguous weight and bias; input and output may have any
+# strides (NCHW, channels-last, views). Bounds checks are off in a normal build (the Python layer proved the
+# bounds) and on in a debug build (GCONV_DEBUG=1 at build time). The micro-kernels are C headers, one folder
+# per family (direct/, wgrad/); the drivers that cut the work into items and call them are the .pxi files.
+
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+
+include "runtime.pxi"
+include "plan.pxi"
+include "pack.pxi"
+include "direct.pxi"
+include "loops.pxi"
+include "wgrad.pxi"

@@ -1,0 +1,49 @@
+# The kernel module's runtime face: instruction set, OpenMP controls (included by kernels/module.pxi).
+
+cdef extern from "kernels/omp.h" nogil:
+    int GCONV_OPENMP_ENABLED
+    int omp_get_max_threads()
+    int omp_get_num_threads()
+    int omp_get_thread_num()
+    void omp_set_num_threads(int n)
+
+
+cdef extern from "kernels/isa.h" nogil:
+    const char* GCONV_ISA_NAME
+    int GCONV_VECTOR_BYTES
+
+
+ISA = GCONV_ISA_NAME.decode()  # the instruction set this module was compiled for
+
+
+def openmp_enabled():
+    """Whether this build runs its kernels in parallel.
+
+    Returns
+    -------
+    bool
+        True when the kernels were compiled with OpenMP, False for the serial fallback build.
+    """
+    return bool(GCONV_OPENMP_ENABLED)
+
+
+def omp_max_threads():
+    """omp_get_max_threads() of the calling OS thread (OMP_NUM_THREADS, threadpoolctl limits)."""
+    return omp_get_max_threads()
+
+
+def omp_set_max_threads(int n_threads):
+    """omp_set_num_threads() for the calling OS thread only, as OpenMP defines it."""
+    omp_set_num_threads(n_threads)
+
+
+def parallel_team_size(int n_threads):
+    """Threads an OpenMP parallel region asked for n_threads really runs with (1 without OpenMP)."""
+    cdef int team[1]
+    team[0] = 1
+    with nogil, parallel(num_threads=n_threads):
+        if omp_get_thread_num() == 0:
+            team[0] = omp_get_num_threads()
+    return team[0]
+
+
