@@ -4,6 +4,7 @@ from ._kernels import openmp_enabled
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv1d, conv2d
 from .modules import Conv1d, Conv2d
+from . import grad  # gconv.grad after `import gconv`, as torch.nn.grad after `import torch`
 
 __version__ = "0.1.0"
 

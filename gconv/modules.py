@@ -1,131 +1,33 @@
-"""Conv1d and Conv2d modules: torch.nn's constructor, attributes, repr, init and state_dict on NumPy arrays."""
+"""Module classes in torch.nn's shape: a parameter-holding base, _ConvNd with the hyper-parameters, Conv1d/Conv2d."""
 import math
-import operator
 import warnings
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from . import functional as F
+from . import _geometry
+from ._checks import (SUPPORTED_DTYPES, check_allocation, check_array, check_conv_channels, check_conv_padding,
+                      index, int_tuple, module_dtype, native_dtype, shape_str)
+from ._padding import pad, unpad_grad
+from .functional import convolution
 
 __all__ = ["Conv1d", "Conv2d"]
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-def _module_dtype(dtype):
-    if dtype is None:
-        return np.dtype(np.float32)
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be a NumPy float dtype (float32 or float64), got {dtype!r}") from None
-    if resolved not in F.SUPPORTED_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {resolved}")
-    return resolved
+class _Module:
+    """Parameters as NumPy arrays: state_dict, load_state_dict, torch interop, __call__ and repr.
 
+    Subclasses list their parameters in `_parameter_names` and their constructor arguments in
+    `_constructor_args()`, and say what they compute in `forward`.
+    """
 
-def _index(value, name, op):
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{op}(): argument '{name}' must be an int, but got {value!r}") from None
+    _parameter_names = ()
 
-
-class _ConvNd:
-    """Hyper-parameters validated once, parameters as NumPy arrays; subclasses fix the dimension."""
-
-    _n_spatial = None  # 1 or 2, set by the subclass
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rng=None):
-        nd = self._n_spatial
-        # torch's checks, in torch's order and with torch's messages
-        if groups <= 0:
-            raise ValueError("groups must be a positive integer")
-        if in_channels % groups != 0:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups != 0:
-            raise ValueError("out_channels must be divisible by groups")
-        op = type(self).__name__
-        kernel_size = F.int_tuple(kernel_size, "kernel_size", op, nd)
-        stride = F.int_tuple(stride, "stride", op, nd)
-        dilation = F.int_tuple(dilation, "dilation", op, nd)
-        valid_padding_strings = {"same", "valid"}
-        if isinstance(padding, str):
-            if padding not in valid_padding_strings:
-                raise ValueError(
-                    f"Invalid padding string {padding!r}, should be one of {valid_padding_strings}"
-                )
-            if padding == "same" and any(s != 1 for s in stride):
-                raise ValueError("padding='same' is not supported for strided convolutions")
-        else:
-            padding = F.int_tuple(padding, "padding", op, nd)
-        valid_padding_modes = {"zeros", "reflect", "replicate", "circular"}
-        if padding_mode not in valid_padding_modes:
-            raise ValueError(
-                f"padding_mode must be one of {valid_padding_modes}, but got padding_mode='{padding_mode}'"
-            )
-        if device not in (None, "cpu"):
-            raise ValueError(f"gconv runs on the CPU only: device must be None or 'cpu', got {device!r}")
-
-        self.in_channels = _index(in_channels, "in_channels", op)
-        self.out_channels = _index(out_channels, "out_channels", op)
-        self.groups = _index(groups, "groups", op)
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = padding
-        self.dilation = dilation
-        self.transposed = False
-        self.output_padding = (0,) * nd
-        self.padding_mode = padding_mode
-        self._reversed_padding_repeated_twice = self._padding_for_pad()
-        self.dtype = _module_dtype(dtype)
-
-        weight_shape = (self.out_channels, self.in_channels // self.groups, *kernel_size)
-        negative = [s for s in weight_shape if s < 0]
-        if negative:
-            raise RuntimeError(
-                f"Trying to create tensor with negative dimension {negative[0]}: {F._shape_str(weight_shape)}"
-            )
-        F.check_allocation(math.prod(weight_shape) * self.dtype.itemsize, f"{op}: a weight of size", weight_shape)
-        self.weight = np.empty(weight_shape, dtype=self.dtype)
-        self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
-        self.reset_parameters(rng)
-
-    def _padding_for_pad(self):
-        """torch's _reversed_padding_repeated_twice: F.pad's argument for the non-zero padding modes."""
-        if isinstance(self.padding, str):
-            pads = [0, 0] * len(self.kernel_size)
-            if self.padding == "same":
-                for i, (d, k) in enumerate(zip(self.dilation, self.kernel_size)):
-                    total = d * (k - 1)
-                    left = total // 2
-                    j = len(self.kernel_size) - 1 - i
-                    pads[2 * j], pads[2 * j + 1] = left, total - left
-            return pads
-        return tuple(p for p in reversed(self.padding) for _ in range(2))
-
-    def reset_parameters(self, rng=None):
-        """Draw weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch's kaiming_uniform(a=sqrt(5)).
-
-        Parameters
-        ----------
-        rng : None, int or numpy.random.Generator
-            fan_in = in_channels // groups * prod(kernel_size).
-        """
-        rng = np.random.default_rng(rng)
-        fan_in = self.weight.shape[1] * math.prod(self.weight.shape[2:])
-        if self.weight.size == 0:
-            warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=2)
-        else:
-            bound = 1.0 / math.sqrt(fan_in)
-            self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape)
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
-
-    # ---- parameters -------------------------------------------------------------------------
+    def _parameters(self):
+        return OrderedDict((name, getattr(self, name)) for name in self._parameter_names
+                           if getattr(self, name) is not None)
 
     def state_dict(self):
         """The parameters by name.
@@ -136,10 +38,7 @@ class _ConvNd:
             'weight' (out_channels, in_channels // groups, *kernel_size) and, when present, 'bias'
             (out_channels,): the arrays themselves, as torch's shares storage.
         """
-        state = OrderedDict(weight=self.weight)
-        if self.bias is not None:
-            state["bias"] = self.bias
-        return state
+        return self._parameters()
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters, cast to the module's dtype.
@@ -187,23 +86,6 @@ class _ConvNd:
             np.copyto(own[key], value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
-    def _check_parameters(self):
-        # Parameters are plain attributes a user may reassign; catch a wrong one before it reaches the kernel.
-        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        for name, value, shape in (("weight", self.weight, expected), ("bias", self.bias, (self.out_channels,))):
-            if value is None and name == "bias":
-                continue
-            if not isinstance(value, np.ndarray):
-                raise TypeError(f"{type(self).__name__}.{name} must be a numpy.ndarray, not {type(value).__name__}")
-            if value.shape != shape:
-                raise RuntimeError(
-                    f"{type(self).__name__}.{name} has shape {value.shape}, expected {shape} for {self!r}"
-                )
-            if F.native_dtype(value.dtype) not in F.SUPPORTED_DTYPES:
-                raise TypeError(
-                    f"{type(self).__name__}.{name} must be float32 or float64, but has dtype {value.dtype}"
-                )
-
     # ---- torch interop (torch imported only here) ----------------------------------------------
 
     @classmethod
@@ -212,19 +94,16 @@ class _ConvNd:
 
         Parameters
         ----------
-        module : torch.nn.Conv1d or torch.nn.Conv2d
-            The one matching this class; float32 or float64.
+        module : the torch.nn module of this class's name; float32 or float64.
 
         Returns
         -------
-        Conv1d or Conv2d
+        an instance of this class
         """
         if type(module).__name__ != cls.__name__ or not hasattr(module, "weight"):
             raise TypeError(f"{cls.__name__}.from_torch() needs a torch.nn.{cls.__name__}, got {type(module).__name__}")
         weight = module.weight.detach().cpu().numpy()
-        converted = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                        module.padding, module.dilation, module.groups, module.bias is not None,
-                        module.padding_mode, dtype=weight.dtype)
+        converted = cls(*cls._constructor_args(module), dtype=weight.dtype)
         converted.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
         return converted
 
@@ -233,19 +112,126 @@ class _ConvNd:
 
         Returns
         -------
-        torch.nn.Conv1d or torch.nn.Conv2d
+        the torch.nn module of this class's name
             Same hyper-parameters and dtype. torch is imported here, never by ``import gconv``.
         """
         import torch
 
         torch_cls = getattr(torch.nn, type(self).__name__)
-        module = torch_cls(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                           self.dilation, self.groups, self.bias is not None, self.padding_mode,
-                           dtype=getattr(torch, self.weight.dtype.name))
+        module = torch_cls(*self._constructor_args(self), dtype=getattr(torch, self.weight.dtype.name))
         module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.state_dict().items()})
         return module
 
-    # ---- forward ----------------------------------------------------------------------------
+    def __call__(self, input, *, n_threads=None, out=None):
+        return self.forward(input, n_threads=n_threads, out=out)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class _ConvNd(_Module):
+    """Hyper-parameters validated once, in torch's order; subclasses fix the number of spatial dimensions."""
+
+    _n_spatial = None  # 1 or 2, set by the subclass
+    _parameter_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rng=None):
+        nd = self._n_spatial
+        op = type(self).__name__
+        # torch's checks, in torch's order and with torch's messages
+        check_conv_channels(in_channels, out_channels, groups)
+        kernel_size = int_tuple(kernel_size, "kernel_size", op, nd)
+        stride = int_tuple(stride, "stride", op, nd)
+        dilation = int_tuple(dilation, "dilation", op, nd)
+        if not isinstance(padding, str):
+            padding = int_tuple(padding, "padding", op, nd)
+        check_conv_padding(padding, stride, padding_mode, device)
+
+        self.in_channels = index(in_channels, "in_channels", op)
+        self.out_channels = index(out_channels, "out_channels", op)
+        self.groups = index(groups, "groups", op)
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.transposed = False
+        self.output_padding = (0,) * nd
+        self.padding_mode = padding_mode
+        pads = _geometry.reversed_padding_repeated_twice(self._padding_pairs())
+        # torch's type too: a list for string padding, a tuple for integers
+        self._reversed_padding_repeated_twice = list(pads) if isinstance(padding, str) else pads
+        self.dtype = module_dtype(dtype)
+
+        weight_shape = (self.out_channels, self.in_channels // self.groups, *kernel_size)
+        negative = [s for s in weight_shape if s < 0]
+        if negative:
+            raise RuntimeError(
+                f"Trying to create tensor with negative dimension {negative[0]}: {shape_str(weight_shape)}"
+            )
+        check_allocation(math.prod(weight_shape) * self.dtype.itemsize, f"{op}: a weight of size", weight_shape)
+        self.weight = np.empty(weight_shape, dtype=self.dtype)
+        self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
+        self.reset_parameters(rng)
+
+    @staticmethod
+    def _constructor_args(module):
+        # positional arguments shared by torch's constructor and ours (from either kind of module)
+        return (module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                module.dilation, module.groups, module.bias is not None, module.padding_mode)
+
+    def _padding_pairs(self):
+        """(before, after) zero padding per spatial axis ('same': the odd extra after; 'valid': none)."""
+        if self.padding == "valid":
+            return ((0, 0),) * len(self.kernel_size)
+        if self.padding == "same":
+            return _geometry.same_padding(self.kernel_size, self.dilation)
+        return tuple((p, p) for p in self.padding)
+
+    def reset_parameters(self, rng=None):
+        """Draw weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch's kaiming_uniform(a=sqrt(5)).
+
+        Parameters
+        ----------
+        rng : None, int or numpy.random.Generator
+            fan_in = in_channels // groups * prod(kernel_size).
+        """
+        rng = np.random.default_rng(rng)
+        fan_in = self.weight.shape[1] * math.prod(self.weight.shape[2:])
+        if self.weight.size == 0:
+            warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=2)
+        else:
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape)
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
+
+    def _checked_parameters(self):
+        """(weight, bias), read once per call: a user may reassign them, so catch a wrong one here."""
+        weight, bias = self.weight, self.bias
+        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        for name, value, shape in (("weight", weight, expected), ("bias", bias, (self.out_channels,))):
+            if value is None and name == "bias":
+                continue
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{type(self).__name__}.{name} must be a numpy.ndarray, not {type(value).__name__}")
+            if value.shape != shape:
+                raise RuntimeError(
+                    f"{type(self).__name__}.{name} has shape {value.shape}, expected {shape} for {self!r}"
+                )
+            if native_dtype(value.dtype) not in SUPPORTED_DTYPES:
+                raise TypeError(
+                    f"{type(self).__name__}.{name} must be float32 or float64, but has dtype {value.dtype}"
+                )
+        return weight, bias
+
+    def _padded_input(self, input):
+        # As torch: a non-zero padding mode pads explicitly, then the convolution pads nothing.
+        return pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
 
     def forward(self, input, *, n_threads=None, out=None):
         """Apply the convolution; see the class docstring for the shapes.
@@ -254,22 +240,17 @@ class _ConvNd:
         write the result into.
         """
         op = f"conv{self._n_spatial}d"
-        F._check_array(input, "input", op)
-        self._check_parameters()
-        if self.padding_mode != "zeros":
-            # As torch: pad explicitly in the mode, then convolve without padding.
-            padded = F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
-            if out is not None and np.may_share_memory(out, input):
-                raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
-            result = F.convolution(padded, self.weight, self.bias, self.stride, (0,) * self._n_spatial,
-                                   self.dilation, self.groups, self._n_spatial, op, n_threads, out)
+        check_array(input, "input", op)
+        weight, bias = self._checked_parameters()
+        if self.padding_mode == "zeros":
+            conv_input, padding = input, self.padding
         else:
-            padded = input
-            result = F.convolution(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                   self.groups, self._n_spatial, op, n_threads, out)
+            conv_input, padding = self._padded_input(input), (0,) * self._n_spatial
+        result = convolution(conv_input, weight, bias, self.stride, padding, self.dilation, self.groups,
+                             self._n_spatial, op, n_threads, out, source=input)
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
-        # changes the gradient)
-        self._saved = (input, padded, result.shape)
+        # changes the gradient); the padded copy is made again there rather than kept alive here
+        self._saved = (input, weight, result.shape)
         return result
 
     def backward(self, grad_output, *, n_threads=None):
@@ -291,47 +272,31 @@ class _ConvNd:
         saved = getattr(self, "_saved", None)
         if saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward() needs a forward call first")
-        x, conv_input, out_shape = saved
-        F._check_array(grad_output, "grad_output", "backward")
+        x, weight, out_shape = saved
+        check_array(grad_output, "grad_output", "backward")
         if grad_output.shape != out_shape:
             raise ValueError(f"backward(): grad_output has shape {grad_output.shape}, the last output had {out_shape}")
         nd = self._n_spatial
         batched = x.ndim == nd + 2
-        dtype = self.weight.dtype
-        gy = np.asarray(grad_output, dtype=dtype)
-        x4, gy4 = (conv_input, gy) if batched else (conv_input[np.newaxis], gy[np.newaxis])
-        pads = self._conv_pads(x4.shape[2:]) if self.padding_mode == "zeros" else [(0, 0)] * nd
-        stride, dilation, weight = self.stride, self.dilation, self.weight
-        if nd == 1:  # the 2-D kernels over a height-1 image
-            x4, gy4, weight = x4[:, :, np.newaxis, :], gy4[:, :, np.newaxis, :], weight[:, :, np.newaxis, :]
-            stride, dilation, pads = (1, *stride), (1, *dilation), [(0, 0), *pads]
-        x4 = x4.astype(dtype, copy=False)
-        grad_weight = grad.weight_grad(x4, gy4, weight.shape, stride, (pads[0][0], pads[1][0]), dilation,
-                                       self.groups, n_threads)
-        grad_input = grad.input_grad(gy4, np.ascontiguousarray(weight), x4.shape[2:], stride, pads, dilation,
-                                     self.groups, n_threads)
-        if nd == 1:
-            grad_input, grad_weight = grad_input[:, :, 0, :], grad_weight[:, :, 0, :]
-        if self.padding_mode != "zeros":
-            grad_input = F.unpad_grad(grad_input, x.shape if batched else (1, *x.shape),
-                                      self._reversed_padding_repeated_twice, self.padding_mode)
+        dtype = weight.dtype
+        zeros_mode = self.padding_mode == "zeros"
+        conv_input = x if zeros_mode else self._padded_input(x)
+        pads = self._padding_pairs() if zeros_mode else ((0, 0),) * nd
+        geometry = _geometry.Geometry(self.kernel_size, self.stride, pads, self.dilation).lifted()
+        x_b = conv_input if batched else conv_input[np.newaxis]
+        gy_b = np.asarray(grad_output, dtype=dtype)
+        gy_b = gy_b if batched else gy_b[np.newaxis]
+        x_l, gy_l, w_l = _geometry.lift(x_b.astype(dtype, copy=False)), _geometry.lift(gy_b), _geometry.lift(weight)
+        grad_weight = grad.weight_grad(x_l, gy_l, w_l.shape, geometry, self.groups, n_threads)
+        grad_input = grad.input_grad(gy_l, np.ascontiguousarray(w_l), x_l.shape[2:], geometry, self.groups,
+                                     n_threads)
+        grad_input, grad_weight = _geometry.drop(grad_input, nd), _geometry.drop(grad_weight, nd)
+        if not zeros_mode:
+            grad_input = unpad_grad(grad_input, x.shape if batched else (1, *x.shape),
+                                    self._reversed_padding_repeated_twice, self.padding_mode)
         self.weight_grad = grad_weight
-        self.bias_grad = grad.bias(gy4) if self.bias is not None else None
+        self.bias_grad = grad.bias(gy_b) if self.bias is not None else None
         return grad_input if batched else grad_input[0]
-
-    def _conv_pads(self, spatial):
-        """(before, after) zero padding per spatial axis of the convolution itself ('same': odd extra after)."""
-        if self.padding == "valid":
-            return [(0, 0)] * len(spatial)
-        if self.padding == "same":
-            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
-            return [(t // 2, t - t // 2) for t in totals]
-        return [(p, p) for p in self.padding]
-
-    def __call__(self, input, *, n_threads=None, out=None):
-        return self.forward(input, n_threads=n_threads, out=out)
-
-    # ---- repr -------------------------------------------------------------------------------
 
     def extra_repr(self):
         s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
@@ -348,9 +313,6 @@ class _ConvNd:
         if self.padding_mode != "zeros":
             s += ", padding_mode={padding_mode}"
         return s.format(**self.__dict__)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.extra_repr()})"
 
 
 _PARAMETERS_DOC = """

@@ -1,0 +1,96 @@
+"""One N-d convolution geometry: 'same' split, output size, the transposed mapping and the lift of lower ranks.
+
+Every face (modules, functional, grad, dask) takes its arithmetic from here; torch's checks and messages live
+in gconv._checks. Sizes are per spatial axis, in the array's order (D, H, W), padding as (before, after).
+"""
+from typing import NamedTuple, Tuple
+
+import numpy as np
+
+
+# The kernels are 2-D: lower ranks run as 2-D with the missing leading axes of size 1.
+KERNEL_RANK = 2
+
+
+def same_padding(kernel_size, dilation):
+    """'same' padding per axis as (before, after): d * (k - 1) in total, the odd extra after (torch's rule)."""
+    pads = []
+    for k, d in zip(kernel_size, dilation):
+        total = d * (k - 1)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
+
+
+def symmetric_and_extra(pads):
+    """Split (before, after) pairs into a symmetric padding and the extra that torch pads explicitly first."""
+    return tuple(min(b, a) for b, a in pads), tuple(abs(a - b) for b, a in pads)
+
+
+def reversed_padding_repeated_twice(pads):
+    """F.pad's argument for (before, after) pairs: last axis first, as torch's module attribute of that name."""
+    return tuple(p for before, after in reversed(pads) for p in (before, after))
+
+
+def output_size(size, pad_before, pad_after, kernel, stride, dilation):
+    """Output length of one axis: (size + padding - dilated extent) // stride + 1."""
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class Geometry(NamedTuple):
+    """Kernel size, stride, (before, after) padding and dilation of a convolution, one entry per spatial axis."""
+
+    kernel_size: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    padding: Tuple[Tuple[int, int], ...]
+    dilation: Tuple[int, ...]
+
+    @property
+    def pad_before(self):
+        return tuple(before for before, _ in self.padding)
+
+    def output_shape(self, input_spatial):
+        """Spatial output shape for a spatial input shape."""
+        return tuple(output_size(size, b, a, k, s, d) for size, (b, a), k, s, d
+                     in zip(input_spatial, self.padding, self.kernel_size, self.stride, self.dilation))
+
+    def lifted(self, rank=KERNEL_RANK):
+        """The same convolution as a rank-`rank` one over leading axes of size 1 (Conv1d as a 1 x L image)."""
+        extra = rank - len(self.kernel_size)
+        return Geometry((1,) * extra + self.kernel_size, (1,) * extra + self.stride,
+                        ((0, 0),) * extra + self.padding, (1,) * extra + self.dilation)
+
+    def transposed(self):
+        """The convolution that maps grad_output back onto the input (the input gradient, a transposed conv).
+
+        It runs with stride 1 over grad_output spread out by the stride (s - 1 zeros between values) and
+        framed by d * (k - 1) - before zeros at the start, with the kernels flipped; the frame at the end
+        follows from the input size. Returns that geometry's (before, 0) padding pairs.
+        """
+        return Geometry(self.kernel_size, (1,) * len(self.stride),
+                        tuple((d * (k - 1) - before, 0) for d, k, (before, _)
+                              in zip(self.dilation, self.kernel_size, self.padding)),
+                        self.dilation)
+
+
+def lift(array, rank=KERNEL_RANK):
+    """A view of an (N, C, *spatial) array with leading spatial axes of size 1 up to `rank` spatial axes."""
+    extra = rank - (array.ndim - 2)
+    return np.expand_dims(array, tuple(range(2, 2 + extra))) if extra else array
+
+
+def drop(array, n_spatial):
+    """Undo lift: the view with only the last n_spatial spatial axes."""
+    extra = array.ndim - 2 - n_spatial
+    return array[(slice(None), slice(None)) + (0,) * extra] if extra else array
+
+
+def size(shape):
+    """Number of elements of a shape, exact for any size (no int64 overflow)."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+__all__ = ["Geometry", "same_padding", "symmetric_and_extra", "reversed_padding_repeated_twice", "output_size",
+           "lift", "drop", "size"]
