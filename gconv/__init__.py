@@ -1,5 +1,6 @@
 """gconv: torch.nn.Conv1d/Conv2d and functional.conv1d/conv2d on NumPy arrays, with OpenMP Cython kernels."""
 from ._dispatch import available_levels as available_isas
+from ._select import explain
 from ._kernels import openmp_enabled
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv1d, conv2d
@@ -32,5 +33,6 @@ __all__ = [
     "openmp_enabled",
     "kernel_isa",
     "available_isas",
+    "explain",
     "__version__",
 ]

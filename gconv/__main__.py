@@ -1,4 +1,6 @@
-"""`python -m gconv`: what this build is (version, OpenMP, instruction sets, threads) and a quick self-check."""
+"""`python -m gconv`: what this build is (version, OpenMP, instruction sets, threads), a quick self-check, and
+`--explain` to say which kernel a convolution of given shapes takes and why."""
+import argparse
 import platform
 import sys
 
@@ -48,12 +50,45 @@ def self_check():
     return failures
 
 
-def main():
+def _shape(text):
+    return tuple(int(s) for s in text.lower().split("x"))
+
+
+def _int_or_pair(text):
+    if text in ("same", "valid"):
+        return text
+    values = tuple(int(s) for s in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m gconv", description=__doc__)
+    parser.add_argument("--explain", nargs=2, metavar=("INPUT", "WEIGHT"), type=_shape,
+                        help="shapes like 8x64x56x56 16x64x3x3: say which kernel this call takes and why")
+    parser.add_argument("--stride", type=_int_or_pair, default=1, help="int or h,w")
+    parser.add_argument("--padding", type=_int_or_pair, default=0, help="int, h,w, same or valid")
+    parser.add_argument("--dilation", type=_int_or_pair, default=1, help="int or h,w")
+    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--threads", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    if args.explain:
+        input_shape, weight_shape = args.explain
+        print(gconv.explain(input_shape, weight_shape, args.stride, args.padding, args.dilation, args.groups,
+                            args.dtype, args.threads))
+        return 0
     print(f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, {platform.machine()})")
     print(f"OpenMP: {'yes' if gconv.openmp_enabled() else 'NO: kernels run on one thread'}")
     print(f"kernels: {gconv.kernel_isa()} (this CPU and build can run: {', '.join(gconv.available_isas())};"
           " GCONV_ISA forces one)")
-    print(f"threads: {gconv.get_num_threads()} (OMP_NUM_THREADS, threadpoolctl or gconv.set_num_threads)")
+    n_threads = gconv.get_num_threads()
+    team = _dispatch.kernels.parallel_team_size(max(2, n_threads)) if gconv.openmp_enabled() else 1
+    print(f"threads: {n_threads} (OMP_NUM_THREADS, threadpoolctl or gconv.set_num_threads); "
+          f"a parallel region asked for {max(2, n_threads)} ran with {team}")
     failures = self_check()
     if failures:
         print("self-check FAILED: " + "; ".join(failures))

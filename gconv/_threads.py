@@ -1,4 +1,5 @@
 """Thread count for gconv's OpenMP kernels: get_num_threads, set_num_threads and per-call resolution."""
+import math
 import operator
 import os
 
@@ -49,13 +50,47 @@ def set_num_threads(n_threads):
     _kernels.omp_set_max_threads(n)
 
 
+def _cgroup_cpu_limit(root="/sys/fs/cgroup"):
+    """The CPU quota of this process's cgroup in cores (e.g. 1.5), or None without one (as loky reads it)."""
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+            quota = int(f.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def available_cores():
+    """Cores this process may run on: its CPU affinity, capped by a container's cgroup CPU quota; at least 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        n = min(n, max(1, math.ceil(limit)))
+    return max(1, n)
+
+
 def resolve_n_threads(n_threads=None):
-    """Threads for one call: None means get_num_threads(); negative means all cores minus (-n - 1)."""
+    """Threads for one call: None means get_num_threads(); negative means all available cores minus (-n - 1).
+
+    "Available" is as scikit-learn's _openmp_effective_n_threads counts: the CPU affinity and any cgroup
+    quota (a container limited to 2 CPUs on a 64-core host gets 2, not 64).
+    """
     if n_threads is None:
         return get_num_threads()
     n = operator.index(n_threads)
     if n == 0:
         raise ValueError("n_threads must not be 0 (None: the current setting; negative: all cores minus k)")
     if n < 0:
-        return max(1, (os.cpu_count() or 1) + 1 + n)
+        return max(1, available_cores() + 1 + n)
     return n

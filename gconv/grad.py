@@ -129,16 +129,9 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
     """Gradient of ``conv2d`` w.r.t. its weight, as ``torch.nn.grad.conv2d_weight``.
 
-    Parameters
-    ----------
-    input : ndarray, shape (N, C_in, H, W)
-    weight_size : tuple (C_out, C_in // groups, KH, KW)
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    stride, padding, dilation, groups : as the forward call (integer padding)
-
-    Returns
-    -------
-    ndarray, shape weight_size, of the input's dtype
+    The arguments mirror ``conv2d_input``'s, with the input array in place of the weight: input (N, C_in, H, W),
+    weight_size (C_out, C_in // groups, KH, KW), grad_output (N, C_out, H_out, W_out). Returns an array of
+    shape weight_size and the input's dtype.
     """
     return _conv_weight(2, input, weight_size, grad_output, stride, padding, dilation, groups, n_threads)
 

@@ -143,14 +143,12 @@ cdef int _fill_plan(Plan* plan, const floating[:, :, :, :] x, const floating[:, 
     return 0
 
 
-cdef int _set_tile(Plan* plan, int oc_block, Py_ssize_t tile_cols) except -1:
-    """Tile of oc_block channels x (ACC_ROWS / oc_block) rows x tile_cols columns; flat for stride-1 depthwise."""
+cdef int _set_tile(Plan* plan, int oc_block, bint flat, Py_ssize_t tile_cols) except -1:
+    """Tile of oc_block channels x (ACC_ROWS / oc_block) rows x tile_cols columns, laid on a grid or flat."""
     plan.oc_block = oc_block
     plan.tile_rows = GCONV_DIRECT_ACC_ROWS // oc_block
     plan.tile_cols = tile_cols
-    # Flat tiles pay a slower store but never leave a tile half-empty at a row's end; measured, that wins
-    # only where the tile is one channel deep (depthwise), whose few taps per output make stores count.
-    plan.flat = oc_block == 1 and plan.stride_h == 1 and plan.stride_w == 1
+    plan.flat = flat
     plan.n_oc_blocks = _ceil_div(plan.out_channels_per_group, oc_block)
     plan.n_phases = len(_column_phases(plan))
     return 0
@@ -172,7 +170,7 @@ def direct_tile_scratch_bytes(Py_ssize_t in_channels_per_group, tuple kernel_siz
     plan.stride_h, plan.stride_w = stride
     plan.dilation_h, plan.dilation_w = dilation
     plan.out_channels_per_group = oc_block
-    _set_tile(&plan, oc_block, GCONV_TILE_W_F32 if itemsize == 4 else GCONV_TILE_W_F64)
+    _set_tile(&plan, oc_block, False, GCONV_TILE_W_F32 if itemsize == 4 else GCONV_TILE_W_F64)
     _plan_slab(&plan, 1, 1)
     return plan.slab_size * itemsize
 
@@ -185,6 +183,7 @@ def conv2d_direct(
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
     int oc_block,                                  # tile depth in output channels: 8, 4, 2 or 1
+    bint flat,                                     # tiles over the block's flattened outputs (stride 1 only)
     int n_threads,
 ):
     """Grouped 2-D cross-correlation with implicit zero padding, by row-vectorised register tiles.
@@ -201,9 +200,11 @@ def conv2d_direct(
         return
     if oc_block not in (1, 2, 4, 8) or oc_block > GCONV_DIRECT_ACC_ROWS:
         raise ValueError(f"conv2d_direct: oc_block must be 1, 2, 4 or 8, got {oc_block}")
+    if flat and (plan.stride_h != 1 or plan.stride_w != 1):
+        raise ValueError("conv2d_direct: flat tiles need stride 1")
     # channels adjacent in memory: neighbouring groups share cache lines, so run them back to back
     plan.groups_inner = plan.x_stride_w != 1 and abs(plan.x_stride_c) < abs(plan.x_stride_w)
-    _set_tile(&plan, oc_block, GCONV_TILE_W_F32 if floating is float else GCONV_TILE_W_F64)
+    _set_tile(&plan, oc_block, flat, GCONV_TILE_W_F32 if floating is float else GCONV_TILE_W_F64)
     _plan_slab(&plan, 1, 1)
     if plan.slab_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
         raise ValueError("conv2d_direct: even one tile's input exceeds the scratch limit (use conv2d_loops)")
