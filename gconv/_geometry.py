@@ -62,9 +62,10 @@ class Geometry(NamedTuple):
     def transposed(self):
         """The convolution that maps grad_output back onto the input (the input gradient, a transposed conv).
 
-        It runs with stride 1 over grad_output spread out by the stride (s - 1 zeros between values) and
-        framed by d * (k - 1) - before zeros at the start, with the kernels flipped; the frame at the end
-        follows from the input size. Returns that geometry's (before, 0) padding pairs.
+        With the kernels flipped, input position i reads grad_output at (i - frame_before + t * d) / s
+        through tap t wherever that is an integer, frame_before = d * (k - 1) - before per axis; at stride 1
+        that is a plain convolution framed by frame_before zeros at the start (the end follows from the input
+        size). Returns that stride-1 geometry; gconv.grad splits a stride s into its phases.
         """
         return Geometry(self.kernel_size, (1,) * len(self.stride),
                         tuple((d * (k - 1) - before, 0) for d, k, (before, _)

@@ -1,4 +1,6 @@
 """Gradients of the convolution: torch.nn.grad's conv{1,2}d_input / conv{1,2}d_weight, and the bias gradient."""
+import math
+
 import numpy as np
 
 from . import _dispatch, _geometry, _select
@@ -8,41 +10,63 @@ from ._threads import resolve_n_threads
 __all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "bias"]
 
 
+def _phases(size, kernel, stride, dilation, frame_before):
+    """The stride phases of one axis of the input gradient that some tap reaches, as stride-1 convolutions.
+
+    Input position i = s * q + r reads grad_output[(i - frame_before + t * d) / s] through flipped tap t
+    whenever that is an integer: for residue r, the taps t_0, t_0 + s/g, ... (g = gcd(d, s)) at grad_output
+    offsets c_r, c_r + d/g, ... Returns [(r, taps slice, dilation d/g, grad_output start, pad before)], one per
+    reached residue r < size (at most one per tap, so a huge stride costs no more than the kernel has taps).
+    """
+    g = math.gcd(dilation, stride)
+    tap_step, sub_dilation = stride // g, dilation // g
+    first_tap = {}
+    for t in range(min(tap_step, kernel)):  # every later tap repeats one of these residues
+        r = (frame_before - t * dilation) % stride
+        if r < size:
+            first_tap.setdefault(r, t)
+    phases = []
+    for r, first in sorted(first_tap.items()):
+        offset = (r - frame_before + first * dilation) // stride  # exact by the choice of r
+        start = max(offset, 0)
+        phases.append((r, slice(first, kernel, tap_step), sub_dilation, start, start - offset))
+    return phases
+
+
 def input_grad(grad_output, weight, input_spatial, geometry, groups, n_threads=None):
-    """Gradient w.r.t. the input of a 2-D convolution (lower ranks lifted), as a convolution itself.
+    """Gradient w.r.t. the input of a 2-D convolution (lower ranks lifted), as convolutions themselves.
 
     grad_output (N, C_out, H_out, W_out); weight (C_out, C_in // groups, KH, KW); input_spatial (H, W);
     geometry: the forward's (2-D). The transposed convolution is a plain one with the kernels flipped and
-    input and output channels swapped within each group, over grad_output framed by d * (k - 1) - before
-    zeros (and, for stride s, spread out to every s-th position first).
+    input and output channels swapped within each group. A stride s is decomposed into its s_h x s_w phases
+    (each input position's residue mod s): each phase is a stride-1 convolution of grad_output with the taps
+    that reach it, written through a strided view of the gradient, so no zeros are inserted or multiplied.
     """
-    n, c_out = grad_output.shape[:2]
+    n = grad_output.shape[0]
     out_channels_per_group, in_channels_per_group = weight.shape[0] // groups, weight.shape[1]
     kernel_size = weight.shape[2:]
     flipped = (weight.reshape(groups, out_channels_per_group, in_channels_per_group, *kernel_size)
                .transpose(0, 2, 1, 3, 4).reshape(groups * in_channels_per_group, out_channels_per_group, *kernel_size))
-    flipped = np.ascontiguousarray(flipped[:, :, ::-1, ::-1])
-    transposed = geometry.transposed()
-    frame_before = transposed.pad_before
-    grad_input = np.empty((n, groups * in_channels_per_group, *input_spatial), dtype=grad_output.dtype)
+    flipped = flipped[:, :, ::-1, ::-1]
+    frame_before = geometry.transposed().pad_before
+    shape = (n, groups * in_channels_per_group, *input_spatial)
+    n_threads = resolve_n_threads(n_threads)
+    no_bias = np.empty(0, dtype=flipped.dtype)
+    phases = [_phases(size, k, s, d, fb) for size, k, s, d, fb
+              in zip(input_spatial, kernel_size, geometry.stride, geometry.dilation, frame_before)]
+    # phases that no tap reaches (a stride beyond the dilated kernel) or that start past grad_output's end
+    # read nothing: those positions are zero
+    reached = [[phase for phase in axis if phase[3] < size] for axis, size in zip(phases, grad_output.shape[2:])]
+    complete = all(len(axis) == min(s, size) for axis, s, size in zip(reached, geometry.stride, input_spatial))
+    grad_input = np.empty(shape, dtype=grad_output.dtype) if complete else np.zeros(shape, dtype=grad_output.dtype)
     if grad_input.size == 0:
         return grad_input
-    if any(s != 1 for s in geometry.stride) or min(frame_before) < 0:
-        # spread grad_output[o] to position o * s + frame_before of a zero frame, then frame 0
-        frame = [size + d * (k - 1) for size, d, k in zip(input_spatial, geometry.dilation, kernel_size)]
-        spread = np.zeros((n, c_out, *frame), dtype=grad_output.dtype)
-        target, source = [], []
-        for axis, (size, s, start) in enumerate(zip(frame, geometry.stride, frame_before)):
-            first = max(0, -(start // s))  # first o with o * s + start >= 0
-            last = min(grad_output.shape[2 + axis], (size - 1 - start) // s + 1)
-            count = max(0, last - first)
-            target.append(slice(first * s + start, first * s + start + s * count, s) if count else slice(0, 0))
-            source.append(slice(first, first + count))
-        spread[(slice(None), slice(None), *target)] = grad_output[(slice(None), slice(None), *source)]
-        grad_output, frame_before = spread, (0,) * len(frame_before)
-    # the forward kernel frames with zeros itself: frame_before at the start, the output size decides the rest
-    _select.conv2d(np.ascontiguousarray(grad_output), flipped, np.empty(0, dtype=flipped.dtype), grad_input,
-                   transposed.stride, frame_before, transposed.dilation, groups, resolve_n_threads(n_threads))
+    for r_h, taps_h, dil_h, start_h, pad_h in reached[0]:
+        for r_w, taps_w, dil_w, start_w, pad_w in reached[1]:
+            target = grad_input[:, :, r_h::geometry.stride[0], r_w::geometry.stride[1]]
+            sub_kernel = np.ascontiguousarray(flipped[:, :, taps_h, taps_w])
+            _select.conv2d(grad_output[:, :, start_h:, start_w:], sub_kernel, no_bias, target, (1, 1),
+                           (pad_h, pad_w), (dil_h, dil_w), groups, n_threads)
     return grad_input
 
 
@@ -80,11 +104,7 @@ def _conv_input(n_spatial, input_size, weight, grad_output, stride, padding, dil
         raise ValueError(f"{op}(): grad_output has shape {grad_output.shape}, but a convolution of an input of "
                          f"size {input_size} gives {(input_size[0], weight.shape[0], *expected)}")
     dtype = native_dtype(weight.dtype)
-    frame = [size + d * (k - 1) for size, d, k in zip(input_size[2:], geometry.dilation, weight.shape[2:])]
     check_allocation(_geometry.size(input_size) * dtype.itemsize, f"{op}: the gradient of size", input_size)
-    spread_shape = (input_size[0], weight.shape[0], *frame)
-    check_allocation(_geometry.size(spread_shape) * dtype.itemsize, f"{op}: the spread grad_output of size",
-                     spread_shape)
     gy = _geometry.lift(grad_output.astype(dtype, copy=False))
     w = _geometry.lift(weight.astype(dtype, copy=False))
     lifted = geometry.lifted()

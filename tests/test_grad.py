@@ -97,7 +97,11 @@ def test_conv1d_module_backward_equals_torch_autograd(mode):
         assert (gm.bias_grad is None) == (tm.bias is None)
 
 
-@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 2), (3, 2, 2, 4), ((1, 2), (2, 0), (1, 3), 1)])
+# the input gradient runs one stride-1 convolution per stride phase: strides sharing a factor with the dilation,
+# strides beyond the kernel (phases no tap reaches) and large padding (phases that start inside grad_output)
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 2), (3, 2, 2, 4), ((1, 2), (2, 0), (1, 3), 1),
+                                                           (2, 1, 2, 1), ((4, 2), (3, 1), 2, 2), (3, 0, 1, 8),
+                                                           ((2, 5), (4, 0), (3, 1), 1)])
 def test_functional_grads_equal_torch_nn_grad(stride, padding, dilation, groups):
     torch = pytest.importorskip("torch")
     import torch.nn.grad as tgrad
