@@ -78,6 +78,23 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     # torch quirk kept for parity: an input with zero channels gives an output with zero channels.
     c_out = weight.shape[0] if c_in != 0 else 0
     out_shape = (n, c_out) + geometry.output_shape(x_batched.shape[2:])
+
+    def compute(x_c, w_c, b_c, out_batched):
+        # Conv1d is the 2-D kernel over a height-1 image: views, no copies.
+        lifted = geometry.lifted()
+        _select.conv2d(_geometry.lift(x_c), _geometry.lift(w_c), b_c, _geometry.lift(out_batched), lifted.stride,
+                       lifted.pad_before, lifted.dilation, groups, resolve_n_threads(n_threads))
+
+    return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op, source)
+
+
+def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op, source=None):
+    """Allocate (or check) the output, coerce the arrays where the kernels need it, and compute into it.
+
+    compute(x, weight, bias, out) gets batched arrays of one dtype: x as the kernels can read it in place or
+    a copy, weight C-contiguous, bias (C,) or (0,), out batched (a view of the caller's when unbatched).
+    The output keeps a channels-last input's memory format, as torch's does.
+    """
     n_elements = _geometry.size(out_shape)
     check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size", out_shape)
     x_channels_last = is_channels_last(x_batched)
@@ -86,7 +103,7 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
         if a is not None and copied and not (a.flags.c_contiguous and a.dtype == dtype):
             check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
     if out is None:
-        if x_channels_last and is_batched:  # the output keeps the input's memory format, as torch's does
+        if x_channels_last and is_batched:
             out = np.empty((out_shape[0], *out_shape[2:], out_shape[1]), dtype=dtype).transpose(0, 3, 1, 2)
         else:
             out = np.empty(out_shape, dtype=dtype)
@@ -98,14 +115,10 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
             out = out[np.newaxis]
     if n_elements == 0:
         return result
-
     x_c = coerce(x_batched, dtype) if copy_input else x_batched
-    w_c = coerce(weight, dtype)
     b_c = coerce(bias, dtype) if bias is not None else np.empty(0, dtype=dtype)
-    # Conv1d is the 2-D kernel over a height-1 image: views, no copies.
-    lifted = geometry.lifted()
-    _select.conv2d(_geometry.lift(x_c), _geometry.lift(w_c), b_c, _geometry.lift(out), lifted.stride,
-                   lifted.pad_before, lifted.dilation, groups, resolve_n_threads(n_threads))
+    compute(x_c, coerce(weight, dtype), b_c, out)
+    return result
     return result
 
 

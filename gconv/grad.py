@@ -33,23 +33,23 @@ def _phases(size, kernel, stride, dilation, frame_before):
     return phases
 
 
-def input_grad(grad_output, weight, input_spatial, geometry, groups, n_threads=None):
-    """Gradient w.r.t. the input of a 2-D convolution (lower ranks lifted), as convolutions themselves.
+def input_grad(grad_output, weight, grad_input, geometry, groups, n_threads=None):
+    """Gradient w.r.t. the input of a 2-D convolution (lower ranks lifted), as convolutions; into grad_input.
 
-    grad_output (N, C_out, H_out, W_out); weight (C_out, C_in // groups, KH, KW); input_spatial (H, W);
-    geometry: the forward's (2-D). The transposed convolution is a plain one with the kernels flipped and
+    grad_output (N, C_out, H_out, W_out), any strides; weight (C_out, C_in // groups, KH, KW); grad_input
+    (N, C_in, H, W), any strides, written whole; geometry: the forward's (2-D). This is also the
+    transposed convolution of grad_output (gconv.conv_transpose2d). The transposed convolution is a plain one with the kernels flipped and
     input and output channels swapped within each group. A stride s is decomposed into its s_h x s_w phases
     (each input position's residue mod s): each phase is a stride-1 convolution of grad_output with the taps
     that reach it, written through a strided view of the gradient, so no zeros are inserted or multiplied.
     """
-    n = grad_output.shape[0]
     out_channels_per_group, in_channels_per_group = weight.shape[0] // groups, weight.shape[1]
     kernel_size = weight.shape[2:]
     flipped = (weight.reshape(groups, out_channels_per_group, in_channels_per_group, *kernel_size)
                .transpose(0, 2, 1, 3, 4).reshape(groups * in_channels_per_group, out_channels_per_group, *kernel_size))
     flipped = flipped[:, :, ::-1, ::-1]
     frame_before = geometry.transposed().pad_before
-    shape = (n, groups * in_channels_per_group, *input_spatial)
+    input_spatial = grad_input.shape[2:]
     n_threads = resolve_n_threads(n_threads)
     no_bias = np.empty(0, dtype=flipped.dtype)
     phases = [_phases(size, k, s, d, fb) for size, k, s, d, fb
@@ -58,9 +58,10 @@ def input_grad(grad_output, weight, input_spatial, geometry, groups, n_threads=N
     # read nothing: those positions are zero
     reached = [[phase for phase in axis if phase[3] < size] for axis, size in zip(phases, grad_output.shape[2:])]
     complete = all(len(axis) == min(s, size) for axis, s, size in zip(reached, geometry.stride, input_spatial))
-    grad_input = np.empty(shape, dtype=grad_output.dtype) if complete else np.zeros(shape, dtype=grad_output.dtype)
     if grad_input.size == 0:
         return grad_input
+    if not complete:
+        grad_input[...] = 0
     for r_h, taps_h, dil_h, start_h, pad_h in reached[0]:
         for r_w, taps_w, dil_w, start_w, pad_w in reached[1]:
             target = grad_input[:, :, r_h::geometry.stride[0], r_w::geometry.stride[1]]
@@ -108,8 +109,9 @@ def _conv_input(n_spatial, input_size, weight, grad_output, stride, padding, dil
     gy = _geometry.lift(grad_output.astype(dtype, copy=False))
     w = _geometry.lift(weight.astype(dtype, copy=False))
     lifted = geometry.lifted()
-    spatial = (1,) * (_geometry.KERNEL_RANK - n_spatial) + tuple(input_size[2:])
-    return _geometry.drop(input_grad(gy, w, spatial, lifted, groups, n_threads), n_spatial)
+    grad_input = np.empty(input_size, dtype=dtype)
+    input_grad(gy, w, _geometry.lift(grad_input), lifted, groups, n_threads)
+    return grad_input
 
 
 def _conv_weight(n_spatial, input, weight_size, grad_output, stride, padding, dilation, groups, n_threads):

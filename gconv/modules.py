@@ -288,8 +288,8 @@ class _ConvNd(_Module):
         gy_b = gy_b if batched else gy_b[np.newaxis]
         x_l, gy_l, w_l = _geometry.lift(x_b.astype(dtype, copy=False)), _geometry.lift(gy_b), _geometry.lift(weight)
         grad_weight = grad.weight_grad(x_l, gy_l, w_l.shape, geometry, self.groups, n_threads)
-        grad_input = grad.input_grad(gy_l, np.ascontiguousarray(w_l), x_l.shape[2:], geometry, self.groups,
-                                     n_threads)
+        grad_input = grad.input_grad(gy_l, np.ascontiguousarray(w_l), np.empty(x_l.shape, dtype), geometry,
+                                     self.groups, n_threads)
         grad_input, grad_weight = _geometry.drop(grad_input, nd), _geometry.drop(grad_weight, nd)
         if not zeros_mode:
             grad_input = unpad_grad(grad_input, x.shape if batched else (1, *x.shape),
