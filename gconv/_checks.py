@@ -144,10 +144,16 @@ def check_same_padding(weight, stride, dilation, dim, x_shape):
         raise RuntimeError("padding='same' is not supported for strided convolutions")
 
 
-def check_shape_forward(x_shape, weight, bias, stride, padding, dilation, groups):
-    """at::native check_shape_forward for a forward convolution, message for message."""
+def check_shape_forward(x_shape, weight, bias, stride, padding, dilation, groups, output_padding=None):
+    """at::native check_shape_forward, message for message; a transposed convolution passes output_padding.
+
+    Returns the padded input size and the dilated kernel extent per axis (None, None when transposed).
+    """
+    transposed = output_padding is not None
     if min(padding) < 0:
         raise RuntimeError("negative padding is not supported")
+    if transposed and min(output_padding) < 0:
+        raise RuntimeError("negative output_padding is not supported")
     if min(stride) <= 0:
         raise RuntimeError("non-positive stride is not supported")
     if min(dilation) < 0:
@@ -171,6 +177,9 @@ def check_shape_forward(x_shape, weight, bias, stride, padding, dilation, groups
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, but "
             f"got weight of size [{shape_str(w_shape)}] instead"
         )
+    if transposed:
+        _check_transposed_shapes(x_shape, w_shape, bias, stride, dilation, groups, output_padding)
+        return None, None
     if x_shape[1] != w_shape[1] * groups:
         raise RuntimeError(
             f"Given groups={groups}, weight of size {shape_str(w_shape)}, expected input"
@@ -190,6 +199,30 @@ def check_shape_forward(x_shape, weight, bias, stride, padding, dilation, groups
             f"size: ({' x '.join(map(str, extent))}). Kernel size can't be greater than actual input size"
         )
     return padded, extent
+
+
+_AXIS_NAMES = {1: ("height", "width"), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+def _check_transposed_shapes(x_shape, w_shape, bias, stride, dilation, groups, output_padding):
+    if x_shape[1] != w_shape[0]:
+        raise RuntimeError(
+            f"Given transposed=1, weight of size {shape_str(w_shape)}, expected input{shape_str(x_shape)} to have "
+            f"{w_shape[0]} channels, but got {x_shape[1]} channels instead"
+        )
+    if any(p >= s and p >= d for p, s, d in zip(output_padding, stride, dilation)):
+        # torch names the axes of the 2-D convolution a 1-D one runs as (height 0 / 1 first)
+        lift = (2 - len(stride)) if len(stride) < 2 else 0
+        values = {"output_padding": (0,) * lift + tuple(output_padding), "stride": (1,) * lift + tuple(stride),
+                  "dilation": (1,) * lift + tuple(dilation)}
+        names = _AXIS_NAMES[len(stride)]
+        parts = [f"{key}_{axis}: {v}" for key, vals in values.items() for axis, v in zip(names, vals)]
+        raise RuntimeError("output padding must be smaller than either stride or dilation, but got " + " ".join(parts))
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != w_shape[1] * groups):
+        raise RuntimeError(
+            f"Given transposed=1, weight of size {shape_str(w_shape)}, expected bias to be 1-dimensional with "
+            f"{w_shape[1] * groups} elements, but got bias of size {shape_str(bias.shape)} instead"
+        )
 
 
 def check_out(out, shape, dtype, inputs, op):

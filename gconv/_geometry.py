@@ -53,6 +53,11 @@ class Geometry(NamedTuple):
         return tuple(output_size(size, b, a, k, s, d) for size, (b, a), k, s, d
                      in zip(input_spatial, self.padding, self.kernel_size, self.stride, self.dilation))
 
+    def transposed_output_shape(self, input_spatial, output_padding):
+        """Spatial output shape of the transposed convolution (the shape whose gradient input_spatial is)."""
+        return tuple((size - 1) * s - b - a + d * (k - 1) + op + 1 for size, (b, a), k, s, d, op
+                     in zip(input_spatial, self.padding, self.kernel_size, self.stride, self.dilation, output_padding))
+
     def lifted(self, rank=KERNEL_RANK):
         """The same convolution as a rank-`rank` one over leading axes of size 1 (Conv1d as a 1 x L image)."""
         extra = rank - len(self.kernel_size)

@@ -10,7 +10,25 @@ from ._checks import (MAX_EXTENT, SUPPORTED_DTYPES, batchify, check_allocation, 
 from ._layout import coerce, input_needs_copy, is_channels_last
 from ._threads import resolve_n_threads
 
-__all__ = ["conv1d", "conv2d"]
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
+
+
+def _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op):
+    """The checks after torch's shape checks, shared by both directions; returns the computing dtype."""
+    if 0 in weight.shape[2:]:
+        raise RuntimeError(
+            f"{op}: kernel size must be positive in every spatial dimension, but got weight of size "
+            f"{shape_str(weight.shape)}"
+        )
+    if x_shape[0] != 0 and x_shape[1] != 0 and 0 in x_shape[2:]:
+        shown = x_shape if n_spatial == 2 else x_shape[:2] + (1,) + x_shape[2:]
+        raise RuntimeError(
+            f"Only zero batch or zero channel inputs are supported, but got input shape: {shape_str(shown)}"
+        )
+    dtype = native_dtype(x.dtype)
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{op}(): gconv supports float32 and float64 arrays, but input has dtype {x.dtype}")
+    return dtype
 
 
 def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads=None, out=None,
@@ -53,20 +71,8 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     check_dtypes_match(x, weight, "weight", late_style=True)
     if string_padding:
         check_dtypes_match(x, bias, "bias", late_style=True)
-    if 0 in weight.shape[2:]:
-        raise RuntimeError(
-            f"{op}: kernel size must be positive in every spatial dimension, but got weight of size "
-            f"{shape_str(weight.shape)}"
-        )
+    dtype = _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op)
     n, c_in = x_shape[0], x_shape[1]
-    if n != 0 and c_in != 0 and 0 in x_shape[2:]:
-        shown = x_shape if n_spatial == 2 else x_shape[:2] + (1,) + x_shape[2:]
-        raise RuntimeError(
-            f"Only zero batch or zero channel inputs are supported, but got input shape: {shape_str(shown)}"
-        )
-    dtype = native_dtype(x.dtype)
-    if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{op}(): gconv supports float32 and float64 arrays, but input has dtype {x.dtype}")
     if max(*padded, *extent, *stride) >= MAX_EXTENT:
         raise RuntimeError(
             f"{op}: stride, padding or dilated kernel extent of 2**62 or more is not supported "
@@ -122,18 +128,83 @@ def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype,
     return result
 
 
-def _functional(x, weight, bias, stride, padding, dilation, groups, n_spatial, n_threads, out):
-    op = f"conv{n_spatial}d"
+def transposed_convolution(x, weight, bias, stride, padding, output_padding, groups, dilation, n_spatial, op,
+                           n_threads=None, out=None):
+    """torch.nn.functional.conv_transpose{n_spatial}d on NumPy arrays: torch's checks, then the kernels.
+
+    The transposed convolution is the input gradient of the convolution whose weight this is: it runs as
+    gconv.grad.input_grad does, one stride-1 convolution per stride phase, with no inserted zeros.
+    """
+    from .grad import input_grad
+
+    x_batched, is_batched = batchify(x, n_spatial, op)
+    if weight.ndim < 3:
+        raise RuntimeError("weight should have at least three dimensions")
+    if groups <= 0:
+        raise RuntimeError("non-positive groups is not supported")
+    dim = weight.ndim - 2
+    stride = expand_param(stride, "stride", dim)
+    padding = expand_param(padding, "padding", dim)
+    dilation = expand_param(dilation, "dilation", dim)
+    output_padding = expand_param(output_padding, "output_padding", dim)
+    x_shape = x_batched.shape
+    check_shape_forward(x_shape, weight, bias, stride, padding, dilation, groups, output_padding)
+    check_dtypes_match(x, weight, "weight", late_style=True)
+    check_dtypes_match(x, bias, "bias", late_style=True)
+    dtype = _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op)
+    n = x_shape[0]
+    geometry = _geometry.Geometry(tuple(weight.shape[2:]), tuple(stride), tuple((p, p) for p in padding),
+                                  tuple(dilation))
+    out_spatial = geometry.transposed_output_shape(x_shape[2:], output_padding)
+    if min(out_spatial) < 1 or max(out_spatial) >= MAX_EXTENT:
+        raise RuntimeError(
+            f"{op}: the output size per channel would be ({' x '.join(map(str, out_spatial))}) for input size "
+            f"({' x '.join(map(str, x_shape[2:]))}), kernel size {tuple(weight.shape[2:])}, stride {tuple(stride)}, "
+            f"padding {tuple(padding)}, dilation {tuple(dilation)} and output_padding {tuple(output_padding)}; "
+            f"every size must be positive"
+        )
+    out_shape = (n, weight.shape[1] * groups) + out_spatial
+
+    def compute(x_c, w_c, b_c, out_batched):
+        target = _geometry.lift(out_batched)
+        input_grad(_geometry.lift(x_c), _geometry.lift(w_c), target, geometry.lifted(), groups, n_threads)
+        if b_c.size:
+            target += b_c.reshape(1, -1, 1, 1)
+
+    return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op)
+
+
+def _int_args(op, n_spatial, **values):
+    """torch's int-or-tuple arguments as tuples of Python ints (padding may stay a string)."""
+    return [v if isinstance(v, str) and name == "padding" else int_tuple(v, name, op, n_spatial)
+            for name, v in values.items()]
+
+
+def _check_arrays(op, x, weight, bias):
     check_array(x, "input", op)
     check_array(weight, "weight", op)
     if bias is not None:
         check_array(bias, "bias", op)
-    stride = int_tuple(stride, "stride", op, n_spatial)
-    dilation = int_tuple(dilation, "dilation", op, n_spatial)
-    if not isinstance(padding, str):
-        padding = int_tuple(padding, "padding", op, n_spatial)
-    groups = operator.index(groups)
-    return convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads, out)
+
+
+def _functional(x, weight, bias, stride, padding, dilation, groups, n_spatial, n_threads, out):
+    op = f"conv{n_spatial}d"
+    _check_arrays(op, x, weight, bias)
+    stride, padding, dilation = _int_args(op, n_spatial, stride=stride, padding=padding, dilation=dilation)
+    return convolution(x, weight, bias, stride, padding, dilation, operator.index(groups), n_spatial, op,
+                       n_threads, out)
+
+
+def _functional_transposed(x, weight, bias, stride, padding, output_padding, groups, dilation, n_spatial,
+                           n_threads, out):
+    op = f"conv_transpose{n_spatial}d"
+    _check_arrays(op, x, weight, bias)
+    if isinstance(padding, str):  # torch: "argument 'padding' must be tuple of ints", with its own wording
+        raise TypeError(f"{op}(): argument 'padding' must be an int or a tuple of ints, not str")
+    stride, padding, output_padding, dilation = _int_args(op, n_spatial, stride=stride, padding=padding,
+                                                          output_padding=output_padding, dilation=dilation)
+    return transposed_convolution(x, weight, bias, stride, padding, output_padding, operator.index(groups),
+                                  dilation, n_spatial, op, n_threads, out)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None,
@@ -186,3 +257,39 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     ndarray, shape (N, C_out, L_out) or (C_out, L_out)
     """
     return _functional(input, weight, bias, stride, padding, dilation, groups, 1, n_threads, out)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     n_threads=None, out=None):
+    """2-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose2d``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (N, C_in, H, W) or (C_in, H, W)
+    weight : ndarray, shape (C_in, C_out // groups, KH, KW)
+    bias : ndarray, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or (int, int)
+        torch's order: ``output_padding`` then ``groups`` then ``dilation``. ``output_padding`` adds rows and
+        columns at the end (each smaller than the stride or the dilation).
+    groups : int
+    n_threads, out : as for ``conv2d``
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        H_out = (H - 1) * stride - 2 * padding + dilation * (KH - 1) + output_padding + 1, likewise W_out.
+    """
+    return _functional_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation, 2,
+                                  n_threads, out)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     n_threads=None, out=None):
+    """1-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose1d``.
+
+    input (N, C_in, L) or (C_in, L); weight (C_in, C_out // groups, K); the rest as ``conv_transpose2d``.
+    Returns (N, C_out, L_out) or (C_out, L_out), L_out = (L - 1) * stride - 2 * padding + dilation * (K - 1)
+    + output_padding + 1.
+    """
+    return _functional_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation, 1,
+                                  n_threads, out)

@@ -9,9 +9,11 @@ from . import _geometry
 from ._checks import (SUPPORTED_DTYPES, check_allocation, check_array, check_conv_channels, check_conv_padding,
                       index, int_tuple, module_dtype, native_dtype, shape_str)
 from ._padding import pad, unpad_grad
-from .functional import convolution
+from . import _select
+from ._threads import resolve_n_threads
+from .functional import convolution, transposed_convolution
 
-__all__ = ["Conv1d", "Conv2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -138,8 +140,8 @@ class _ConvNd(_Module):
     _n_spatial = None  # 1 or 2, set by the subclass
     _parameter_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rng=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed,
+                 output_padding, groups, bias, padding_mode, device=None, dtype=None, *, rng=None):
         nd = self._n_spatial
         op = type(self).__name__
         # torch's checks, in torch's order and with torch's messages
@@ -147,7 +149,8 @@ class _ConvNd(_Module):
         kernel_size = int_tuple(kernel_size, "kernel_size", op, nd)
         stride = int_tuple(stride, "stride", op, nd)
         dilation = int_tuple(dilation, "dilation", op, nd)
-        if not isinstance(padding, str):
+        output_padding = int_tuple(output_padding, "output_padding", op, nd)
+        if transposed or not isinstance(padding, str):  # transposed convolutions take no padding strings
             padding = int_tuple(padding, "padding", op, nd)
         check_conv_padding(padding, stride, padding_mode, device)
 
@@ -158,15 +161,15 @@ class _ConvNd(_Module):
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
-        self.transposed = False
-        self.output_padding = (0,) * nd
+        self.transposed = transposed
+        self.output_padding = output_padding
         self.padding_mode = padding_mode
         pads = _geometry.reversed_padding_repeated_twice(self._padding_pairs())
         # torch's type too: a list for string padding, a tuple for integers
         self._reversed_padding_repeated_twice = list(pads) if isinstance(padding, str) else pads
         self.dtype = module_dtype(dtype)
 
-        weight_shape = (self.out_channels, self.in_channels // self.groups, *kernel_size)
+        weight_shape = self._weight_shape()
         negative = [s for s in weight_shape if s < 0]
         if negative:
             raise RuntimeError(
@@ -177,11 +180,11 @@ class _ConvNd(_Module):
         self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
         self.reset_parameters(rng)
 
-    @staticmethod
-    def _constructor_args(module):
-        # positional arguments shared by torch's constructor and ours (from either kind of module)
-        return (module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                module.dilation, module.groups, module.bias is not None, module.padding_mode)
+    def _weight_shape(self):
+        # torch's layouts: (out, in / groups, *k) for a convolution, (in, out / groups, *k) transposed
+        if self.transposed:
+            return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     def _padding_pairs(self):
         """(before, after) zero padding per spatial axis ('same': the odd extra after; 'valid': none)."""
@@ -213,7 +216,7 @@ class _ConvNd(_Module):
     def _checked_parameters(self):
         """(weight, bias), read once per call: a user may reassign them, so catch a wrong one here."""
         weight, bias = self.weight, self.bias
-        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        expected = self._weight_shape()
         for name, value, shape in (("weight", weight, expected), ("bias", bias, (self.out_channels,))):
             if value is None and name == "bias":
                 continue
@@ -228,6 +231,59 @@ class _ConvNd(_Module):
                     f"{type(self).__name__}.{name} must be float32 or float64, but has dtype {value.dtype}"
                 )
         return weight, bias
+
+    def _saved_for_backward(self, grad_output):
+        """(input, weight, grad_output) of the last forward call, batched; grad_output checked and cast."""
+        saved = getattr(self, "_saved", None)
+        if saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward call first")
+        x, weight, out_shape = saved
+        check_array(grad_output, "grad_output", "backward")
+        if grad_output.shape != out_shape:
+            raise ValueError(f"backward(): grad_output has shape {grad_output.shape}, the last output had {out_shape}")
+        gy = np.asarray(grad_output, dtype=weight.dtype)
+        if x.ndim == self._n_spatial + 2:
+            return x, weight, gy
+        return x[np.newaxis], weight, gy[np.newaxis]
+
+    def _finish_backward(self, gy, grad_input, grad_weight):
+        """Set weight_grad and bias_grad; the input gradient unbatched when the last input was."""
+        from . import grad
+
+        self.weight_grad = grad_weight
+        self.bias_grad = grad.bias(gy) if self.bias is not None else None
+        return grad_input if self._saved[0].ndim == self._n_spatial + 2 else grad_input[0]
+
+    def extra_repr(self):
+        s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
+        if self.padding != (0,) * len(self.padding):
+            s += ", padding={padding}"
+        if self.dilation != (1,) * len(self.dilation):
+            s += ", dilation={dilation}"
+        if self.output_padding != (0,) * len(self.output_padding):
+            s += ", output_padding={output_padding}"
+        if self.groups != 1:
+            s += ", groups={groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += ", padding_mode={padding_mode}"
+        return s.format(**self.__dict__)
+
+
+class _Convolution(_ConvNd):
+    """Conv1d/Conv2d: torch's public constructor, the forward convolution and its backward."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, groups,
+                         bias, padding_mode, device, dtype, rng=rng)
+
+    @staticmethod
+    def _constructor_args(module):
+        # positional arguments shared by torch's constructor and ours (from either kind of module)
+        return (module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                module.dilation, module.groups, module.bias is not None, module.padding_mode)
 
     def _padded_input(self, input):
         # As torch: a non-zero padding mode pads explicitly, then the convolution pads nothing.
@@ -269,50 +325,101 @@ class _ConvNd(_Module):
         """
         from . import grad
 
-        saved = getattr(self, "_saved", None)
-        if saved is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward call first")
-        x, weight, out_shape = saved
-        check_array(grad_output, "grad_output", "backward")
-        if grad_output.shape != out_shape:
-            raise ValueError(f"backward(): grad_output has shape {grad_output.shape}, the last output had {out_shape}")
+        x, weight, gy = self._saved_for_backward(grad_output)
         nd = self._n_spatial
-        batched = x.ndim == nd + 2
-        dtype = weight.dtype
         zeros_mode = self.padding_mode == "zeros"
         conv_input = x if zeros_mode else self._padded_input(x)
         pads = self._padding_pairs() if zeros_mode else ((0, 0),) * nd
         geometry = _geometry.Geometry(self.kernel_size, self.stride, pads, self.dilation).lifted()
-        x_b = conv_input if batched else conv_input[np.newaxis]
-        gy_b = np.asarray(grad_output, dtype=dtype)
-        gy_b = gy_b if batched else gy_b[np.newaxis]
-        x_l, gy_l, w_l = _geometry.lift(x_b.astype(dtype, copy=False)), _geometry.lift(gy_b), _geometry.lift(weight)
+        x_l, gy_l = _geometry.lift(conv_input.astype(weight.dtype, copy=False)), _geometry.lift(gy)
+        w_l = _geometry.lift(weight)
         grad_weight = grad.weight_grad(x_l, gy_l, w_l.shape, geometry, self.groups, n_threads)
-        grad_input = grad.input_grad(gy_l, np.ascontiguousarray(w_l), np.empty(x_l.shape, dtype), geometry,
+        grad_input = grad.input_grad(gy_l, np.ascontiguousarray(w_l), np.empty(x_l.shape, weight.dtype), geometry,
                                      self.groups, n_threads)
-        grad_input, grad_weight = _geometry.drop(grad_input, nd), _geometry.drop(grad_weight, nd)
+        grad_input = _geometry.drop(grad_input, nd)
         if not zeros_mode:
-            grad_input = unpad_grad(grad_input, x.shape if batched else (1, *x.shape),
-                                    self._reversed_padding_repeated_twice, self.padding_mode)
-        self.weight_grad = grad_weight
-        self.bias_grad = grad.bias(gy_b) if self.bias is not None else None
-        return grad_input if batched else grad_input[0]
+            grad_input = unpad_grad(grad_input, x.shape, self._reversed_padding_repeated_twice, self.padding_mode)
+        return self._finish_backward(gy, grad_input, _geometry.drop(grad_weight, nd))
 
-    def extra_repr(self):
-        s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
-        if self.padding != (0,) * len(self.padding):
-            s += ", padding={padding}"
-        if self.dilation != (1,) * len(self.dilation):
-            s += ", dilation={dilation}"
-        if self.output_padding != (0,) * len(self.output_padding):
-            s += ", output_padding={output_padding}"
-        if self.groups != 1:
-            s += ", groups={groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += ", padding_mode={padding_mode}"
-        return s.format(**self.__dict__)
+
+class _ConvTransposeNd(_ConvNd):
+    """ConvTranspose1d/2d: torch's public constructor, the transposed convolution and its backward."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, rng=None):
+        if padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True, output_padding,
+                         groups, bias, padding_mode, device, dtype, rng=rng)
+
+    @staticmethod
+    def _constructor_args(module):
+        return (module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                module.output_padding, module.groups, module.bias is not None, module.dilation,
+                module.padding_mode)
+
+    def _output_padding(self, input, output_size):
+        """torch's _ConvTransposeNd._output_padding: the output_padding that gives output_size (ValueError)."""
+        nd = self._n_spatial
+        if output_size is None:
+            return self.output_padding
+        for v in output_size:
+            index(v, "output_size", "forward")
+        non_spatial = 2 if input.ndim == nd + 2 else 1
+        if len(output_size) == non_spatial + nd:
+            output_size = output_size[non_spatial:]
+        if len(output_size) != nd:
+            raise ValueError(
+                f"ConvTranspose{nd}D: for {input.ndim}D input, output_size must have {nd} "
+                f"or {non_spatial + nd} elements (got {len(output_size)})"
+            )
+        geometry = _geometry.Geometry(self.kernel_size, self.stride, tuple((p, p) for p in self.padding),
+                                      self.dilation)
+        min_sizes = list(geometry.transposed_output_shape(input.shape[non_spatial:], (0,) * nd))
+        max_sizes = [m + s - 1 for m, s in zip(min_sizes, self.stride)]
+        for size, low, high in zip(output_size, min_sizes, max_sizes):
+            if size < low or size > high:
+                shown = f"torch.Size({list(input.shape[non_spatial:])})"
+                raise ValueError(
+                    f"requested an output size of {output_size}, but valid sizes range "
+                    f"from {min_sizes} to {max_sizes} (for an input of {shown})"
+                )
+        return tuple(size - low for size, low in zip(output_size, min_sizes))
+
+    def forward(self, input, output_size=None, *, n_threads=None, out=None):
+        """Apply the transposed convolution; output_size (spatial, or with the batch and channel axes)
+        chooses among the output sizes a stride allows, as torch's."""
+        op = f"conv_transpose{self._n_spatial}d"
+        check_array(input, "input", op)
+        output_padding = self._output_padding(input, output_size)
+        weight, bias = self._checked_parameters()
+        result = transposed_convolution(input, weight, bias, self.stride, self.padding, output_padding, self.groups,
+                                        self.dilation, self._n_spatial, op, n_threads, out)
+        self._saved = (input, weight, result.shape)
+        return result
+
+    def __call__(self, input, output_size=None, *, n_threads=None, out=None):
+        return self.forward(input, output_size, n_threads=n_threads, out=out)
+
+    def backward(self, grad_output, *, n_threads=None):
+        """Back-propagate through the last forward call: ``gx = m.backward(gy)``; sets ``weight_grad`` and
+        ``bias_grad``. The input gradient of a transposed convolution is the plain convolution of grad_output."""
+        from . import grad
+
+        x, weight, gy = self._saved_for_backward(grad_output)
+        geometry = _geometry.Geometry(self.kernel_size, self.stride, tuple((p, p) for p in self.padding),
+                                      self.dilation)
+        x_l, gy_l = _geometry.lift(x.astype(weight.dtype, copy=False)), _geometry.lift(gy)
+        # <conv_transpose_w(x), gy> = <x, conv_w(gy)>: the weight gradient is the convolution's, gy as its input
+        grad_weight = grad.weight_grad(gy_l, x_l, _geometry.lift(weight).shape, geometry.lifted(), self.groups,
+                                       n_threads)
+        grad_input = np.empty(x_l.shape, weight.dtype)
+        lifted = geometry.lifted()
+        _select.conv2d(np.ascontiguousarray(gy_l), np.ascontiguousarray(_geometry.lift(weight)),
+                       np.empty(0, weight.dtype), grad_input, lifted.stride, lifted.pad_before, lifted.dilation,
+                       self.groups, resolve_n_threads(n_threads))
+        return self._finish_backward(gy, _geometry.drop(grad_input, self._n_spatial),
+                                     _geometry.drop(grad_weight, self._n_spatial))
 
 
 _PARAMETERS_DOC = """
@@ -341,7 +448,7 @@ _PARAMETERS_DOC = """
 """
 
 
-class Conv1d(_ConvNd):
+class Conv1d(_Convolution):
     __doc__ = """1-D convolution over NumPy arrays, as ``torch.nn.Conv1d``.
 
     Input (N, C_in, L) or (C_in, L); output (N, C_out, L_out) or (C_out, L_out), a new float array of
@@ -351,11 +458,58 @@ class Conv1d(_ConvNd):
     _n_spatial = 1
 
 
-class Conv2d(_ConvNd):
+class Conv2d(_Convolution):
     __doc__ = """2-D convolution over NumPy arrays, as ``torch.nn.Conv2d``.
 
     Input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H_out, W_out) or (C_out, H_out, W_out), a new
     float array of the input's dtype (or ``out=``).
 """ + _PARAMETERS_DOC
+
+    _n_spatial = 2
+
+
+_TRANSPOSED_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Both divisible by ``groups``.
+    kernel_size, stride, padding, output_padding, dilation : int or tuple of ints
+        torch's order: ``(in, out, kernel_size, stride, padding, output_padding, groups, bias, dilation)``.
+        ``padding`` is the matching convolution's: it trims that much from both ends of the output;
+        ``output_padding`` (smaller than the stride or the dilation) adds size at the end.
+    groups : int
+    bias : bool
+    padding_mode : 'zeros' only, as torch
+    device : None or 'cpu'
+    dtype : numpy float dtype, float32 (default) or float64
+    rng : None, int or numpy.random.Generator, keyword-only
+        Seeds the initialisation: uniform in +-1/sqrt(fan_in), fan_in = out_channels // groups * prod(kernel_size),
+        as torch computes it from this weight layout.
+
+    Attributes
+    ----------
+    weight : ndarray, shape (in_channels, out_channels // groups, *kernel_size)
+    bias : ndarray of shape (out_channels,), or None
+"""
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    __doc__ = """1-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose1d``.
+
+    Input (N, C_in, L) or (C_in, L); output (N, C_out, L_out) or (C_out, L_out), L_out = (L - 1) * stride
+    - 2 * padding + dilation * (K - 1) + output_padding + 1; ``m(x, output_size=...)`` picks another of the
+    sizes a stride allows.
+""" + _TRANSPOSED_PARAMETERS_DOC
+
+    _n_spatial = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    __doc__ = """2-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose2d``.
+
+    Input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H_out, W_out) or (C_out, H_out, W_out), each
+    size (in - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1; ``m(x, output_size=...)``
+    picks another of the sizes a stride allows.
+""" + _TRANSPOSED_PARAMETERS_DOC
 
     _n_spatial = 2

@@ -67,7 +67,16 @@ def test_fuzz_hostile_calls_raise_python_errors_without_big_allocations():
     for mode, pad in itertools.product(("reflect", "replicate", "circular"), (2**31, 2**62, -2**62, -3, 7)):
         calls.append(lambda mode=mode, pad=pad: gconv.Conv2d(4, 4, 3, padding=pad, padding_mode=mode)(np.ones((1, 4, 6, 6), np.float32)))
         calls.append(lambda mode=mode, pad=pad: gconv.Conv1d(4, 4, 3, padding=pad, padding_mode=mode)(np.ones((4, 6), np.float32)))
+    # transposed: the same hostile arrays and parameters, plus output_padding and output_size
+    for x, params in itertools.product(_hostile_arrays(), HOSTILE_PARAMS + [
+            {"output_padding": 2**40, "stride": 2**41}, {"output_padding": -1}, {"output_padding": 5, "stride": 2}]):
+        calls.append(lambda x=x, params=params: gconv.conv_transpose2d(x, np.ones((4, 4, 3, 3), np.float32),
+                                                                       **params))
+    for size in ((2**62, 2**62), (-1, 3), (11,), ("a", 3), (0, 0), (2, 4, 2**40, 11)):
+        calls.append(lambda size=size: gconv.ConvTranspose2d(4, 4, 3, stride=2)(np.ones((2, 4, 5, 5), np.float32),
+                                                                               output_size=size))
     for value in (2**31, 2**62, -5, 2.0, None, "3"):
+        calls.append(lambda value=value: gconv.ConvTranspose1d(4, 4, value))
         calls.append(lambda value=value: gconv.Conv2d(4, 4, value))
         calls.append(lambda value=value: gconv.Conv1d(value, 4, 3))
     assert len(calls) > 500

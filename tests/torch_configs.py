@@ -1,4 +1,4 @@
-"""torch's own Conv1d/Conv2d module test configurations, read from torch/testing/_internal/common_nn.py.
+"""torch's own Conv/ConvTranspose module test configurations, read from torch/testing/_internal/common_nn.py.
 
 The file is parsed, not imported (importing it needs torch's test-only dependencies). Every entry whose
 constructor arguments and input size are literals is kept: (name, class name, args, kwargs, input_size).
@@ -11,7 +11,7 @@ def _literal_call_args(call):
     return tuple(ast.literal_eval(a) for a in call.args), {k.arg: ast.literal_eval(k.value) for k in call.keywords}
 
 
-def conv_module_configs():
+def conv_module_configs(classes=("Conv1d", "Conv2d")):
     import torch
 
     path = os.path.join(os.path.dirname(torch.__file__), "testing", "_internal", "common_nn.py")
@@ -26,12 +26,12 @@ def conv_module_configs():
             continue
         try:
             input_size = ast.literal_eval(kw["input_size"])
-            if "module_name" in kw and ast.literal_eval(kw["module_name"]) in ("Conv1d", "Conv2d"):
+            if "module_name" in kw and ast.literal_eval(kw["module_name"]) in classes:
                 cls = ast.literal_eval(kw["module_name"])
                 args, kwargs = ast.literal_eval(kw.get("constructor_args", ast.Constant(()))), {}
                 name = cls + ("_" + ast.literal_eval(kw["desc"]) if "desc" in kw else "")
-            elif isinstance(kw.get("constructor"), ast.Lambda) and ast.unparse(kw["constructor"].body.func) in (
-                "nn.Conv1d", "nn.Conv2d"):
+            elif isinstance(kw.get("constructor"), ast.Lambda) and ast.unparse(kw["constructor"].body.func) in tuple(
+                "nn." + c for c in classes):
                 cls = ast.unparse(kw["constructor"].body.func)[3:]
                 args, kwargs = _literal_call_args(kw["constructor"].body)
                 name = ast.literal_eval(kw["fullname"]) if "fullname" in kw else cls
