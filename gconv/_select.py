@@ -1,4 +1,5 @@
 """The one place that chooses how a 2-D convolution runs: kernel family, tile, layout and threads, and why."""
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -15,10 +16,17 @@ class Choice(NamedTuple):
     family: str           # 'direct': row-vectorised register tiles over packed slabs; 'loops': plain loops
     oc_block: int         # direct: output channels per register tile (8, 4, 2 or 1)
     flat: bool            # direct: tiles over a block's flattened outputs instead of a rows x columns grid
-    tile: str             # direct: output channels x rows x columns of one register tile
+    tile_cols: int        # direct: output columns per register tile
     pointwise_rows: bool  # 1x1, stride 1, no padding, NCHW: each image runs as one long row of H * W pixels
     n_threads: int
-    reasons: tuple        # one line per rule that decided something
+    reasons: tuple        # one line per rule that decided something (only when asked for: explain())
+
+    @property
+    def tile(self):
+        """Output channels x rows x columns of one register tile ('' for the loops)."""
+        if self.family != "direct":
+            return ""
+        return f"{self.oc_block}x{_dispatch.kernels.DIRECT_ACC_ROWS // self.oc_block}x{self.tile_cols}"
 
 
 def _oc_block(out_channels_per_group, acc_rows):
@@ -30,59 +38,65 @@ def _oc_block(out_channels_per_group, acc_rows):
     return block
 
 
-def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, groups, dtype, nchw, n_threads):
+def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, groups, itemsize, nchw, n_threads,
+           why=False):
     """Choice for input x_shape (N, C_in, H, W), weight_shape (C_out, C_in/groups, KH, KW) and out_shape.
 
-    stride, pad_before (top, left) and dilation are pairs; nchw says input and output are C-contiguous;
-    n_threads is the caller's resolved thread count.
+    stride, pad_before (top, left) and dilation are pairs; itemsize 4 (float32) or 8 (float64); nchw says
+    input and output are C-contiguous; n_threads is the caller's resolved thread count. why: also say, in
+    Choice.reasons, which rule decided what (explain(); this runs on every call, so only then).
     """
     kernels = _dispatch.kernels
-    dtype = np.dtype(dtype)
+    reasons = [] if why else None
     kernel_size = tuple(weight_shape[2:])
-    reasons = []
-    macs = int(np.prod(out_shape, dtype=np.float64) * np.prod(weight_shape[1:], dtype=np.float64))
+    out_channels_per_group = weight_shape[0] // groups
+    macs = math.prod(out_shape) * math.prod(weight_shape[1:])
     if n_threads > 1 and macs < SERIAL_BELOW_MACS:
         n_threads = 1
-        reasons.append(f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it saves")
+        if why:
+            reasons.append(f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it "
+                           f"saves")
     acc_rows = kernels.DIRECT_ACC_ROWS
-    oc_block = _oc_block(weight_shape[0] // groups, acc_rows)
-    tile_cols = kernels.DIRECT_TILE_COLS[dtype.name]
-    tile = f"{oc_block}x{acc_rows // oc_block}x{tile_cols}"
+    oc_block = _oc_block(out_channels_per_group, acc_rows)
+    tile_cols = kernels.DIRECT_TILE_COLS[itemsize]
     scratch = kernels.direct_tile_scratch_bytes(weight_shape[1], kernel_size, tuple(stride), tuple(dilation),
-                                                oc_block, dtype.itemsize)
+                                                oc_block, itemsize)
     if scratch > kernels.DIRECT_SCRATCH_LIMIT:
-        reasons.append(f"loops: one {tile} tile's packed input would take {scratch} bytes "
-                       f"(> {kernels.DIRECT_SCRATCH_LIMIT}), as only huge dilations do")
-        return Choice("loops", 0, False, "", False, n_threads, tuple(reasons))
-    reasons.append(f"direct: {oc_block} of {weight_shape[0] // groups} output channels per group in a tile, "
-                   f"{acc_rows // oc_block} rows x {tile_cols} columns ({_dispatch.ISA}, {dtype.name})")
+        if why:
+            reasons.append(f"loops: one {oc_block}-channel tile's packed input would take {scratch} bytes "
+                           f"(> {kernels.DIRECT_SCRATCH_LIMIT}), as only huge dilations do")
+        return Choice("loops", 0, False, 0, False, n_threads, tuple(reasons or ()))
     # Flat tiles pay a slower store but never leave a tile half-empty at a row's end; measured, that wins
     # only where the tile is one channel deep (depthwise), whose few taps per output make stores count.
     flat = oc_block == 1 and tuple(stride) == (1, 1)
-    if flat:
-        reasons.append("flat: one channel deep at stride 1, so tiles run over the flattened outputs of a block")
     pointwise_rows = kernel_size == (1, 1) and tuple(stride) == (1, 1) and tuple(pad_before) == (0, 0) and nchw
-    if pointwise_rows:
-        reasons.append("pointwise: each image as one long row, so tiles never straddle a short row")
-    return Choice("direct", oc_block, flat, tile, pointwise_rows, n_threads, tuple(reasons))
+    if why:
+        reasons.append(f"direct: {oc_block} of {out_channels_per_group} output channels per group in a tile, "
+                       f"{acc_rows // oc_block} rows x {tile_cols} columns ({_dispatch.ISA}, {8 * itemsize}-bit)")
+        if flat:
+            reasons.append("flat: one channel deep at stride 1, so tiles run over the flattened outputs of a block")
+        if pointwise_rows:
+            reasons.append("pointwise: each image as one long row, so tiles never straddle a short row")
+    return Choice("direct", oc_block, flat, tile_cols, pointwise_rows, n_threads, tuple(reasons or ()))
 
 
-def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads):
+def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, accumulate=False):
     """Run a checked 2-D convolution into out by the chosen kernel; the only caller of the forward kernels.
 
     x (N, C_in, H, W) any strides, weight C-contiguous, bias (C_out,) or (0,), out (N, C_out, H_out, W_out)
-    any strides, all one dtype; stride, pad_before (top, left), dilation pairs of ints.
+    any strides, all one dtype; stride, pad_before (top, left), dilation pairs of ints. accumulate: add the
+    result to out instead of overwriting it.
     """
     nchw = x.flags.c_contiguous and out.flags.c_contiguous
-    choice = choose(x.shape, weight.shape, out.shape, stride, pad_before, dilation, groups, x.dtype, nchw,
+    choice = choose(x.shape, weight.shape, out.shape, stride, pad_before, dilation, groups, x.dtype.itemsize, nchw,
                     n_threads)
     kernels = _dispatch.kernels
     stride, pad_before, dilation = tuple(stride), tuple(pad_before), tuple(dilation)
     if choice.family == "loops":
         # the loops read and write C-contiguous arrays only
-        target = out if out.flags.c_contiguous else np.empty(out.shape, dtype=out.dtype)
+        target = out if out.flags.c_contiguous else np.ascontiguousarray(out)
         kernels.conv2d_loops(np.ascontiguousarray(x), weight, bias, target, stride, pad_before, dilation, groups,
-                             choice.n_threads)
+                             accumulate, choice.n_threads)
         if target is not out:
             out[...] = target
         return choice
@@ -90,8 +104,39 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
         x = x.reshape(x.shape[0], x.shape[1], 1, -1)
         out = out.reshape(out.shape[0], out.shape[1], 1, -1)
     kernels.conv2d_direct(x, weight, bias, out, stride, pad_before, dilation, groups, choice.oc_block, choice.flat,
-                          choice.n_threads)
+                          accumulate, choice.n_threads)
     return choice
+
+
+def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads):
+    """A checked 2-D or 3-D convolution into out (the arrays' ranks say which), as conv2d's arguments.
+
+    A 3-D convolution runs as 2-D ones over depth planes: for each kernel depth tap, every output plane
+    that reads an input plane through it, the planes of one image as a batch, added into out (after the
+    bias, or zeros). Scratch stays that of a 2-D call; the input is read once per depth tap.
+    """
+    if x.ndim == 4:
+        return conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads)
+    if bias.size:
+        out[...] = bias.reshape(1, -1, 1, 1, 1)
+    else:
+        out[...] = 0
+    depth, depth_out = x.shape[2], out.shape[2]
+    s, p, d = stride[0], pad_before[0], dilation[0]
+    no_bias = bias[:0]
+    for kd in range(weight.shape[2]):
+        # output planes o with 0 <= o * s - p + kd * d < depth
+        first = max(0, -((kd * d - p) // s))
+        last = min(depth_out, (depth - 1 + p - kd * d) // s + 1)
+        if first >= last:
+            continue
+        start = first * s - p + kd * d
+        tap = np.ascontiguousarray(weight[:, :, kd])
+        for n in range(x.shape[0]):
+            planes = x[n, :, start:start + (last - first - 1) * s + 1:s].transpose(1, 0, 2, 3)
+            conv2d(planes, tap, no_bias, out[n, :, first:last].transpose(1, 0, 2, 3), stride[1:], pad_before[1:],
+                   dilation[1:], groups, n_threads, accumulate=True)
+    return None
 
 
 def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, dtype="float32", n_threads=None):
@@ -129,7 +174,7 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     w_shape = tuple(weight_shape[:2]) + lift + kernel_size
     o_shape = tuple(out_shape[:2]) + lift + tuple(out_shape[2:])
     choice = choose(x_shape, w_shape, o_shape, lifted.stride, lifted.pad_before, lifted.dilation, groups,
-                    np.dtype(dtype), True, resolve_n_threads(n_threads))
+                    np.dtype(dtype).itemsize, True, resolve_n_threads(n_threads), why=True)
     head = (f"conv{n_spatial}d {tuple(input_shape)} * {tuple(weight_shape)} -> {out_shape}: {choice.family} family"
             + (f", tile {choice.tile}" if choice.tile else "") + f", {choice.n_threads} thread(s), {_dispatch.ISA}")
     return "\n".join([head] + [f"  - {reason}" for reason in choice.reasons])

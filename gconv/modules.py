@@ -200,7 +200,8 @@ class _ConvNd(_Module):
         Parameters
         ----------
         rng : None, int or numpy.random.Generator
-            fan_in = in_channels // groups * prod(kernel_size).
+            fan_in = weight.shape[1] * prod(kernel_size): in_channels // groups, or out_channels // groups
+            for a transposed convolution (its weight layout), as torch computes it.
         """
         rng = np.random.default_rng(rng)
         fan_in = self.weight.shape[1] * math.prod(self.weight.shape[2:])

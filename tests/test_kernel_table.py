@@ -33,19 +33,20 @@ def _edge_shapes(oc_block, tile_cols, flat):
     return shapes
 
 
-def _run(kernels, family, oc_block, flat, x, w, b, out, stride, pad, dilation, groups, n_threads):
+def _run(kernels, family, oc_block, flat, x, w, b, out, stride, pad, dilation, groups, n_threads, accumulate):
     if family == "loops":
-        kernels.conv2d_loops(x, w, b, out, stride, pad, dilation, groups, n_threads)
+        kernels.conv2d_loops(x, w, b, out, stride, pad, dilation, groups, accumulate, n_threads)
     else:
-        kernels.conv2d_direct(x, w, b, out, stride, pad, dilation, groups, oc_block, flat, n_threads)
+        kernels.conv2d_direct(x, w, b, out, stride, pad, dilation, groups, oc_block, flat, accumulate, n_threads)
 
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("family,oc_block,flat", TILES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_tile_matches_the_reference_on_edge_shapes(level, family, oc_block, flat, dtype):
+@pytest.mark.parametrize("accumulate", [False, True])  # overwrite out, or add to it (a 3-D call's depth taps)
+def test_tile_matches_the_reference_on_edge_shapes(level, family, oc_block, flat, dtype, accumulate):
     kernels = _dispatch.kernels_for(level)
-    tile_cols = kernels.DIRECT_TILE_COLS[np.dtype(dtype).name]
+    tile_cols = kernels.DIRECT_TILE_COLS[np.dtype(dtype).itemsize]
     rng = np.random.default_rng(oc_block)
     layouts = ("nchw",) if family == "loops" else ("nchw", "channels_last")  # the loops read NCHW only
     for x_shape, c_out, kernel, stride, pad, dilation, groups in _edge_shapes(max(oc_block, 1), tile_cols, flat):
@@ -59,9 +60,11 @@ def test_tile_matches_the_reference_on_edge_shapes(level, family, oc_block, flat
                 out = np.empty((want.shape[0], *want.shape[2:], want.shape[1]), dtype).transpose(0, 3, 1, 2)
             else:
                 x_in, out = x, np.empty(want.shape, dtype)
-            _run(kernels, family, oc_block, flat, x_in, w, b, out, stride, pad, dilation, groups, 2)
+            before = rng.standard_normal(want.shape) if accumulate else np.zeros(want.shape)
+            out[...] = before if accumulate else np.nan  # overwriting must not read what was there
+            _run(kernels, family, oc_block, flat, x_in, w, b, out, stride, pad, dilation, groups, 2, accumulate)
             tol = 1e-4 if dtype == np.float32 else 1e-11
-            np.testing.assert_allclose(out, want, rtol=tol, atol=tol,
+            np.testing.assert_allclose(out, want + before, rtol=tol, atol=tol,
                                        err_msg=f"{level} {family} {oc_block} flat={flat} {layout} {x_shape} {kernel}")
 
 
@@ -72,9 +75,9 @@ def test_huge_dilation_runs_in_the_loops_family(level):
     w = np.random.default_rng(2).standard_normal((4, 2, 2, 2))
     dilation, pad = (1, 2**27), (0, 2**27)
     with pytest.raises(ValueError, match="use conv2d_loops"):
-        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 2, 40)), (1, 1), pad, dilation, 1, 4, False, 1)
+        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 2, 40)), (1, 1), pad, dilation, 1, 4, False, False, 1)
     out = np.empty((1, 4, 2, 40))
-    kernels.conv2d_loops(x, w, np.empty(0), out, (1, 1), pad, dilation, 1, 2)
+    kernels.conv2d_loops(x, w, np.empty(0), out, (1, 1), pad, dilation, 1, False, 2)
     # column tap 0 reads 2**27 columns left of each output, all padding; tap 1 reads the output's own column
     want = conv_reference(x, w[..., 1:], None)
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
@@ -118,10 +121,10 @@ def test_kernels_refuse_inconsistent_arguments():
     kernels = _dispatch.kernels
     x, w = np.zeros((1, 4, 5, 5)), np.zeros((4, 2, 3, 3))
     with pytest.raises(ValueError, match="oc_block"):
-        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (1, 1), (0, 0), (1, 1), 2, 3, False, 1)
+        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (1, 1), (0, 0), (1, 1), 2, 3, False, False, 1)
     with pytest.raises(ValueError, match="flat tiles need stride 1"):
-        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 2, 2)), (2, 2), (0, 0), (1, 1), 2, 1, True, 1)
+        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 2, 2)), (2, 2), (0, 0), (1, 1), 2, 1, True, False, 1)
     with pytest.raises(ValueError, match="inconsistent shapes"):
-        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (1, 1), (0, 0), (1, 1), 3, 1, False, 1)
+        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (1, 1), (0, 0), (1, 1), 3, 1, False, False, 1)
     with pytest.raises(ValueError, match="stride and dilation must be positive"):
-        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (0, 1), (0, 0), (1, 1), 2, 1, False, 1)
+        kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (0, 1), (0, 0), (1, 1), 2, 1, False, False, 1)

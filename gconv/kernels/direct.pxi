@@ -9,17 +9,19 @@ cdef extern from "kernels/direct/tile.h" nogil:
                         Py_ssize_t row_step, const Py_ssize_t* kw_offset, const float* w, Py_ssize_t n_ic,
                         Py_ssize_t kh_size, Py_ssize_t kw_size, float* out, Py_ssize_t out_channel_stride,
                         Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const float* bias,
-                        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
+                        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0,
+                        int accumulate)
     void gconv_tile_f64(int oc_block, const double* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
                         Py_ssize_t row_step, const Py_ssize_t* kw_offset, const double* w, Py_ssize_t n_ic,
                         Py_ssize_t kh_size, Py_ssize_t kw_size, double* out, Py_ssize_t out_channel_stride,
                         Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const double* bias,
-                        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)
+                        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0,
+                        int accumulate)
 
 
 # The tile shape for gconv._select: accumulator rows (shared by output channels x rows) and columns per dtype.
 DIRECT_ACC_ROWS = GCONV_DIRECT_ACC_ROWS
-DIRECT_TILE_COLS = {"float32": GCONV_TILE_W_F32, "float64": GCONV_TILE_W_F64}
+DIRECT_TILE_COLS = {4: GCONV_TILE_W_F32, 8: GCONV_TILE_W_F64}  # by itemsize
 
 
 cdef enum:
@@ -79,7 +81,7 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
             while f < flat_end:
                 _tile(plan.oc_block, slab + f, ic_stride, kh_stride, plan.tile_cols, kw_offset, w_block,
                       plan.in_channels_per_group, plan.KH, plan.KW, out_block, os_c, os_h, os_w, b_block, n_oc,
-                      min(flat_tile, flat_end - f), ow_end - ow_start, plan.slab_row_len, f)
+                      min(flat_tile, flat_end - f), ow_end - ow_start, plan.slab_row_len, f, plan.accumulate)
                 f += flat_tile
             continue
         oh = oh_start
@@ -90,7 +92,7 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
                       kh_stride, row_step, kw_offset, w_block, plan.in_channels_per_group, plan.KH, plan.KW,
                       out_block + (oh - oh_start) * os_h + (ow - ow_start) * os_w, os_c, os_h, os_w,
                       b_block, n_oc, min(plan.tile_rows, oh_end - oh), min(plan.tile_cols, ow_end - ow),
-                      0, 0)
+                      0, 0, plan.accumulate)
                 ow += plan.tile_cols
             oh += plan.tile_rows
 
@@ -100,16 +102,16 @@ cdef inline void _tile(int oc_block, const floating* x, Py_ssize_t ic_stride, Py
                        Py_ssize_t kh_size, Py_ssize_t kw_size, floating* out, Py_ssize_t out_channel_stride,
                        Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const floating* bias,
                        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch,
-                       Py_ssize_t f0) noexcept nogil:
+                       Py_ssize_t f0, int accumulate) noexcept nogil:
     # the C micro-kernel for this dtype
     if floating is float:
         gconv_tile_f32(oc_block, x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic, kh_size, kw_size,
                        out, out_channel_stride, out_row_stride, out_col_stride, bias, n_oc, n_rows, n_cols,
-                       pitch, f0)
+                       pitch, f0, accumulate)
     else:
         gconv_tile_f64(oc_block, x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic, kh_size, kw_size,
                        out, out_channel_stride, out_row_stride, out_col_stride, bias, n_oc, n_rows, n_cols,
-                       pitch, f0)
+                       pitch, f0, accumulate)
 
 
 cdef int _fill_plan(Plan* plan, const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
@@ -184,6 +186,7 @@ def conv2d_direct(
     Py_ssize_t groups,
     int oc_block,                                  # tile depth in output channels: 8, 4, 2 or 1
     bint flat,                                     # tiles over the block's flattened outputs (stride 1 only)
+    bint accumulate,                               # add to out instead of overwriting it
     int n_threads,
 ):
     """Grouped 2-D cross-correlation with implicit zero padding, by row-vectorised register tiles.
@@ -196,6 +199,7 @@ def conv2d_direct(
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
+    plan.accumulate = accumulate
     if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
         return
     if oc_block not in (1, 2, 4, 8) or oc_block > GCONV_DIRECT_ACC_ROWS:

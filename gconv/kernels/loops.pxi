@@ -50,7 +50,7 @@ cdef void _loops_item(const Plan* geo, const floating* x, const floating* weight
         init = bias[oc] if has_bias else 0
         out_row = out + ((n * geo.C_out + oc) * geo.H_out + oh_start) * W_out
         for j in range((oh_end - oh_start) * W_out):
-            out_row[j] = init
+            out_row[j] = out_row[j] + init if geo.accumulate else init
 
     for oh in range(oh_start, oh_end):
         for ic in range(geo.in_channels_per_group):
@@ -88,9 +88,10 @@ def conv2d_loops(
     floating[:, :, :, ::1] out not None,           # OUT (N, C_out, H_out, W_out), C-contiguous
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
+    bint accumulate,                               # add to out instead of overwriting it
     int n_threads,
 ):
-    """Grouped 2-D cross-correlation by plain loops with implicit zero padding; writes every element of out.
+    """Grouped 2-D cross-correlation by plain loops with implicit zero padding; writes (or adds to) all of out.
 
     For geometry whose packed slab no scratch could hold (gconv._select sends only those): the loops read
     only the input that real outputs touch, however far apart the taps are.
@@ -99,6 +100,7 @@ def conv2d_loops(
     cdef const floating[:, :, :, :] x_any = x
     cdef floating[:, :, :, :] out_any = out
     _fill_plan(&plan, x_any, weight, bias, out_any, stride, pad_before, dilation, groups)
+    plan.accumulate = accumulate
     if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
         return
     plan.oc_block = <int> min(plan.out_channels_per_group, GCONV_DIRECT_ACC_ROWS)

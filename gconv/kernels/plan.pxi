@@ -13,6 +13,7 @@ cdef struct Plan:
     # rows and columns (grid) or over the block's flattened outputs (flat: stride 1, one channel deep)
     int oc_block
     bint flat
+    bint accumulate  # add to out (a 3-D convolution's depth taps) instead of overwriting it
     Py_ssize_t tile_rows, tile_cols, n_oc_blocks
     # work item = ((n * groups + g) * n_row_blocks + row_block) * n_col_blocks + col_block, or with the
     # group varying fastest when channels are adjacent in memory (channels-last), so that consecutive

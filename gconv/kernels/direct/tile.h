@@ -8,6 +8,9 @@
  * from the output channels per group (depthwise: OCB = 1). TW is two vectors with AVX-512 (32 registers)
  * and one vector below it (16 registers).
  *
+ * The store writes out = tile + bias, or adds to out (accumulate: a 3-D convolution sums its depth taps
+ * 2-D convolutions into one output).
+ *
  * Two ways to map a tile onto outputs:
  *  - grid (pitch == 0): tile row r is output row r, row_step apart in the slab; n_rows x n_cols are kept.
  *  - flat (pitch > 0, stride 1 only): the block's outputs are numbered f = row * pitch + column, where
@@ -32,10 +35,10 @@
  * each tile kernel, where its constant tile shape lets the compiler vectorise the copies. */
 #define GCONV_DEFINE_STORE(T)                                                                        \
     GCONV_INLINE void gconv_store_##T(const T *GCONV_RESTRICT tile, Py_ssize_t tile_size, Py_ssize_t tw,   \
-                                T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,               \
-                                Py_ssize_t out_row_stride, Py_ssize_t out_col_stride,               \
-                                const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows,   \
-                                Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0)                 \
+                                T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,                \
+                                Py_ssize_t out_row_stride, Py_ssize_t out_col_stride,                \
+                                const T *GCONV_RESTRICT bias, Py_ssize_t n_oc, Py_ssize_t n_rows,    \
+                                Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0, int accumulate)  \
     {                                                                                                \
         Py_ssize_t o, r, j, q, row, col, run, keep;                                                  \
         for (o = 0; o < n_oc; o++) {                                                                 \
@@ -46,9 +49,13 @@
                 for (r = 0; r < n_rows; r++) {                                                       \
                     T *dst = dst_channel + r * out_row_stride;                                       \
                     if (out_col_stride == 1)                                                         \
-                        for (j = 0; j < n_cols; j++) dst[j] = src[r * tw + j] + b;                   \
+                        for (j = 0; j < n_cols; j++)                                                 \
+                            dst[j] = (accumulate ? dst[j] : (T)0) + src[r * tw + j] + b;             \
                     else                                                                             \
-                        for (j = 0; j < n_cols; j++) dst[j * out_col_stride] = src[r * tw + j] + b;  \
+                        for (j = 0; j < n_cols; j++) {                                               \
+                            T *d = dst + j * out_col_stride;                                         \
+                            *d = (accumulate ? *d : (T)0) + src[r * tw + j] + b;                     \
+                        }                                                                            \
                 }                                                                                    \
                 continue;                                                                            \
             }                                                                                        \
@@ -60,9 +67,13 @@
                 run = pitch - col < n_rows - q ? pitch - col : n_rows - q;                           \
                 keep = n_cols - col < run ? n_cols - col : run;                                      \
                 if (out_col_stride == 1)                                                             \
-                    for (j = 0; j < keep; j++) dst[col + j] = src[q + j] + b;                        \
+                    for (j = 0; j < keep; j++)                                                       \
+                        dst[col + j] = (accumulate ? dst[col + j] : (T)0) + src[q + j] + b;          \
                 else                                                                                 \
-                    for (j = 0; j < keep; j++) dst[(col + j) * out_col_stride] = src[q + j] + b;     \
+                    for (j = 0; j < keep; j++) {                                                     \
+                        T *d = dst + (col + j) * out_col_stride;                                     \
+                        *d = (accumulate ? *d : (T)0) + src[q + j] + b;                              \
+                    }                                                                                \
             }                                                                                        \
         }                                                                                            \
     }
@@ -75,7 +86,7 @@ GCONV_DEFINE_STORE(double)
         const Py_ssize_t *GCONV_RESTRICT kw_offset, const T *GCONV_RESTRICT w, Py_ssize_t n_ic,      \
         Py_ssize_t kh_size, Py_ssize_t kw_size, T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,\
         Py_ssize_t out_row_stride, Py_ssize_t out_col_stride, const T *GCONV_RESTRICT bias,          \
-        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0
+        Py_ssize_t n_oc, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t pitch, Py_ssize_t f0, int accumulate
 
 /* x: slab at the tile's first input; x[ic * ic_stride + kh * kh_stride + r * row_step + kw_offset[kw]
  * + j] is the input seen by tile row r, column j through tap (ic, kh, kw).
@@ -116,7 +127,7 @@ GCONV_DEFINE_STORE(double)
         for (o = 0; o < OCB; o++)                                                                    \
             for (r = 0; r < ROWS; r++)                                                               \
                 for (v = 0; v < VPR; v++) acc[o][r][v] = (vec){0};                                   \
-        if (pitch) /* flat: the tile's rows are consecutive, so every load has a fixed offset */    \
+        if (pitch) /* flat: the tile's rows are consecutive, so every load has a fixed offset */     \
             GCONV_ACCUMULATE(T, OCB, ROWS, TW)                                                                   \
         else                                                                                         \
             GCONV_ACCUMULATE(T, OCB, ROWS, row_step)                                                             \
@@ -126,6 +137,12 @@ GCONV_DEFINE_STORE(double)
                 for (r = 0; r < n_rows; r++)                                                         \
                     for (v = 0; v < VPR; v++) {                                                      \
                         vec y = acc[o][r][v] + b;                                                    \
+                        if (accumulate) {                                                            \
+                            vec old;                                                                 \
+                            memcpy(&old, out + o * out_channel_stride + r * out_row_stride + v * LANES,\
+                                   sizeof(vec));                                                     \
+                            y += old;                                                                \
+                        }                                                                            \
                         memcpy(out + o * out_channel_stride + r * out_row_stride + v * LANES, &y,    \
                                sizeof(vec));                                                         \
                     }                                                                                \
@@ -136,7 +153,7 @@ GCONV_DEFINE_STORE(double)
             T tile[OCB][ROWS * TW];                                                                  \
             memcpy(tile, acc, sizeof(tile));                                                         \
             gconv_store_##T(&tile[0][0], ROWS * TW, TW, out, out_channel_stride, out_row_stride,     \
-                            out_col_stride, bias, n_oc, n_rows, n_cols, pitch, f0);                  \
+                            out_col_stride, bias, n_oc, n_rows, n_cols, pitch, f0, accumulate);      \
         }                                                                                            \
     }
 #else
@@ -161,7 +178,7 @@ GCONV_DEFINE_STORE(double)
             }                                                                                        \
         }                                                                                            \
         gconv_store_##T(&tile[0][0], ROWS * TW, TW, out, out_channel_stride, out_row_stride,         \
-                        out_col_stride, bias, n_oc, n_rows, n_cols, pitch, f0);                      \
+                        out_col_stride, bias, n_oc, n_rows, n_cols, pitch, f0, accumulate);          \
     }
 #endif
 
@@ -181,18 +198,18 @@ GCONV_DEFINE_TILE(double, gconv_tile_f64_1x8, GCONV_TILE_W_F64, 1, 8)
     static inline void gconv_tile_##SUFFIX(int oc_block, GCONV_TILE_PARAMS(T))                       \
     {                                                                                                \
         switch (oc_block) {                                                                          \
-        case 8: gconv_tile_##SUFFIX##_8x1(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
+        case 8: gconv_tile_##SUFFIX##_8x1(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,     \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
-        case 4: gconv_tile_##SUFFIX##_4x2(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
+                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
+        case 4: gconv_tile_##SUFFIX##_4x2(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,     \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
-        case 2: gconv_tile_##SUFFIX##_2x4(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
+                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
+        case 2: gconv_tile_##SUFFIX##_2x4(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,     \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
-        default: gconv_tile_##SUFFIX##_1x8(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,   \
+                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
+        default: gconv_tile_##SUFFIX##_1x8(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
                     kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0); break;                                                       \
+                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
         }                                                                                            \
     }
 
