@@ -1,10 +1,10 @@
-"""gconv: torch.nn.Conv1d/Conv2d/ConvTranspose1d/ConvTranspose2d and their functional forms on NumPy arrays."""
+"""gconv: torch.nn.Conv1d/2d/3d and ConvTranspose1d/2d/3d and their functional forms on NumPy arrays."""
 from ._dispatch import available_levels as available_isas
 from ._select import explain
 from ._kernels import openmp_enabled
 from ._threads import get_num_threads, set_num_threads
-from .functional import conv1d, conv2d, conv_transpose1d, conv_transpose2d
-from .modules import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
+from .functional import conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .modules import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from . import grad  # gconv.grad after `import gconv`, as torch.nn.grad after `import torch`
 
 __version__ = "0.1.0"
@@ -28,6 +28,10 @@ __all__ = [
     "Conv2d",
     "conv1d",
     "conv2d",
+    "Conv3d",
+    "conv3d",
+    "ConvTranspose3d",
+    "conv_transpose3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
     "conv_transpose1d",

@@ -8,7 +8,8 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 
-# The kernels are 2-D: lower ranks run as 2-D with the missing leading axes of size 1.
+# The kernels are 2-D: lower ranks run as 2-D with the missing leading axes of size 1; 3-D runs as 2-D
+# calls over depth planes (gconv._select.convolution).
 KERNEL_RANK = 2
 
 
@@ -61,6 +62,8 @@ class Geometry(NamedTuple):
     def lifted(self, rank=KERNEL_RANK):
         """The same convolution as a rank-`rank` one over leading axes of size 1 (Conv1d as a 1 x L image)."""
         extra = rank - len(self.kernel_size)
+        if extra <= 0:
+            return self
         return Geometry((1,) * extra + self.kernel_size, (1,) * extra + self.stride,
                         ((0, 0),) * extra + self.padding, (1,) * extra + self.dilation)
 
@@ -78,16 +81,27 @@ class Geometry(NamedTuple):
                         self.dilation)
 
 
+def depth_tap_planes(kd, depth, depth_out, stride, pad_before, dilation):
+    """Which output planes read an input plane through depth tap kd: (first, last, first input plane).
+
+    Output plane o reads input plane o * stride - pad_before + kd * dilation; the range [first, last) keeps
+    those inside [0, depth). A 3-D convolution runs as 2-D ones over these planes.
+    """
+    first = max(0, -((kd * dilation - pad_before) // stride))
+    last = min(depth_out, (depth - 1 + pad_before - kd * dilation) // stride + 1)
+    return first, last, first * stride - pad_before + kd * dilation
+
+
 def lift(array, rank=KERNEL_RANK):
     """A view of an (N, C, *spatial) array with leading spatial axes of size 1 up to `rank` spatial axes."""
     extra = rank - (array.ndim - 2)
-    return np.expand_dims(array, tuple(range(2, 2 + extra))) if extra else array
+    return np.expand_dims(array, tuple(range(2, 2 + extra))) if extra > 0 else array
 
 
 def drop(array, n_spatial):
     """Undo lift: the view with only the last n_spatial spatial axes."""
     extra = array.ndim - 2 - n_spatial
-    return array[(slice(None), slice(None)) + (0,) * extra] if extra else array
+    return array[(slice(None), slice(None)) + (0,) * extra] if extra > 0 else array
 
 
 def size(shape):
@@ -99,4 +113,4 @@ def size(shape):
 
 
 __all__ = ["Geometry", "same_padding", "symmetric_and_extra", "reversed_padding_repeated_twice", "output_size",
-           "lift", "drop", "size"]
+           "depth_tap_planes", "lift", "drop", "size"]

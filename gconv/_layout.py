@@ -9,11 +9,14 @@ def coerce(a, dtype):
 
 
 def is_channels_last(a):
-    """An (N, C, H, W) view of (N, H, W, C) memory, as x.transpose(0, 3, 1, 2) of an NHWC array.
+    """An (N, C, *spatial) view of (N, *spatial, C) memory (2-D or 3-D), as x.transpose(0, 3, 1, 2) of NHWC.
 
-    As torch's memory-format rule: an array that is also C-contiguous (C == 1) counts as NCHW.
+    As torch's memory-format rule (channels_last, channels_last_3d): an array that is also C-contiguous
+    (C == 1) counts as NCHW.
     """
-    return a.ndim == 4 and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
+    if a.ndim not in (4, 5) or a.flags.c_contiguous:
+        return False
+    return a.transpose(0, *range(2, a.ndim), 1).flags.c_contiguous
 
 
 def input_needs_copy(x4, dtype, channels_last):

@@ -83,13 +83,14 @@ def pad(x, pads, mode):
     check_allocation(n_elements * x.dtype.itemsize, f"padding {list(pads)} of input", shape)
     # torch keeps a channels-last input channels-last through reflect and replicate padding
     keep_channels_last = mode != "circular" and is_channels_last(x)
-    padded = x.transpose(0, 2, 3, 1) if keep_channels_last else x
+    to_last, to_first = (0, *range(2, x.ndim), 1), (0, x.ndim - 1, *range(1, x.ndim - 1))
+    padded = x.transpose(to_last) if keep_channels_last else x
     for (axis, before, after) in per_axis:
         if before == 0 and after == 0:
             continue  # nothing to do on this axis (and, for circular, size 0 is allowed only here)
         index = _pad_source_index(shape[axis], before, after, mode)
         padded = np.take(padded, index, axis=axis - 1 if keep_channels_last else axis)
-    return padded.transpose(0, 3, 1, 2) if keep_channels_last else padded
+    return padded.transpose(to_first) if keep_channels_last else padded
 
 
 def unpad_grad(grad_padded, shape, pads, mode):

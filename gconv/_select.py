@@ -121,16 +121,12 @@ def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_th
         out[...] = bias.reshape(1, -1, 1, 1, 1)
     else:
         out[...] = 0
-    depth, depth_out = x.shape[2], out.shape[2]
-    s, p, d = stride[0], pad_before[0], dilation[0]
+    s = stride[0]
     no_bias = bias[:0]
     for kd in range(weight.shape[2]):
-        # output planes o with 0 <= o * s - p + kd * d < depth
-        first = max(0, -((kd * d - p) // s))
-        last = min(depth_out, (depth - 1 + p - kd * d) // s + 1)
+        first, last, start = _geometry.depth_tap_planes(kd, x.shape[2], out.shape[2], s, pad_before[0], dilation[0])
         if first >= last:
             continue
-        start = first * s - p + kd * d
         tap = np.ascontiguousarray(weight[:, :, kd])
         for n in range(x.shape[0]):
             planes = x[n, :, start:start + (last - first - 1) * s + 1:s].transpose(1, 0, 2, 3)

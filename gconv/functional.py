@@ -10,7 +10,7 @@ from ._checks import (MAX_EXTENT, SUPPORTED_DTYPES, batchify, check_allocation, 
 from ._layout import coerce, input_needs_copy, is_channels_last
 from ._threads import resolve_n_threads
 
-__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 
 def _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op):
@@ -21,7 +21,7 @@ def _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op):
             f"{shape_str(weight.shape)}"
         )
     if x_shape[0] != 0 and x_shape[1] != 0 and 0 in x_shape[2:]:
-        shown = x_shape if n_spatial == 2 else x_shape[:2] + (1,) + x_shape[2:]
+        shown = x_shape if n_spatial >= 2 else x_shape[:2] + (1,) + x_shape[2:]  # torch shows 1-D lifted
         raise RuntimeError(
             f"Only zero batch or zero channel inputs are supported, but got input shape: {shape_str(shown)}"
         )
@@ -86,10 +86,10 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     out_shape = (n, c_out) + geometry.output_shape(x_batched.shape[2:])
 
     def compute(x_c, w_c, b_c, out_batched):
-        # Conv1d is the 2-D kernel over a height-1 image: views, no copies.
+        # Conv1d is the 2-D kernel over a height-1 image: views, no copies. Conv3d runs over depth planes.
         lifted = geometry.lifted()
-        _select.conv2d(_geometry.lift(x_c), _geometry.lift(w_c), b_c, _geometry.lift(out_batched), lifted.stride,
-                       lifted.pad_before, lifted.dilation, groups, resolve_n_threads(n_threads))
+        _select.convolution(_geometry.lift(x_c), _geometry.lift(w_c), b_c, _geometry.lift(out_batched),
+                            lifted.stride, lifted.pad_before, lifted.dilation, groups, resolve_n_threads(n_threads))
 
     return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op, source)
 
@@ -110,7 +110,9 @@ def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype,
             check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
     if out is None:
         if x_channels_last and is_batched:
-            out = np.empty((out_shape[0], *out_shape[2:], out_shape[1]), dtype=dtype).transpose(0, 3, 1, 2)
+            ndim = len(out_shape)
+            out = np.empty((out_shape[0], *out_shape[2:], out_shape[1]), dtype=dtype).transpose(
+                0, ndim - 1, *range(1, ndim - 1))
         else:
             out = np.empty(out_shape, dtype=dtype)
         result = out if is_batched else out[0]
@@ -169,7 +171,7 @@ def transposed_convolution(x, weight, bias, stride, padding, output_padding, gro
         target = _geometry.lift(out_batched)
         input_grad(_geometry.lift(x_c), _geometry.lift(w_c), target, geometry.lifted(), groups, n_threads)
         if b_c.size:
-            target += b_c.reshape(1, -1, 1, 1)
+            target += b_c.reshape(1, -1, *(1,) * (target.ndim - 2))
 
     return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op)
 
@@ -292,4 +294,24 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     + output_padding + 1.
     """
     return _functional_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation, 1,
+                                  n_threads, out)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None, out=None):
+    """3-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv3d``.
+
+    input (N, C_in, D, H, W) or (C_in, D, H, W); weight (C_out, C_in // groups, KD, KH, KW); the rest as
+    ``conv2d`` with three values per tuple. Returns (N, C_out, D_out, H_out, W_out) or without N.
+    """
+    return _functional(input, weight, bias, stride, padding, dilation, groups, 3, n_threads, out)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     n_threads=None, out=None):
+    """3-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose3d``.
+
+    input (N, C_in, D, H, W) or (C_in, D, H, W); weight (C_in, C_out // groups, KD, KH, KW); the rest as
+    ``conv_transpose2d`` with three values per tuple.
+    """
+    return _functional_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation, 3,
                                   n_threads, out)

@@ -1,4 +1,5 @@
 """Gradients of the convolution: torch.nn.grad's conv{1,2}d_input / conv{1,2}d_weight, and the bias gradient."""
+import itertools
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ from . import _dispatch, _geometry, _select
 from ._checks import check_allocation, check_grad_arrays, check_grad_geometry, int_tuple, native_dtype
 from ._threads import resolve_n_threads
 
-__all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "bias"]
+__all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "conv3d_input", "conv3d_weight", "bias"]
 
 
 def _phases(size, kernel, stride, dilation, frame_before):
@@ -34,20 +35,22 @@ def _phases(size, kernel, stride, dilation, frame_before):
 
 
 def input_grad(grad_output, weight, grad_input, geometry, groups, n_threads=None):
-    """Gradient w.r.t. the input of a 2-D convolution (lower ranks lifted), as convolutions; into grad_input.
+    """Gradient w.r.t. the input of a 2-D or 3-D convolution (1-D lifted), as convolutions; into grad_input.
 
-    grad_output (N, C_out, H_out, W_out), any strides; weight (C_out, C_in // groups, KH, KW); grad_input
-    (N, C_in, H, W), any strides, written whole; geometry: the forward's (2-D). This is also the
-    transposed convolution of grad_output (gconv.conv_transpose2d). The transposed convolution is a plain one with the kernels flipped and
-    input and output channels swapped within each group. A stride s is decomposed into its s_h x s_w phases
-    (each input position's residue mod s): each phase is a stride-1 convolution of grad_output with the taps
-    that reach it, written through a strided view of the gradient, so no zeros are inserted or multiplied.
+    grad_output (N, C_out, *out_spatial), any strides; weight (C_out, C_in // groups, *kernel_size);
+    grad_input (N, C_in, *spatial), any strides, written whole; geometry: the forward's. This is also the
+    transposed convolution of grad_output (gconv.conv_transpose*d): a plain convolution with the kernels
+    flipped and input and output channels swapped within each group. A stride s is split into its phases
+    (each input position's residue mod s, per axis): each phase is a stride-1 convolution of grad_output
+    with the taps that reach it, written through a strided view of the gradient, so no zeros are inserted
+    or multiplied.
     """
+    n_spatial = weight.ndim - 2
     out_channels_per_group, in_channels_per_group = weight.shape[0] // groups, weight.shape[1]
     kernel_size = weight.shape[2:]
-    flipped = (weight.reshape(groups, out_channels_per_group, in_channels_per_group, *kernel_size)
-               .transpose(0, 2, 1, 3, 4).reshape(groups * in_channels_per_group, out_channels_per_group, *kernel_size))
-    flipped = flipped[:, :, ::-1, ::-1]
+    flipped = (weight.reshape(groups, out_channels_per_group, in_channels_per_group, *kernel_size).swapaxes(1, 2)
+               .reshape(groups * in_channels_per_group, out_channels_per_group, *kernel_size))
+    flipped = flipped[(slice(None), slice(None)) + (slice(None, None, -1),) * n_spatial]
     frame_before = geometry.transposed().pad_before
     input_spatial = grad_input.shape[2:]
     n_threads = resolve_n_threads(n_threads)
@@ -62,22 +65,45 @@ def input_grad(grad_output, weight, grad_input, geometry, groups, n_threads=None
         return grad_input
     if not complete:
         grad_input[...] = 0
-    for r_h, taps_h, dil_h, start_h, pad_h in reached[0]:
-        for r_w, taps_w, dil_w, start_w, pad_w in reached[1]:
-            target = grad_input[:, :, r_h::geometry.stride[0], r_w::geometry.stride[1]]
-            sub_kernel = np.ascontiguousarray(flipped[:, :, taps_h, taps_w])
-            _select.conv2d(grad_output[:, :, start_h:, start_w:], sub_kernel, no_bias, target, (1, 1),
-                           (pad_h, pad_w), (dil_h, dil_w), groups, n_threads)
+    everything = (slice(None), slice(None))
+    for combination in itertools.product(*reached):
+        residues, taps, dilations, starts, pads = zip(*combination)
+        target = grad_input[everything + tuple(slice(r, None, s) for r, s in zip(residues, geometry.stride))]
+        sub_kernel = np.ascontiguousarray(flipped[everything + taps])
+        _select.convolution(grad_output[everything + tuple(slice(start, None) for start in starts)], sub_kernel,
+                            no_bias, target, (1,) * n_spatial, pads, dilations, groups, n_threads)
     return grad_input
 
 
 def weight_grad(x, grad_output, weight_shape, geometry, groups, n_threads=None):
-    """Gradient w.r.t. the weight of a 2-D convolution (lower ranks lifted), by the Cython kernel."""
+    """Gradient w.r.t. the weight of a 2-D or 3-D convolution (1-D lifted), by the Cython kernel.
+
+    A 3-D weight's depth taps are 2-D weight gradients: for tap kd, the input planes it reads and the
+    output planes they feed, every image's planes as one batch.
+    """
     dtype = x.dtype
     grad_weight = np.empty(weight_shape, dtype=dtype)
-    _dispatch.kernels.conv2d_weight_grad(
-        np.ascontiguousarray(x), np.ascontiguousarray(grad_output, dtype=dtype), grad_weight,
-        geometry.stride, geometry.pad_before, geometry.dilation, groups, resolve_n_threads(n_threads))
+    n_threads = resolve_n_threads(n_threads)
+    if len(weight_shape) == 4:
+        _dispatch.kernels.conv2d_weight_grad(
+            np.ascontiguousarray(x), np.ascontiguousarray(grad_output, dtype=dtype), grad_weight,
+            geometry.stride, geometry.pad_before, geometry.dilation, groups, n_threads)
+        return grad_weight
+    s, p, d = geometry.stride[0], geometry.pad_before[0], geometry.dilation[0]
+    plane = geometry._replace(kernel_size=geometry.kernel_size[1:], stride=geometry.stride[1:],
+                              padding=geometry.padding[1:], dilation=geometry.dilation[1:])
+    for kd in range(weight_shape[2]):
+        first, last, start = _geometry.depth_tap_planes(kd, x.shape[2], grad_output.shape[2], s, p, d)
+        if first >= last:
+            grad_weight[:, :, kd] = 0
+            continue
+        # (N, C, planes, H, W) -> (N * planes, C, H, W), copied: the kernel reads C-contiguous arrays
+        planes = x[:, :, start:start + (last - first - 1) * s + 1:s].transpose(0, 2, 1, 3, 4)
+        grads = grad_output[:, :, first:last].transpose(0, 2, 1, 3, 4)
+        planes = np.ascontiguousarray(planes).reshape(-1, *x.shape[1:2], *x.shape[3:])
+        grads = np.ascontiguousarray(grads, dtype=dtype).reshape(-1, *grad_output.shape[1:2], *grad_output.shape[3:])
+        grad_weight[:, :, kd] = weight_grad(planes, grads, weight_shape[:2] + weight_shape[3:], plane, groups,
+                                            n_threads)
     return grad_weight
 
 
@@ -127,7 +153,7 @@ def _conv_weight(n_spatial, input, weight_size, grad_output, stride, padding, di
                          f"{grad_output.shape} do not fit together with groups={groups}")
     dtype = native_dtype(input.dtype)
     x, gy = _geometry.lift(input.astype(dtype, copy=False)), _geometry.lift(grad_output)
-    lifted_size = weight_size[:2] + (1,) * (_geometry.KERNEL_RANK - n_spatial) + weight_size[2:]
+    lifted_size = weight_size[:2] + (1,) * max(0, _geometry.KERNEL_RANK - n_spatial) + weight_size[2:]
     return _geometry.drop(weight_grad(x, gy, lifted_size, geometry.lifted(), groups, n_threads), n_spatial)
 
 
@@ -168,6 +194,17 @@ def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     """Gradient of ``conv1d`` w.r.t. its weight, as ``torch.nn.grad.conv1d_weight``; shapes as conv2d_weight
     without H."""
     return _conv_weight(1, input, weight_size, grad_output, stride, padding, dilation, groups, n_threads)
+
+
+def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+    """Gradient of ``conv3d`` w.r.t. its input, as ``torch.nn.grad.conv3d_input``; shapes as conv2d_input with D."""
+    return _conv_input(3, input_size, weight, grad_output, stride, padding, dilation, groups, n_threads)
+
+
+def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+    """Gradient of ``conv3d`` w.r.t. its weight, as ``torch.nn.grad.conv3d_weight``; shapes as conv2d_weight
+    with D."""
+    return _conv_weight(3, input, weight_size, grad_output, stride, padding, dilation, groups, n_threads)
 
 
 def bias(grad_output):

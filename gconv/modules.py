@@ -13,7 +13,7 @@ from . import _select
 from ._threads import resolve_n_threads
 from .functional import convolution, transposed_convolution
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -137,7 +137,7 @@ class _Module:
 class _ConvNd(_Module):
     """Hyper-parameters validated once, in torch's order; subclasses fix the number of spatial dimensions."""
 
-    _n_spatial = None  # 1 or 2, set by the subclass
+    _n_spatial = None  # 1, 2 or 3, set by the subclass
     _parameter_names = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed,
@@ -416,9 +416,9 @@ class _ConvTransposeNd(_ConvNd):
                                        n_threads)
         grad_input = np.empty(x_l.shape, weight.dtype)
         lifted = geometry.lifted()
-        _select.conv2d(np.ascontiguousarray(gy_l), np.ascontiguousarray(_geometry.lift(weight)),
-                       np.empty(0, weight.dtype), grad_input, lifted.stride, lifted.pad_before, lifted.dilation,
-                       self.groups, resolve_n_threads(n_threads))
+        _select.convolution(np.ascontiguousarray(gy_l), np.ascontiguousarray(_geometry.lift(weight)),
+                            np.empty(0, weight.dtype), grad_input, lifted.stride, lifted.pad_before, lifted.dilation,
+                            self.groups, resolve_n_threads(n_threads))
         return self._finish_backward(gy, _geometry.drop(grad_input, self._n_spatial),
                                      _geometry.drop(grad_weight, self._n_spatial))
 
@@ -469,6 +469,16 @@ class Conv2d(_Convolution):
     _n_spatial = 2
 
 
+class Conv3d(_Convolution):
+    __doc__ = """3-D convolution over NumPy arrays, as ``torch.nn.Conv3d``.
+
+    Input (N, C_in, D, H, W) or (C_in, D, H, W); output (N, C_out, D_out, H_out, W_out) or without N, a new
+    float array of the input's dtype (or ``out=``); a channels-last-3d input gives a channels-last-3d output.
+""" + _PARAMETERS_DOC
+
+    _n_spatial = 3
+
+
 _TRANSPOSED_PARAMETERS_DOC = """
     Parameters
     ----------
@@ -492,6 +502,16 @@ _TRANSPOSED_PARAMETERS_DOC = """
     weight : ndarray, shape (in_channels, out_channels // groups, *kernel_size)
     bias : ndarray of shape (out_channels,), or None
 """
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    __doc__ = """3-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose3d``.
+
+    Input (N, C_in, D, H, W) or (C_in, D, H, W); output (N, C_out, D_out, H_out, W_out) or without N, each
+    size as for ``ConvTranspose2d``.
+""" + _TRANSPOSED_PARAMETERS_DOC
+
+    _n_spatial = 3
 
 
 class ConvTranspose1d(_ConvTransposeNd):
