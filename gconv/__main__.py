@@ -34,6 +34,10 @@ def self_check():
     cases = [((2, 6, 9, 11), (6, 2, 3, 3), 1, 1, 3), ((1, 4, 12, 7), (8, 1, 3, 2), 2, 0, 4),
              ((1, 8, 5, 40), (16, 8, 1, 1), 1, 0, 1)]
     failures = []
+    # a 3-D case (the 2-D kernels over depth planes): output plane o sums depth taps k over input plane o + k
+    x3, w3, b3 = rng.standard_normal((1, 4, 5, 6, 7)), rng.standard_normal((6, 2, 3, 2, 3)), rng.standard_normal(6)
+    want3 = np.stack([sum(_loop_reference(x3[:, :, o + k], w3[:, :, k], b3 if k == 0 else np.zeros(6), 1, 1, 2)
+                          for k in range(3)) for o in range(3)], axis=2)
     previous = _dispatch.ISA
     try:
         for level in _dispatch.available_levels():
@@ -45,6 +49,9 @@ def self_check():
                     got = gconv.conv2d(x.astype(dtype), w.astype(dtype), b.astype(dtype), stride, padding, 1, groups)
                     if not np.allclose(got, want, rtol=tol, atol=tol):
                         failures.append(f"{level} {np.dtype(dtype).name} {w_shape} stride={stride}")
+            got3 = gconv.conv3d(x3, w3, b3, 1, (0, 1, 1), 1, 2)
+            if not np.allclose(got3, want3, rtol=1e-10, atol=1e-10):
+                failures.append(f"{level} float64 conv3d {w3.shape}")
     finally:
         _dispatch.set_isa(previous)
     return failures
