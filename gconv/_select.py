@@ -108,15 +108,32 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
     return choice
 
 
+def _as_2d(x_shape, weight_shape, out_shape):
+    """A 3-D call's shapes as the 2-D tiles see them: every (image, output plane) an image of the batch,
+    every (input channel, depth tap) an input channel."""
+    n, c_out, depth_out = out_shape[:3]
+    return (tuple(x_shape[:2]) + tuple(x_shape[3:]),
+            (c_out, weight_shape[1] * weight_shape[2]) + tuple(weight_shape[3:]),
+            (n * depth_out, c_out) + tuple(out_shape[3:]))
+
+
 def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads):
     """A checked 2-D or 3-D convolution into out (the arrays' ranks say which), as conv2d's arguments.
 
-    A 3-D convolution runs as 2-D ones over depth planes: for each kernel depth tap, every output plane
-    that reads an input plane through it, the planes of one image as a batch, added into out (after the
-    bias, or zeros). Scratch stays that of a 2-D call; the input is read once per depth tap.
+    A 3-D convolution runs the 2-D tiles with each depth tap as an input channel of its own
+    (conv3d_direct). Where even one tile's input would not fit in scratch (huge dilations), it runs as
+    2-D loops over depth planes instead: for each kernel depth tap, the output planes that read an input
+    plane through it, an image's planes as one batch, added into out.
     """
     if x.ndim == 4:
         return conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads)
+    n, depth_out = out.shape[0], out.shape[2]
+    choice = choose(*_as_2d(x.shape, weight.shape, out.shape), stride[1:], pad_before[1:], dilation[1:], groups,
+                    x.dtype.itemsize, False, n_threads)
+    if choice.family == "direct":
+        _dispatch.kernels.conv3d_direct(x, weight, bias, out, tuple(stride), tuple(pad_before), tuple(dilation),
+                                        groups, choice.oc_block, choice.flat, False, choice.n_threads)
+        return choice
     if bias.size:
         out[...] = bias.reshape(1, -1, 1, 1, 1)
     else:
@@ -124,15 +141,15 @@ def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_th
     s = stride[0]
     no_bias = bias[:0]
     for kd in range(weight.shape[2]):
-        first, last, start = _geometry.depth_tap_planes(kd, x.shape[2], out.shape[2], s, pad_before[0], dilation[0])
+        first, last, start = _geometry.depth_tap_planes(kd, x.shape[2], depth_out, s, pad_before[0], dilation[0])
         if first >= last:
             continue
         tap = np.ascontiguousarray(weight[:, :, kd])
-        for n in range(x.shape[0]):
-            planes = x[n, :, start:start + (last - first - 1) * s + 1:s].transpose(1, 0, 2, 3)
-            conv2d(planes, tap, no_bias, out[n, :, first:last].transpose(1, 0, 2, 3), stride[1:], pad_before[1:],
-                   dilation[1:], groups, n_threads, accumulate=True)
-    return None
+        for image in range(n):
+            planes = x[image, :, start:start + (last - first - 1) * s + 1:s].transpose(1, 0, 2, 3)
+            conv2d(planes, tap, no_bias, out[image, :, first:last].transpose(1, 0, 2, 3), stride[1:],
+                   pad_before[1:], dilation[1:], groups, n_threads, accumulate=True)
+    return choice
 
 
 def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, dtype="float32", n_threads=None):
@@ -165,12 +182,20 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     geometry = _geometry.Geometry(kernel_size, stride, pads, dilation)
     out_shape = (input_shape[0], weight_shape[0]) + geometry.output_shape(input_shape[2:])
     lifted = geometry.lifted()
-    lift = (1,) * (_geometry.KERNEL_RANK - n_spatial)
+    lift = (1,) * max(0, _geometry.KERNEL_RANK - n_spatial)
     x_shape = tuple(input_shape[:2]) + lift + tuple(input_shape[2:])
     w_shape = tuple(weight_shape[:2]) + lift + kernel_size
     o_shape = tuple(out_shape[:2]) + lift + tuple(out_shape[2:])
-    choice = choose(x_shape, w_shape, o_shape, lifted.stride, lifted.pad_before, lifted.dilation, groups,
-                    np.dtype(dtype).itemsize, True, resolve_n_threads(n_threads), why=True)
+    stride, pad_before, dilation = lifted.stride, lifted.pad_before, lifted.dilation
+    if n_spatial == 3:
+        x_shape, w_shape, o_shape = _as_2d(x_shape, w_shape, o_shape)
+        stride, pad_before, dilation = stride[1:], pad_before[1:], dilation[1:]
+    choice = choose(x_shape, w_shape, o_shape, stride, pad_before, dilation, groups, np.dtype(dtype).itemsize,
+                    n_spatial < 3, resolve_n_threads(n_threads), why=True)
+    if n_spatial == 3:
+        choice = choice._replace(reasons=choice.reasons + (
+            "3-D: the 2-D tiles with each depth tap as an input channel (conv3d_direct)" if choice.family == "direct"
+            else "3-D: 2-D loops over depth planes, added up",))
     head = (f"conv{n_spatial}d {tuple(input_shape)} * {tuple(weight_shape)} -> {out_shape}: {choice.family} family"
             + (f", tile {choice.tile}" if choice.tile else "") + f", {choice.n_threads} thread(s), {_dispatch.ISA}")
     return "\n".join([head] + [f"  - {reason}" for reason in choice.reasons])

@@ -185,3 +185,15 @@ def test_torch_common_nn_configs():
             want = tm(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(gm(x), want, **TOL[np.float64], err_msg=name)
         assert repr(gm) == repr(tm), name
+
+
+def test_huge_dilation_runs_as_loops_over_depth_planes():
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((1, 2, 3, 2, 40)), rng.standard_normal((4, 2, 2, 1, 3))
+    b = rng.standard_normal(4)
+    dilation, padding = (1, 1, 2**26), (0, 0, 2**26)
+    assert "loops family" in gconv.explain(x.shape, w.shape, padding=padding, dilation=dilation).splitlines()[0]
+    # column taps 0 and 2 read 2**26 columns either side of each output, all padding; tap 1 its own column
+    np.testing.assert_allclose(gconv.conv3d(x, w, b, 1, padding, dilation), conv_reference(x, w[..., 1:2], b),
+                               rtol=1e-12, atol=1e-12)
+    assert "direct family" in gconv.explain((1, 8, 4, 9, 9), (8, 1, 3, 3, 3), padding=1, groups=8).splitlines()[0]

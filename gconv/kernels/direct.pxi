@@ -37,10 +37,11 @@ DIRECT_SCRATCH_LIMIT = SLAB_LIMIT  # for gconv._select's fallback rule
 
 
 cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed_weight,
-                     const floating* bias, floating* out, floating* slab, const Py_ssize_t* kw_offset,
-                     const Py_ssize_t* phases, Py_ssize_t item) noexcept nogil:
-    """One work item: all output channels of group g for one block of rows x columns of image n."""
-    cdef Py_ssize_t rest = item, g = 0, col_block, row_block, n
+                     const floating* bias, floating* out, floating* slab, Py_ssize_t* sources,
+                     const Py_ssize_t* kw_offset, const Py_ssize_t* phases, Py_ssize_t item) noexcept nogil:
+    """One work item: all output channels of group g for one block of rows x columns of output plane od
+    (0 for 2-D) of image n. sources: this thread's scratch for the slab channels' input planes."""
+    cdef Py_ssize_t rest = item, g = 0, col_block, row_block, n, od
     if plan.groups_inner:
         g = rest % plan.groups
         rest = rest // plan.groups
@@ -51,12 +52,13 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
     if not plan.groups_inner:
         g = rest % plan.groups
         rest = rest // plan.groups
-    n = rest
+    od = rest % plan.D_out
+    n = rest // plan.D_out
     cdef Py_ssize_t oh_start = row_block * plan.rows_per_block
     cdef Py_ssize_t oh_end = min(oh_start + plan.rows_per_block, plan.H_out)
     cdef Py_ssize_t ow_start = col_block * plan.cols_per_block
     cdef Py_ssize_t ow_end = min(ow_start + plan.cols_per_block, plan.W_out)
-    cdef Py_ssize_t taps = plan.in_channels_per_group * plan.KH * plan.KW
+    cdef Py_ssize_t taps = plan.n_virtual * plan.KH * plan.KW
     cdef Py_ssize_t ic_stride = plan.slab_rows * plan.slab_row_len
     cdef Py_ssize_t kh_stride = plan.dilation_h * plan.slab_row_len
     cdef Py_ssize_t row_step = plan.stride_h * plan.slab_row_len
@@ -69,18 +71,20 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
     cdef Py_ssize_t flat_tile = plan.tile_rows * plan.tile_cols
     cdef floating* out_block
 
-    _pack_slab(plan, x, slab, phases, n, g, oh_start, ow_start)
+    _channel_sources(plan, sources, n, od, g)
+    _pack_slab(plan, x, slab, phases, sources, oh_start, ow_start)
     for block in range(plan.n_oc_blocks):
         oc_first = g * plan.out_channels_per_group + block * plan.oc_block
         n_oc = min(<Py_ssize_t> plan.oc_block, plan.out_channels_per_group - block * plan.oc_block)
         w_block = packed_weight + (g * plan.n_oc_blocks + block) * taps * plan.oc_block
         b_block = bias + oc_first if bias != NULL else NULL
-        out_block = out + n * plan.out_stride_n + oc_first * os_c + oh_start * os_h + ow_start * os_w
+        out_block = (out + n * plan.out_stride_n + od * plan.out_stride_d + oc_first * os_c + oh_start * os_h
+                     + ow_start * os_w)
         if plan.flat:
             f = 0
             while f < flat_end:
                 _tile(plan.oc_block, slab + f, ic_stride, kh_stride, plan.tile_cols, kw_offset, w_block,
-                      plan.in_channels_per_group, plan.KH, plan.KW, out_block, os_c, os_h, os_w, b_block, n_oc,
+                      plan.n_virtual, plan.KH, plan.KW, out_block, os_c, os_h, os_w, b_block, n_oc,
                       min(flat_tile, flat_end - f), ow_end - ow_start, plan.slab_row_len, f, plan.accumulate)
                 f += flat_tile
             continue
@@ -89,7 +93,7 @@ cdef void _conv_item(const Plan* plan, const floating* x, const floating* packed
             ow = ow_start
             while ow < ow_end:
                 _tile(plan.oc_block, slab + (oh - oh_start) * row_step + (ow - ow_start), ic_stride,
-                      kh_stride, row_step, kw_offset, w_block, plan.in_channels_per_group, plan.KH, plan.KW,
+                      kh_stride, row_step, kw_offset, w_block, plan.n_virtual, plan.KH, plan.KW,
                       out_block + (oh - oh_start) * os_h + (ow - ow_start) * os_w, os_c, os_h, os_w,
                       b_block, n_oc, min(plan.tile_rows, oh_end - oh), min(plan.tile_cols, ow_end - ow),
                       0, 0, plan.accumulate)
@@ -139,6 +143,10 @@ cdef int _fill_plan(Plan* plan, const floating[:, :, :, :] x, const floating[:, 
     if bias.shape[0] != 0 and bias.shape[0] != plan.C_out:
         raise ValueError("conv2d: bias length does not match the output channels")
     plan.out_channels_per_group = plan.C_out // groups
+    # a 2-D call: one plane deep (conv3d_direct overwrites these)
+    plan.D = plan.KD = plan.D_out = plan.stride_d = plan.dilation_d = 1
+    plan.pad_front = plan.x_stride_d = plan.out_stride_d = 0
+    plan.n_virtual = plan.in_channels_per_group
     if plan.N and plan.C_out and plan.H_out and plan.W_out and (x.size == 0 or weight.size == 0):
         # out is non-empty but nothing could fill it; the Python layer never sends this.
         raise ValueError("conv2d: empty input or weight for a non-empty output")
@@ -165,9 +173,11 @@ cdef list _column_phases(const Plan* plan):
 
 def direct_tile_scratch_bytes(Py_ssize_t in_channels_per_group, tuple kernel_size, tuple stride, tuple dilation,
                               int oc_block, int itemsize):
-    """Bytes of the smallest slab (one tile) the direct family needs: gconv._select's fallback rule."""
+    """Bytes of the smallest slab (one tile) the direct family needs: gconv._select's fallback rule.
+
+    in_channels_per_group counts a 3-D kernel's depth taps as channels (C_in / groups * KD)."""
     cdef Plan plan
-    plan.in_channels_per_group = in_channels_per_group
+    plan.in_channels_per_group = plan.n_virtual = in_channels_per_group
     plan.KH, plan.KW = kernel_size
     plan.stride_h, plan.stride_w = stride
     plan.dilation_h, plan.dilation_w = dilation
@@ -191,17 +201,52 @@ def conv2d_direct(
 ):
     """Grouped 2-D cross-correlation with implicit zero padding, by row-vectorised register tiles.
 
-    Writes every element of out. The caller (gconv._select) has checked the shapes (out's H_out, W_out
-    follow from the padding on both sides), that all four arrays share one dtype, that out does not
-    overlap x, and chose oc_block <= the output channels per group. x is read and out written through
-    their strides, so a channels-last view needs no copy either way. Conv1d runs through here as
-    H = KH = H_out = 1.
+    Writes every element of out (or adds to it: accumulate). The caller (gconv._select) has checked the
+    shapes (out's H_out, W_out follow from the padding on both sides), that all four arrays share one dtype,
+    that out does not overlap x, and chose oc_block <= the output channels per group. x is read and out
+    written through their strides, so a channels-last view needs no copy either way. Conv1d runs through
+    here as H = KH = H_out = 1.
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
-    plan.accumulate = accumulate
     if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
         return
+    _run_direct(&plan, &x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0] if bias.shape[0] != 0 else NULL,
+                &out[0, 0, 0, 0], oc_block, flat, accumulate, n_threads)
+
+
+def conv3d_direct(
+    const floating[:, :, :, :, :] x not None,         # IN  (N, C_in, D, H, W), any strides
+    const floating[:, :, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KD, KH, KW), C-contiguous
+    const floating[::1] bias not None,                # IN  (C_out,), or (0,) for no bias
+    floating[:, :, :, :, :] out not None,             # OUT (N, C_out, D_out, H_out, W_out), any strides
+    tuple stride, tuple pad_before, tuple dilation,   # (d, h, w) each; pad_before = (front, top, left)
+    Py_ssize_t groups, int oc_block, bint flat, bint accumulate, int n_threads,
+):
+    """Grouped 3-D cross-correlation with implicit zero padding: the 2-D tiles with each depth tap as an
+    input channel of its own (a plane of zeros where it reads the depth padding). Arguments as conv2d_direct."""
+    if not weight.is_c_contig():
+        raise ValueError("conv3d_direct: the weight must be C-contiguous")
+    cdef Plan plan
+    _fill_plan(&plan, x[:, :, 0], weight[:, :, 0], bias, out[:, :, 0], stride[1:], pad_before[1:], dilation[1:],
+               groups)
+    plan.D, plan.KD, plan.D_out = x.shape[2], weight.shape[2], out.shape[2]
+    plan.stride_d, plan.pad_front, plan.dilation_d = stride[0], pad_before[0], dilation[0]
+    plan.x_stride_d, plan.out_stride_d = x.strides[2] // sizeof(floating), out.strides[2] // sizeof(floating)
+    plan.n_virtual = plan.in_channels_per_group * plan.KD
+    if plan.stride_d <= 0 or plan.dilation_d <= 0 or plan.pad_front < 0:
+        raise ValueError("conv3d: stride and dilation must be positive, padding non-negative")
+    if plan.N == 0 or plan.C_out == 0 or plan.D_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+        return
+    _run_direct(&plan, &x[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &bias[0] if bias.shape[0] != 0 else NULL,
+                &out[0, 0, 0, 0, 0], oc_block, flat, accumulate, n_threads)
+
+
+cdef int _run_direct(Plan* plan_ptr, const floating* x_ptr, const floating* weight_ptr, const floating* b_ptr,
+                     floating* out_ptr, int oc_block, bint flat, bint accumulate, int n_threads) except -1:
+    """Tile, cache blocks, packed weights, then every work item in parallel, per-thread scratch inside."""
+    cdef Plan plan = plan_ptr[0]
+    plan.accumulate = accumulate
     if oc_block not in (1, 2, 4, 8) or oc_block > GCONV_DIRECT_ACC_ROWS:
         raise ValueError(f"conv2d_direct: oc_block must be 1, 2, 4 or 8, got {oc_block}")
     if flat and (plan.stride_h != 1 or plan.stride_w != 1):
@@ -213,12 +258,10 @@ def conv2d_direct(
     if plan.slab_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
         raise ValueError("conv2d_direct: even one tile's input exceeds the scratch limit (use conv2d_loops)")
 
-    cdef const floating* x_ptr = &x[0, 0, 0, 0]
-    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
-    cdef floating* out_ptr = &out[0, 0, 0, 0]
     cdef Py_ssize_t row_tiles = _ceil_div(plan.H_out, plan.tile_rows)
     cdef Py_ssize_t col_tiles = _ceil_div(plan.W_out, plan.tile_cols)
     cdef Py_ssize_t wanted = ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
+    cdef Py_ssize_t planes = plan.N * plan.D_out * plan.groups
     # Blocks: the largest that keep the slab within budget, then smaller until every thread has items.
     cdef Py_ssize_t block_rows = row_tiles, block_cols = col_tiles
     _plan_slab(&plan, block_rows, block_cols)
@@ -228,7 +271,7 @@ def conv2d_direct(
     while plan.slab_size * <Py_ssize_t> sizeof(floating) > SLAB_BUDGET and block_cols > 1:
         block_cols = _ceil_div(block_cols, 2)
         _plan_slab(&plan, block_rows, block_cols)
-    while plan.N * plan.groups * _ceil_div(row_tiles, block_rows) * _ceil_div(col_tiles, block_cols) < wanted:
+    while planes * _ceil_div(row_tiles, block_rows) * _ceil_div(col_tiles, block_cols) < wanted:
         if block_rows > 1:
             block_rows = _ceil_div(block_rows, 2)
         elif block_cols > 1:
@@ -238,13 +281,13 @@ def conv2d_direct(
         _plan_slab(&plan, block_rows, block_cols)
     plan.n_row_blocks = _ceil_div(row_tiles, block_rows)
     plan.n_col_blocks = _ceil_div(col_tiles, block_cols)
-    cdef Py_ssize_t n_items = plan.N * plan.groups * plan.n_row_blocks * plan.n_col_blocks
+    cdef Py_ssize_t n_items = planes * plan.n_row_blocks * plan.n_col_blocks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
 
-    packed = np.empty(plan.groups * plan.n_oc_blocks * plan.in_channels_per_group * plan.KH * plan.KW * plan.oc_block,
+    packed = np.empty(plan.groups * plan.n_oc_blocks * plan.n_virtual * plan.KH * plan.KW * plan.oc_block,
                       dtype=np.float32 if floating is float else np.float64)
     cdef floating[::1] packed_view = packed
-    _pack_weight(&plan, &weight[0, 0, 0, 0], &packed_view[0])
+    _pack_weight(&plan, weight_ptr, &packed_view[0])
     cdef const floating* w_ptr = &packed_view[0]
     # tap kw reads phase slot(kw) from position (kw * dilation_w) // stride_w on; phases[slot] says which
     cdef Py_ssize_t stride_w = plan.stride_w, dilation_w = plan.dilation_w
@@ -258,17 +301,22 @@ def conv2d_direct(
     cdef const Py_ssize_t* kw_ptr = &kw_offset_view[0]
     cdef const Py_ssize_t* phase_ptr = &phase_view[0]
 
-    cdef Py_ssize_t slab_size = plan.slab_size, item
+    cdef Py_ssize_t slab_size = plan.slab_size, n_virtual = plan.n_virtual, item
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
     cdef floating* slab
+    cdef Py_ssize_t* sources
     with nogil, parallel(num_threads=team):
-        slab = <floating*> malloc(slab_size * sizeof(floating))  # this thread's scratch
-        if slab == NULL:
+        # this thread's scratch: the slab, and where each of its channels comes from
+        slab = <floating*> malloc(slab_size * sizeof(floating))
+        sources = <Py_ssize_t*> malloc(n_virtual * sizeof(Py_ssize_t))
+        if slab == NULL or sources == NULL:
             alloc_failed[0] = 1
         for item in prange(n_items, schedule="static"):
-            if slab != NULL:
-                _conv_item(&plan, x_ptr, w_ptr, b_ptr, out_ptr, slab, kw_ptr, phase_ptr, item)
+            if slab != NULL and sources != NULL:
+                _conv_item(&plan, x_ptr, w_ptr, b_ptr, out_ptr, slab, sources, kw_ptr, phase_ptr, item)
         free(slab)
+        free(sources)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {slab_size * sizeof(floating)} bytes of scratch")
+    return 0

@@ -12,32 +12,53 @@ cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noe
         # the last flat tile may reach past the block's last row by up to one tile plus the widest tap
         plan.slab_rows += _ceil_div(plan.tile_rows * plan.tile_cols + (plan.KW - 1) * plan.dilation_w,
                                     plan.slab_row_len)
-    plan.slab_size = plan.in_channels_per_group * plan.slab_rows * plan.slab_row_len
+    plan.slab_size = plan.n_virtual * plan.slab_rows * plan.slab_row_len
+
+
+cdef void _channel_sources(const Plan* plan, Py_ssize_t* sources, Py_ssize_t n, Py_ssize_t od,
+                           Py_ssize_t g) noexcept nogil:
+    """sources[v]: the offset in x of the plane that slab channel v = ic * KD + kd holds for output plane od
+    of image n and group g, or -1 where depth tap kd reads the depth padding (a plane of zeros)."""
+    cdef Py_ssize_t v, ic, kd, depth
+    for v in range(plan.n_virtual):
+        ic = v // plan.KD
+        kd = v - ic * plan.KD
+        depth = od * plan.stride_d - plan.pad_front + kd * plan.dilation_d
+        if depth < 0 or depth >= plan.D:
+            sources[v] = -1
+        else:
+            sources[v] = (n * plan.x_stride_n + (g * plan.in_channels_per_group + ic) * plan.x_stride_c
+                          + depth * plan.x_stride_d)
 
 
 cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const Py_ssize_t* phases,
-                     Py_ssize_t n, Py_ssize_t g, Py_ssize_t oh_start, Py_ssize_t ow_start) noexcept nogil:
+                     const Py_ssize_t* sources, Py_ssize_t oh_start, Py_ssize_t ow_start) noexcept nogil:
     """Copy the input one block reads into slab, zeros where it falls in the padding.
 
-    Position pos of phase p in a slab row holds input column ow_start * stride_w - pad_left + pos * stride_w
-    + p, so the output columns j, j+1, ... of one tap read consecutive positions whatever the stride.
+    Slab channel v holds the plane at x + sources[v] (zeros where sources[v] is -1). Position pos of phase p
+    in a slab row holds input column ow_start * stride_w - pad_left + pos * stride_w + p, so the output
+    columns j, j+1, ... of one tap read consecutive positions whatever the stride.
     """
-    cdef Py_ssize_t s = plan.stride_w, W = plan.W, length = plan.phase_len, ics = plan.in_channels_per_group
+    cdef Py_ssize_t s = plan.stride_w, W = plan.W, length = plan.phase_len, n_channels = plan.n_virtual
     cdef Py_ssize_t first_row = oh_start * plan.stride_h - plan.pad_top
     cdef Py_ssize_t first_col = ow_start * s - plan.pad_left
-    cdef Py_ssize_t xs_c = plan.x_stride_c, xs_w = plan.x_stride_w
-    cdef Py_ssize_t ic, r, ih, lo, hi, slot, pos, col0
+    cdef Py_ssize_t xs_w = plan.x_stride_w
+    cdef Py_ssize_t v, r, ih, lo, hi, slot, pos, col0
     cdef Py_ssize_t channel_len = plan.slab_rows * plan.slab_row_len
     cdef const floating* src
-    cdef const floating* image = x + n * plan.x_stride_n + g * ics * xs_c
     cdef floating* dst
     cdef floating* row
+    for v in range(n_channels):
+        if sources[v] < 0:
+            memset(slab + v * channel_len, 0, channel_len * sizeof(floating))
     if xs_w == 1:
         # rows are contiguous (NCHW, slices): one channel at a time, a row at a time
-        for ic in range(ics):
+        for v in range(n_channels):
+            if sources[v] < 0:
+                continue
             for r in range(plan.slab_rows):
                 ih = first_row + r
-                dst = slab + ic * channel_len + r * plan.slab_row_len
+                dst = slab + v * channel_len + r * plan.slab_row_len
                 if ih < 0 or ih >= plan.H:
                     memset(dst, 0, plan.slab_row_len * sizeof(floating))
                     continue
@@ -46,7 +67,7 @@ cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const 
                     col0 = first_col + phases[slot]
                     lo = min(length, _ceil_div(-col0, s)) if col0 < 0 else 0
                     hi = max(lo, min(length, (W - 1 - col0) // s + 1)) if col0 < W else lo
-                    src = image + ic * xs_c + ih * plan.x_stride_h + col0
+                    src = x + sources[v] + ih * plan.x_stride_h + col0
                     memset(dst, 0, lo * sizeof(floating))
                     if s == 1:
                         memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
@@ -63,32 +84,33 @@ cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const 
     # channels, adjacent in memory for channels-last, over their slab rows
     for r in range(plan.slab_rows):
         ih = first_row + r
-        row = slab + r * plan.slab_row_len  # channel ic's row: row + ic * channel_len
+        row = slab + r * plan.slab_row_len  # channel v's row: row + v * channel_len
         if ih < 0 or ih >= plan.H:
-            for ic in range(ics):
-                memset(row + ic * channel_len, 0, plan.slab_row_len * sizeof(floating))
+            for v in range(n_channels):
+                memset(row + v * channel_len, 0, plan.slab_row_len * sizeof(floating))
             continue
         for slot in range(plan.n_phases):
             col0 = first_col + phases[slot]
             lo = min(length, _ceil_div(-col0, s)) if col0 < 0 else 0
             hi = max(lo, min(length, (W - 1 - col0) // s + 1)) if col0 < W else lo
-            src = image + ih * plan.x_stride_h + col0 * xs_w
+            src = x + ih * plan.x_stride_h + col0 * xs_w
             dst = row + slot * length
-            for ic in range(ics):
-                memset(dst + ic * channel_len, 0, lo * sizeof(floating))
-                memset(dst + ic * channel_len + hi, 0, (length - hi) * sizeof(floating))
+            for v in range(n_channels):
+                if sources[v] >= 0:
+                    memset(dst + v * channel_len, 0, lo * sizeof(floating))
+                    memset(dst + v * channel_len + hi, 0, (length - hi) * sizeof(floating))
             for pos in range(lo, hi):
-                for ic in range(ics):
-                    dst[ic * channel_len + pos] = src[pos * s * xs_w + ic * xs_c]
-
+                for v in range(n_channels):
+                    if sources[v] >= 0:
+                        dst[v * channel_len + pos] = src[pos * s * xs_w + sources[v]]
 
 
 cdef void _pack_weight(const Plan* plan, const floating* weight, floating* packed) noexcept nogil:
-    """packed[g][block][ic][kh][kw][o] = weight[g * ocpg + block * oc_block + o][ic][kh][kw].
+    """packed[g][block][v][kh][kw][o] = weight[g * ocpg + block * oc_block + o][v][kh][kw], v = (ic, kd).
 
     The oc_block weights of one tap sit together for the micro-kernel; channels past a group's end are 0.
     """
-    cdef Py_ssize_t taps = plan.in_channels_per_group * plan.KH * plan.KW
+    cdef Py_ssize_t taps = plan.n_virtual * plan.KH * plan.KW  # (ic, kd, kh, kw): the weight's own order
     cdef Py_ssize_t g, block, o, oc, t
     cdef floating* dst
     cdef const floating* src

@@ -6,6 +6,9 @@ cdef struct Plan:
     Py_ssize_t N, C_in, H, W, C_out, KH, KW, H_out, W_out
     Py_ssize_t groups, in_channels_per_group, out_channels_per_group
     Py_ssize_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w
+    # depth, for 3-D calls (a 2-D call has D = KD = D_out = 1): each depth tap kd is a channel of its own,
+    # so the micro-kernel sees n_virtual = in_channels_per_group * KD input channels, channel v = ic * KD + kd
+    Py_ssize_t D, KD, D_out, stride_d, pad_front, dilation_d, x_stride_d, out_stride_d, n_virtual
     # element strides of input and output (N, C, H, W): NCHW, channels-last or any view
     Py_ssize_t x_stride_n, x_stride_c, x_stride_h, x_stride_w
     Py_ssize_t out_stride_n, out_stride_c, out_stride_h, out_stride_w
@@ -15,12 +18,12 @@ cdef struct Plan:
     bint flat
     bint accumulate  # add to out (a 3-D convolution's depth taps) instead of overwriting it
     Py_ssize_t tile_rows, tile_cols, n_oc_blocks
-    # work item = ((n * groups + g) * n_row_blocks + row_block) * n_col_blocks + col_block, or with the
+    # work item = (((n * D_out + od) * groups + g) * n_row_blocks + row_block) * n_col_blocks + col_block, or with the
     # group varying fastest when channels are adjacent in memory (channels-last), so that consecutive
     # items share the cache lines they read and write
     Py_ssize_t rows_per_block, cols_per_block, n_row_blocks, n_col_blocks
     bint groups_inner
-    # per-thread slab: [ic][slab_rows][n_phases][phase_len]; rows are slab_row_len apart. Only the
+    # per-thread slab: [v][slab_rows][n_phases][phase_len]; rows are slab_row_len apart. Only the
     # column phases (kw * dilation_w) % stride_w that some tap reads are stored (at most KW of them).
     Py_ssize_t n_phases, slab_rows, phase_len, slab_row_len, slab_size
 
