@@ -3,6 +3,7 @@ from ._dispatch import available_levels as available_isas
 from ._kernels import openmp_enabled
 from ._threads import get_num_threads, set_num_threads
 from .functional import conv1d, conv2d
+from .fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from .modules import Conv1d, Conv2d
 
 __version__ = "0.1.0"
@@ -26,6 +27,8 @@ __all__ = [
     "Conv2d",
     "conv1d",
     "conv2d",
+    "fuse_conv_bn_eval",
+    "fuse_conv_bn_weights",
     "get_num_threads",
     "set_num_threads",
     "openmp_enabled",
