@@ -49,7 +49,8 @@ def self_check():
 
 
 def main():
-    print(f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, {platform.machine()})")
+    print(f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, "
+          f"{platform.machine()})")
     print(f"OpenMP: {'yes' if gconv.openmp_enabled() else 'NO: kernels run on one thread'}")
     print(f"kernels: {gconv.kernel_isa()} (this CPU and build can run: {', '.join(gconv.available_isas())};"
           " GCONV_ISA forces one)")

@@ -1,16 +1,20 @@
 """Thread count for gconv's OpenMP kernels: get_num_threads, set_num_threads and per-call resolution."""
+
+from __future__ import annotations
+
 import operator
 import os
+from typing import SupportsIndex
 
 from . import _kernels
 
 # Set by set_num_threads(); process-wide, because omp_set_num_threads() only reaches the OS thread
 # that calls it and gconv may be called from any Python thread.
-_process_n_threads = None
+_process_n_threads: int | None = None
 _STARTUP_OMP_LIMIT = _kernels.omp_max_threads()
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads the next gconv call from this Python thread will use.
 
     Returns
@@ -32,7 +36,7 @@ def get_num_threads():
     return min(_process_n_threads, omp_limit)
 
 
-def set_num_threads(n_threads):
+def set_num_threads(n_threads: SupportsIndex) -> None:
     """Set the number of threads gconv uses, for calls from every Python thread.
 
     Parameters
@@ -49,7 +53,7 @@ def set_num_threads(n_threads):
     _kernels.omp_set_max_threads(n)
 
 
-def resolve_n_threads(n_threads=None):
+def resolve_n_threads(n_threads: SupportsIndex | None = None) -> int:
     """Threads for one call: None means get_num_threads(); negative means all cores minus (-n - 1)."""
     if n_threads is None:
         return get_num_threads()

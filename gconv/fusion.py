@@ -38,7 +38,9 @@ def _float_array(value: npt.ArrayLike | None, name: str, op: str) -> FloatArray:
     return array
 
 
-def _channel_vector(value: npt.ArrayLike, name: str, op: str, channels: int, weight_shape: tuple[int, ...]) -> FloatArray:
+def _channel_vector(
+    value: npt.ArrayLike, name: str, op: str, channels: int, weight_shape: tuple[int, ...]
+) -> FloatArray:
     array = _float_array(value, name, op)
     if array.shape != (channels,):
         raise ValueError(

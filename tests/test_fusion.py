@@ -49,15 +49,22 @@ def test_fused_module_equals_conv_then_batch_norm(cls, x_shape, kwargs, affine, 
     eps = 1e-3
     fused = fuse_conv_bn_eval(conv, running_mean, running_var, eps, gamma, beta)
 
-    want = _batch_norm(conv_reference(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
-                                      conv.groups), running_mean, running_var, eps, gamma, beta)
+    want = _batch_norm(
+        conv_reference(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups),
+        running_mean,
+        running_var,
+        eps,
+        gamma,
+        beta,
+    )
     got = fused(x)
     assert got.dtype == dtype
     tol = 1e-4 if dtype == np.float32 else 1e-11
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     # the unfused module, followed by the batch norm, computes the same in gconv itself
-    np.testing.assert_allclose(got, _batch_norm(conv(x), running_mean, running_var, eps, gamma, beta),
-                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        got, _batch_norm(conv(x), running_mean, running_var, eps, gamma, beta), rtol=tol, atol=tol
+    )
 
 
 def test_fused_module_is_a_new_module_with_a_bias():
@@ -71,7 +78,11 @@ def test_fused_module_is_a_new_module_with_a_bias():
     assert not np.shares_memory(fused.weight, conv.weight)
     assert fused.weight.flags.c_contiguous and fused.weight.dtype == np.float32
     assert (fused.kernel_size, fused.stride, fused.padding, fused.groups) == (
-        conv.kernel_size, conv.stride, conv.padding, conv.groups)
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.groups,
+    )
     assert set(fused.state_dict()) == {"weight", "bias"}
 
 
@@ -124,8 +135,7 @@ def test_weights_match_torch(dtype, transpose, with_bias, affine):
     def t(a):
         return None if a is None else torch.from_numpy(a)
 
-    want_w, want_b = torch_fuse(t(weight), t(bias), t(running_mean), t(running_var), 1e-5, t(gamma), t(beta),
-                                transpose)
+    want_w, want_b = torch_fuse(t(weight), t(bias), t(running_mean), t(running_var), 1e-5, t(gamma), t(beta), transpose)
     got_w, got_b = fuse_conv_bn_weights(weight, bias, running_mean, running_var, 1e-5, gamma, beta, transpose)
     assert got_w.dtype == np.dtype(dtype) and got_b.dtype == np.dtype(dtype)
     # torch's rsqrt is 1 / sqrt as well; allow a few ulps for a different vector path
@@ -134,11 +144,14 @@ def test_weights_match_torch(dtype, transpose, with_bias, affine):
     np.testing.assert_allclose(got_b, want_b.detach().numpy(), rtol=rtol, atol=rtol)
 
 
-@pytest.mark.parametrize("make", [
-    lambda torch: torch.nn.Conv2d(6, 8, 3, padding=1, groups=2),
-    lambda torch: torch.nn.Conv2d(4, 4, 3, stride=2, groups=4, bias=False),
-    lambda torch: torch.nn.Conv1d(6, 9, 5, dilation=2, groups=3, dtype=torch.float64),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda torch: torch.nn.Conv2d(6, 8, 3, padding=1, groups=2),
+        lambda torch: torch.nn.Conv2d(4, 4, 3, stride=2, groups=4, bias=False),
+        lambda torch: torch.nn.Conv1d(6, 9, 5, dilation=2, groups=3, dtype=torch.float64),
+    ],
+)
 def test_module_matches_torch(make):
     torch = pytest.importorskip("torch")
     from torch.nn.utils.fusion import fuse_conv_bn_eval as torch_fuse_eval
@@ -155,9 +168,13 @@ def test_module_matches_torch(make):
     want = torch_fuse_eval(torch_conv, bn)
 
     conv_cls = gconv.Conv1d if isinstance(torch_conv, torch.nn.Conv1d) else gconv.Conv2d
-    got = fuse_conv_bn_eval(conv_cls.from_torch(torch_conv), *(
-        a.detach().numpy() for a in (bn.running_mean, bn.running_var)), bn.eps, bn.weight.detach().numpy(),
-        bn.bias.detach().numpy())
+    got = fuse_conv_bn_eval(
+        conv_cls.from_torch(torch_conv),
+        *(a.detach().numpy() for a in (bn.running_mean, bn.running_var)),
+        bn.eps,
+        bn.weight.detach().numpy(),
+        bn.bias.detach().numpy(),
+    )
     rtol = 4 * np.finfo(got.weight.dtype).eps
     np.testing.assert_allclose(got.weight, want.weight.detach().numpy(), rtol=rtol, atol=0)
     np.testing.assert_allclose(got.bias, want.bias.detach().numpy(), rtol=rtol, atol=rtol)
@@ -192,22 +209,32 @@ W = np.ones((4, 2, 3, 3), np.float32)
 V = np.ones(4, np.float32)
 
 
-@pytest.mark.parametrize("args, error, match", [
-    ((W, None, None, V, 1e-5, V, V), TypeError, r"fuse_conv_bn_weights\(\): bn_rm must be an array, not None"),
-    ((W, None, V, None, 1e-5, V, V), TypeError, r"bn_rv must be an array, not None"),
-    ((None, None, V, V, 1e-5, V, V), TypeError, r"conv_w must be an array, not None"),
-    ((W.astype(int), None, V, V, 1e-5, V, V), TypeError, r"conv_w must be a floating-point array, but has dtype int"),
-    ((W, None, V.astype(np.int32), V, 1e-5, V, V), TypeError, r"bn_rm must be a floating-point array"),
-    ((W, None, V, V, "1e-5", V, V), TypeError, r"bn_eps must be a real number, got '1e-5'"),
-    ((W, None, V, V, None, V, V), TypeError, r"bn_eps must be a real number, got None"),
-    ((W[0, 0], None, V, V, 1e-5, V, V), ValueError, r"conv_w must be a convolution weight .* shape \(3, 3\)"),
-    ((W, None, V[:3], V, 1e-5, V, V), ValueError,
-     r"bn_rm must have shape \(4,\), one value per output channel of a weight of shape \(4, 2, 3, 3\), "
-     r"but has shape \(3,\)"),
-    ((W, V[:1], V, V, 1e-5, V, V), ValueError, r"conv_b must have shape \(4,\)"),
-    ((W, None, V, V, 1e-5, V[:, None], V), ValueError, r"bn_w must have shape \(4,\)"),
-    ((W, None, V, V, 1e-5, V, np.ones(5, np.float32)), ValueError, r"bn_b must have shape \(4,\)"),
-])
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((W, None, None, V, 1e-5, V, V), TypeError, r"fuse_conv_bn_weights\(\): bn_rm must be an array, not None"),
+        ((W, None, V, None, 1e-5, V, V), TypeError, r"bn_rv must be an array, not None"),
+        ((None, None, V, V, 1e-5, V, V), TypeError, r"conv_w must be an array, not None"),
+        (
+            (W.astype(int), None, V, V, 1e-5, V, V),
+            TypeError,
+            r"conv_w must be a floating-point array, but has dtype int",
+        ),
+        ((W, None, V.astype(np.int32), V, 1e-5, V, V), TypeError, r"bn_rm must be a floating-point array"),
+        ((W, None, V, V, "1e-5", V, V), TypeError, r"bn_eps must be a real number, got '1e-5'"),
+        ((W, None, V, V, None, V, V), TypeError, r"bn_eps must be a real number, got None"),
+        ((W[0, 0], None, V, V, 1e-5, V, V), ValueError, r"conv_w must be a convolution weight .* shape \(3, 3\)"),
+        (
+            (W, None, V[:3], V, 1e-5, V, V),
+            ValueError,
+            r"bn_rm must have shape \(4,\), one value per output channel of a weight of shape \(4, 2, 3, 3\), "
+            r"but has shape \(3,\)",
+        ),
+        ((W, V[:1], V, V, 1e-5, V, V), ValueError, r"conv_b must have shape \(4,\)"),
+        ((W, None, V, V, 1e-5, V[:, None], V), ValueError, r"bn_w must have shape \(4,\)"),
+        ((W, None, V, V, 1e-5, V, np.ones(5, np.float32)), ValueError, r"bn_b must have shape \(4,\)"),
+    ],
+)
 def test_weights_bad_input(args, error, match):
     with pytest.raises(error, match=match):
         fuse_conv_bn_weights(*args)
