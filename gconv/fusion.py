@@ -118,6 +118,7 @@ def _fold(
         )
     if not isinstance(bn_eps, numbers.Real) or isinstance(bn_eps, bool):
         raise TypeError(f"{op}(): {eps_name} must be a real number, got {bn_eps!r}")
+    eps = float(bn_eps)  # a Python float, as torch takes it: a NumPy float64 scalar would promote float32 to float64
     channels = weight.shape[1] if transpose else weight.shape[0]
 
     def vector(value: npt.ArrayLike, name: str) -> FloatArray:
@@ -133,7 +134,7 @@ def _fold(
 
     # The same operations in the same order as torch, so that the roundings agree: a Python float eps keeps
     # a float32 variance float32 (torch's promotion and NumPy's agree on this).
-    var_rsqrt = 1.0 / np.sqrt(running_var + bn_eps)
+    var_rsqrt = 1.0 / np.sqrt(running_var + eps)
     shape = (1, -1) if transpose else (-1, 1)
     scale = (gamma * var_rsqrt).reshape(shape + (1,) * (weight.ndim - 2))
     fused_weight = np.ascontiguousarray(weight * scale, dtype=weight.dtype)
@@ -190,6 +191,10 @@ def fuse_conv_bn_eval(
     fused_weight, fused_bias = _fold(
         weight, conv.bias, running_mean, running_var, eps, gamma, beta, transpose, "fuse_conv_bn_eval", _EVAL_NAMES
     )
-    fused = copy.deepcopy(conv)
+    # a deep copy, as torch's, but with the new parameters in place of the old ones instead of copies of them
+    memo = {id(weight): fused_weight}
+    if conv.bias is not None:
+        memo[id(conv.bias)] = fused_bias
+    fused = copy.deepcopy(conv, memo)
     fused.weight, fused.bias = fused_weight, fused_bias
     return fused

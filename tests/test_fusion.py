@@ -117,6 +117,17 @@ def test_dtypes_follow_torch():
     assert w.dtype == np.float32 and b.dtype == np.float64
 
 
+def test_numpy_scalar_eps_is_taken_as_a_python_float():
+    """torch takes eps as a Python number: a float64 scalar must not turn float32 arithmetic into float64."""
+    rng = np.random.default_rng(6)
+    weight = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    running_mean, running_var, gamma, beta = _bn_arrays(rng, 4, np.float32)
+    want = fuse_conv_bn_weights(weight, None, running_mean, running_var, 1e-5, gamma, beta)
+    got = fuse_conv_bn_weights(weight, None, running_mean, running_var, np.float64(1e-5), gamma, beta)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("transpose", [False, True])
 @pytest.mark.parametrize("with_bias, affine", [(True, True), (False, True), (True, False), (False, False)])
