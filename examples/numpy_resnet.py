@@ -21,7 +21,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -189,14 +189,18 @@ def load_weights(path: str) -> dict[str, Array]:
     return load_file(path)
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: first-touch allocations, thread start-up
-    times = []
+def median_seconds(fns: Sequence[Callable[[], object]], repeat: int) -> list[float]:
+    """Median time of each function, the functions run in turn each round: a change of machine load
+    (other processes, CPU frequency) then falls on all of them alike."""
+    for fn in fns:
+        fn()  # warm-up: first-touch allocations, thread start-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - start)
+    return [statistics.median(fn_times) for fn_times in times]
 
 
 def main() -> int:
@@ -246,11 +250,10 @@ def main() -> int:
         with torch.inference_mode():
             return torch_model(x_torch)
 
-    torch_s = median_seconds(run_torch, args.repeat)
-    numpy_s = median_seconds(lambda: net(x), args.repeat)
+    torch_s, numpy_s = median_seconds([run_torch, lambda: net(x)], args.repeat)
     print(
-        f"forward, median of {args.repeat}: torch {torch_s * 1e3:.1f} ms, NumPy + gconv {numpy_s * 1e3:.1f} ms "
-        f"({numpy_s / torch_s:.2f}x torch's time)"
+        f"forward, median of {args.repeat} alternate runs: torch {torch_s * 1e3:.1f} ms, "
+        f"NumPy + gconv {numpy_s * 1e3:.1f} ms ({numpy_s / torch_s:.2f}x torch's time)"
     )
     # float rounding: the folded batch norm and other summation orders, through 18 layers (measured: a few eps)
     ok = diff <= 100 * eps * scale
