@@ -238,8 +238,8 @@ def main() -> int:
     eps = float(np.finfo(args.dtype).eps)
     print(
         f"ResNet-18, input {x.shape} {args.dtype}, logits {got.shape}; torch {torch.__version__}, "
-        f"gconv {gconv.__version__} ({gconv.kernel_isa()}, {gconv.get_num_threads()} threads), "
-        f"torch threads {torch.get_num_threads()}"
+        f"gconv {gconv.__version__} ({gconv.kernel_isa()}); threads: gconv {gconv.get_num_threads()}, "
+        f"torch {torch.get_num_threads()}"
     )
     print(
         f"max |logit difference| = {diff:.3g} (largest |logit| {scale:.3g}: {diff / scale / eps:.1f} {args.dtype} "
