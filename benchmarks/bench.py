@@ -164,7 +164,8 @@ def run(shapes, thread_counts, rounds, min_time, batch=None):
                 call = make(x, w, b, s, p, d, g, n_threads)
                 if call is not None:
                     err = np.abs(np.asarray(call()) - want).max()
-                    assert err < (1e-3 if dtype == np.float32 else 1e-9) * max(1.0, np.abs(want).max()), (name, peer, err)
+                    tolerance = (1e-3 if dtype == np.float32 else 1e-9) * max(1.0, np.abs(want).max())
+                    assert err < tolerance, (name, peer, err)
                     funcs[peer] = call
             settle = 0.3 if n_threads > 1 else 0.0
             if threadpool_limits is not None:
@@ -272,7 +273,8 @@ def plot(rows, path):
     fig, ax = plt.subplots(figsize=(10, 5))
     width = 0.8 / len(threads)
     for i, n in enumerate(threads):
-        ratios = [next((r.get("ratio_vs_best_peer", np.nan) for r in rows if r["shape"] == s and r["threads"] == n), np.nan)
+        ratios = [next((r.get("ratio_vs_best_peer", np.nan) for r in rows if r["shape"] == s and r["threads"] == n),
+                       np.nan)
                   for s in shapes]
         ax.bar(np.arange(len(shapes)) + i * width, ratios, width, label=f"{n} thread{'s' if n > 1 else ''}")
     ax.axhline(1.0, color="black", linewidth=0.8)

@@ -3,11 +3,12 @@ from ._dispatch import available_levels as available_isas
 from ._select import explain
 from ._kernels import openmp_enabled
 from ._threads import get_num_threads, set_num_threads
+from ._version import __version__
 from .functional import conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from .modules import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from . import grad  # gconv.grad after `import gconv`, as torch.nn.grad after `import torch`
 
-__version__ = "0.1.0"
 
 
 def kernel_isa():
@@ -36,6 +37,8 @@ __all__ = [
     "ConvTranspose2d",
     "conv_transpose1d",
     "conv_transpose2d",
+    "fuse_conv_bn_eval",
+    "fuse_conv_bn_weights",
     "get_num_threads",
     "set_num_threads",
     "openmp_enabled",

@@ -88,7 +88,8 @@ def main(argv=None):
         print(gconv.explain(input_shape, weight_shape, args.stride, args.padding, args.dilation, args.groups,
                             args.dtype, args.threads))
         return 0
-    print(f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, {platform.machine()})")
+    print(f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, "
+          f"{platform.machine()})")
     print(f"OpenMP: {'yes' if gconv.openmp_enabled() else 'NO: kernels run on one thread'}")
     print(f"kernels: {gconv.kernel_isa()} (this CPU and build can run: {', '.join(gconv.available_isas())};"
           " GCONV_ISA forces one)")

@@ -1,17 +1,21 @@
 """Thread count for gconv's OpenMP kernels: get_num_threads, set_num_threads and per-call resolution."""
+
+from __future__ import annotations
+
 import math
 import operator
 import os
+from typing import SupportsIndex
 
 from . import _kernels
 
 # Set by set_num_threads(); process-wide, because omp_set_num_threads() only reaches the OS thread
 # that calls it and gconv may be called from any Python thread.
-_process_n_threads = None
+_process_n_threads: int | None = None
 _STARTUP_OMP_LIMIT = _kernels.omp_max_threads()
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads the next gconv call from this Python thread will use.
 
     Returns
@@ -33,7 +37,7 @@ def get_num_threads():
     return min(_process_n_threads, omp_limit)
 
 
-def set_num_threads(n_threads):
+def set_num_threads(n_threads: SupportsIndex) -> None:
     """Set the number of threads gconv uses, for calls from every Python thread.
 
     Parameters
@@ -50,7 +54,7 @@ def set_num_threads(n_threads):
     _kernels.omp_set_max_threads(n)
 
 
-def _cgroup_cpu_limit(root="/sys/fs/cgroup"):
+def _cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
     """The CPU quota of this process's cgroup in cores (e.g. 1.5), or None without one (as loky reads it)."""
     try:  # cgroup v2: "max 100000" or "<quota> <period>"
         with open(os.path.join(root, "cpu.max")) as f:
@@ -68,7 +72,7 @@ def _cgroup_cpu_limit(root="/sys/fs/cgroup"):
         return None
 
 
-def available_cores():
+def available_cores() -> int:
     """Cores this process may run on: its CPU affinity, capped by a container's cgroup CPU quota; at least 1."""
     try:
         n = len(os.sched_getaffinity(0))
@@ -80,7 +84,7 @@ def available_cores():
     return max(1, n)
 
 
-def resolve_n_threads(n_threads=None):
+def resolve_n_threads(n_threads: SupportsIndex | None = None) -> int:
     """Threads for one call: None means get_num_threads(); negative means all available cores minus (-n - 1).
 
     "Available" is as scikit-learn's _openmp_effective_n_threads counts: the CPU affinity and any cgroup

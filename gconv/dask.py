@@ -1,15 +1,31 @@
-"""Dask front end: gconv convolutions over dask arrays chunked along the batch axis (needs `pip install gconv[dask]`)."""
+"""Dask front end: gconv convolutions over dask arrays chunked along the batch axis (needs gconv[dask])."""
+
+from __future__ import annotations
+
 import functools
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import functional as F
 from .modules import _ConvNd
 
+if TYPE_CHECKING:
+    import dask.array as da
+
+# what a task computes on one batch chunk, given the parameters that travel once per worker
+_Shared = Any
+_Compute = Callable[[np.ndarray, _Shared], np.ndarray]
+_IntOrTuple = Union[int, tuple[int, ...]]
+_Padding = Union[int, tuple[int, ...], str]
+_Params = tuple[npt.ArrayLike, Optional[npt.ArrayLike]]
+
 __all__ = ["conv1d", "conv2d", "forward"]
 
 
-def _require_dask():
+def _require_dask() -> tuple[ModuleType, ModuleType]:
     try:
         import dask
         import dask.array as da
@@ -18,11 +34,11 @@ def _require_dask():
     return dask, da
 
 
-def _apply(block, shared, compute):
+def _apply(block: np.ndarray, shared: _Shared, compute: _Compute) -> np.ndarray:
     return compute(block, shared)
 
 
-def _check_input(x, n_spatial):
+def _check_input(x: da.Array, n_spatial: int) -> np.ndarray:
     _, da = _require_dask()
     if not isinstance(x, da.Array):
         raise TypeError(f"gconv.dask needs a dask.array.Array input, not {type(x).__name__}")
@@ -34,7 +50,7 @@ def _check_input(x, n_spatial):
     return np.empty((0,) + tuple(x.shape[1:]), dtype=x.dtype)  # an empty batch, to check arguments on
 
 
-def _map_batches(x, n_spatial, shared, compute, probe):
+def _map_batches(x: da.Array, n_spatial: int, shared: _Shared, compute: _Compute, probe: np.ndarray) -> da.Array:
     """compute(block, shared) on each batch chunk of x; shared travels as one graph key (once per worker).
 
     probe: the result of compute on an empty batch, which has already checked every argument eagerly and
@@ -43,30 +59,58 @@ def _map_batches(x, n_spatial, shared, compute, probe):
     dask, da = _require_dask()
     # one chunk along every axis but the batch: each task convolves whole images
     x = x.rechunk({axis: -1 for axis in range(1, x.ndim)})
-    index = "n" + "cdhw"[-(n_spatial + 1):]
+    index = "n" + "cdhw"[-(n_spatial + 1) :]
     return da.blockwise(
-        _apply, index, x, index, dask.delayed(shared, pure=True), None, compute, None,
-        dtype=probe.dtype, adjust_chunks=dict(zip(index[1:], probe.shape[1:])),
+        _apply,
+        index,
+        x,
+        index,
+        dask.delayed(shared, pure=True),
+        None,
+        compute,
+        None,
+        dtype=probe.dtype,
+        adjust_chunks=dict(zip(index[1:], probe.shape[1:])),
         meta=np.empty((0,) * x.ndim, dtype=probe.dtype),
     )
 
 
-def _functional_block(block, params, *, n_spatial, **kwargs):
+def _functional_block(block: np.ndarray, params: _Params, *, n_spatial: int, **kwargs: Any) -> np.ndarray:
     weight, bias = params
     fn = F.conv1d if n_spatial == 1 else F.conv2d
     return fn(block, weight, bias, **kwargs)
 
 
-def _convolution(n_spatial, input, weight, bias, stride, padding, dilation, groups, n_threads):
+def _convolution(
+    n_spatial: int,
+    input: da.Array,
+    weight: npt.ArrayLike,
+    bias: npt.ArrayLike | None,
+    stride: _IntOrTuple,
+    padding: _Padding,
+    dilation: _IntOrTuple,
+    groups: int,
+    n_threads: int | None,
+) -> da.Array:
     empty_batch = _check_input(input, n_spatial)
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, n_threads=n_threads)
+    kwargs: dict[str, Any] = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, n_threads=n_threads)
     fn = F.conv1d if n_spatial == 1 else F.conv2d
     probe = fn(empty_batch, weight, bias, **kwargs)
     compute = functools.partial(_functional_block, n_spatial=n_spatial, **kwargs)
     return _map_batches(input, n_spatial, (weight, bias), compute, probe)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv2d(
+    input: da.Array,
+    weight: npt.ArrayLike,
+    bias: npt.ArrayLike | None = None,
+    stride: _IntOrTuple = 1,
+    padding: _Padding = 0,
+    dilation: _IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: int | None = None,
+) -> da.Array:
     """``gconv.conv2d`` over a dask array; returns a lazy dask array.
 
     Parameters
@@ -84,7 +128,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _convolution(2, input, weight, bias, stride, padding, dilation, groups, n_threads)
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv1d(
+    input: da.Array,
+    weight: npt.ArrayLike,
+    bias: npt.ArrayLike | None = None,
+    stride: _IntOrTuple = 1,
+    padding: _Padding = 0,
+    dilation: _IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: int | None = None,
+) -> da.Array:
     """``gconv.conv1d`` over a dask array; returns a lazy dask array.
 
     Parameters
@@ -101,11 +155,11 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _convolution(1, input, weight, bias, stride, padding, dilation, groups, n_threads)
 
 
-def _module_block(block, module, *, n_threads):
+def _module_block(block: np.ndarray, module: _ConvNd, *, n_threads: int | None) -> np.ndarray:
     return module(block, n_threads=n_threads)
 
 
-def forward(module, input, *, n_threads=None):
+def forward(module: _ConvNd, input: da.Array, *, n_threads: int | None = None) -> da.Array:
     """Run a ``gconv.Conv1d``/``Conv2d`` over a dask array chunked along the batch axis (any padding mode).
 
     Parameters

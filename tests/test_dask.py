@@ -1,5 +1,4 @@
 """gconv.dask: lazy convolutions over batch-chunked dask arrays, local and distributed schedulers."""
-import pickle
 
 import numpy as np
 import pytest
