@@ -1,9 +1,10 @@
 """Build gconv's Cython kernels, with OpenMP where the compiler has it.
 
 The kernel source gconv/kernels/module.pxi is compiled once per instruction-set level, through one stub
-.pyx per level: gconv._kernels for the portable baseline and, on x86-64 where the compiler accepts the flags, gconv._kernels_avx2 (x86-64-v3:
-AVX2 + FMA) and gconv._kernels_avx512 (x86-64-v4). gconv._dispatch picks one at import from the CPU's
-features, so one build serves machines of different generations (no -march=native anywhere).
+.pyx per level: gconv._kernels for the portable baseline and, on x86-64 where the compiler accepts the
+flags, gconv._kernels_avx2 (x86-64-v3: AVX2 + FMA) and gconv._kernels_avx512 (x86-64-v4). gconv._dispatch
+picks one at import from the CPU's features, so one build serves machines of different generations (no
+-march=native anywhere).
 
 Environment switches read at build time:
   GCONV_DEBUG=1            bounds checking and initialisation checks on, -O0 -g (a debug build)
@@ -12,6 +13,7 @@ Environment switches read at build time:
   GCONV_ISAS=avx512        build only these levels beyond the baseline (comma-separated, may be empty):
                            a faster build while developing; the default builds every level
 """
+
 import os
 import platform
 import sys
@@ -87,9 +89,7 @@ class BuildExtWithOpenMP(build_ext):
     def build_extensions(self):
         compiler_type = self.compiler.compiler_type
         compile_args, link_args = _openmp_flags(compiler_type)
-        use_openmp = not _env_flag("GCONV_DISABLE_OPENMP") and self._compiler_has_openmp(
-            compile_args, link_args
-        )
+        use_openmp = not _env_flag("GCONV_DISABLE_OPENMP") and self._compiler_has_openmp(compile_args, link_args)
         if not use_openmp:
             message = (
                 "gconv: building WITHOUT OpenMP; kernels will run on one thread. "
@@ -126,6 +126,7 @@ compiler_directives = {
     "embedsignature": True,
 }
 
+
 def _kernel_extension(name, source, isa_flags=()):
     return Extension(
         name,
@@ -143,8 +144,9 @@ if IS_X86_64:
         # gconv/_kernels_{suffix}.pyx is a stub that includes the one kernel source, so each level is its
         # own module compiled with its own flags
         extensions.append(
-            _kernel_extension(f"gconv._kernels_{suffix}", f"gconv/_kernels_{suffix}.pyx",
-                              msvc_flags if msvc else gcc_flags)
+            _kernel_extension(
+                f"gconv._kernels_{suffix}", f"gconv/_kernels_{suffix}.pyx", msvc_flags if msvc else gcc_flags
+            )
         )
 
 setup(

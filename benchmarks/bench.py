@@ -11,6 +11,7 @@ means gconv is faster. Usage:
     python benchmarks/bench.py --threads 1 2 4 8 16 --json results.json --png ratios.png
     python benchmarks/bench.py --backward      # plus backward-pass rows against torch's autograd
 """
+
 import argparse
 import json
 import os
@@ -58,9 +59,9 @@ def numpy_im2col_conv2d(x, w, b, stride, padding, dilation, groups):
     h_out, w_out = windows.shape[2:4]
     out = np.empty((n, c_out, h_out, w_out), x.dtype)
     for g in range(groups):
-        cols = windows[:, g * icpg:(g + 1) * icpg].transpose(0, 2, 3, 1, 4, 5).reshape(n * h_out * w_out, -1)
-        res = cols @ w[g * ocpg:(g + 1) * ocpg].reshape(ocpg, -1).T
-        out[:, g * ocpg:(g + 1) * ocpg] = res.reshape(n, h_out, w_out, ocpg).transpose(0, 3, 1, 2)
+        cols = windows[:, g * icpg : (g + 1) * icpg].transpose(0, 2, 3, 1, 4, 5).reshape(n * h_out * w_out, -1)
+        res = cols @ w[g * ocpg : (g + 1) * ocpg].reshape(ocpg, -1).T
+        out[:, g * ocpg : (g + 1) * ocpg] = res.reshape(n, h_out, w_out, ocpg).transpose(0, 3, 1, 2)
     out += b.reshape(1, -1, 1, 1)
     return out
 
@@ -77,6 +78,7 @@ def torch_peer(x, w, b, s, p, d, g, n_threads):
     def call():
         with torch.no_grad():
             return TF.conv2d(xt, wt, bt, s, p, d, g)
+
     return call
 
 
@@ -90,9 +92,12 @@ def onnxruntime_peer(x, w, b, s, p, d, g, n_threads):
         return None  # onnxruntime's CPU provider has no float64 Conv
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g)
     graph = helper.make_graph(
-        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     # an IR version every onnxruntime of the last years reads (newer onnx writes newer ones)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9)
     options = ort.SessionOptions()
@@ -158,8 +163,10 @@ def run(shapes, thread_counts, rounds, min_time, batch=None):
         want = gconv.conv2d(x, w, b, s, p, d, g)
         flops = 2.0 * want.size * (x_shape[1] // g) * k * k
         for n_threads in thread_counts:
-            funcs = {"gconv": lambda: gconv.conv2d(x, w, b, s, p, d, g, n_threads=n_threads),
-                     "numpy": lambda: numpy_im2col_conv2d(x, w, b, s, p, d, g)}
+            funcs = {
+                "gconv": lambda: gconv.conv2d(x, w, b, s, p, d, g, n_threads=n_threads),
+                "numpy": lambda: numpy_im2col_conv2d(x, w, b, s, p, d, g),
+            }
             for peer, make in PEERS.items():
                 call = make(x, w, b, s, p, d, g, n_threads)
                 if call is not None:
@@ -173,9 +180,20 @@ def run(shapes, thread_counts, rounds, min_time, batch=None):
                     med = _median_times(funcs, rounds, min_time, settle)
             else:
                 med = _median_times(funcs, rounds, min_time, settle)
-            row = {"shape": name, "dtype": np.dtype(dtype).name, "input": list(x_shape), "c_out": c_out,
-                   "kernel": k, "stride": s, "padding": p, "dilation": d, "groups": g, "threads": n_threads,
-                   "gflop": flops / 1e9, "isa": gconv.kernel_isa()}
+            row = {
+                "shape": name,
+                "dtype": np.dtype(dtype).name,
+                "input": list(x_shape),
+                "c_out": c_out,
+                "kernel": k,
+                "stride": s,
+                "padding": p,
+                "dilation": d,
+                "groups": g,
+                "threads": n_threads,
+                "gflop": flops / 1e9,
+                "isa": gconv.kernel_isa(),
+            }
             for impl, t in med.items():
                 row[f"{impl}_ms"] = t * 1e3
                 row[f"{impl}_gflops"] = flops / t / 1e9
@@ -193,8 +211,14 @@ def run(shapes, thread_counts, rounds, min_time, batch=None):
     return rows, ceilings
 
 
-BACKWARD_SHAPES = ["depthwise 3x3 s1", "resnext 32x4d 3x3", "grouped g4 3x3", "dense 3x3 b1", "depthwise 3x3 f64",
-                   "grouped g2 3x3 f64"]
+BACKWARD_SHAPES = [
+    "depthwise 3x3 s1",
+    "resnext 32x4d 3x3",
+    "grouped g4 3x3",
+    "dense 3x3 b1",
+    "depthwise 3x3 f64",
+    "grouped g2 3x3 f64",
+]
 
 
 def run_backward(shapes, thread_counts, rounds, min_time, batch=None):
@@ -218,10 +242,14 @@ def run_backward(shapes, thread_counts, rounds, min_time, batch=None):
         gy = rng.standard_normal(gconv.conv2d(x, w, None, s, p, d, g).shape).astype(dtype)
         flops = 2 * 2.0 * gy.size * (x_shape[1] // g) * k * k  # input and weight gradients
         for n_threads in thread_counts:
+
             def gconv_backward():
-                return (gconv.grad.conv2d_input(x.shape, w, gy, s, p, d, g, n_threads=n_threads),
-                        gconv.grad.conv2d_weight(x, w.shape, gy, s, p, d, g, n_threads=n_threads),
-                        gconv.grad.bias(gy))
+                return (
+                    gconv.grad.conv2d_input(x.shape, w, gy, s, p, d, g, n_threads=n_threads),
+                    gconv.grad.conv2d_weight(x, w.shape, gy, s, p, d, g, n_threads=n_threads),
+                    gconv.grad.bias(gy),
+                )
+
             funcs = {"gconv": gconv_backward}
             if torch is not None:
                 torch.set_num_threads(n_threads)
@@ -237,8 +265,14 @@ def run_backward(shapes, thread_counts, rounds, min_time, batch=None):
                     tol = 1e-2 if dtype == np.float32 else 1e-8
                     assert np.abs(a - b.numpy()).max() < tol * max(1.0, np.abs(b.numpy()).max()), name
             med = _median_times(funcs, rounds, min_time, 0.3 if n_threads > 1 else 0.0)
-            row = {"shape": "backward " + name, "dtype": np.dtype(dtype).name, "threads": n_threads,
-                   "gflop": flops / 1e9, "gconv_ms": med["gconv"] * 1e3, "gconv_gflops": flops / med["gconv"] / 1e9}
+            row = {
+                "shape": "backward " + name,
+                "dtype": np.dtype(dtype).name,
+                "threads": n_threads,
+                "gflop": flops / 1e9,
+                "gconv_ms": med["gconv"] * 1e3,
+                "gconv_gflops": flops / med["gconv"] / 1e9,
+            }
             if "torch" in med:
                 row["torch_ms"] = med["torch"] * 1e3
                 row["ratio_vs_torch"] = row["ratio_vs_best_peer"] = med["gconv"] / med["torch"]
@@ -247,12 +281,25 @@ def run_backward(shapes, thread_counts, rounds, min_time, batch=None):
     return rows
 
 
-COLUMNS = [("shape", "{:<19}"), ("dtype", "{:<7}"), ("threads", "{:>3}"), ("gconv_ms", "{:9.3f}"),
-           ("gconv_gflops", "{:6.1f}"), ("gconv_pct_of_ceiling", "{:5.0f}"), ("numpy_ms", "{:9.3f}"),
-           ("torch_ms", "{:9.3f}"), ("ort_ms", "{:9.3f}"), ("ratio_vs_torch", "{:8.2f}"),
-           ("ratio_vs_ort", "{:7.2f}"), ("ratio_vs_best_peer", "{:7.2f}"), ("ratio_vs_numpy", "{:8.2f}")]
-HEADER = (f"{'shape':<19} {'dtype':<7} {'thr':>3} {'gconv ms':>9} {'GF/s':>6} {'%ceil':>5} {'numpy ms':>9} "
-          f"{'torch ms':>9} {'ort ms':>9} {'g/torch':>8} {'g/ort':>7} {'g/best':>7} {'g/numpy':>8}")
+COLUMNS = [
+    ("shape", "{:<19}"),
+    ("dtype", "{:<7}"),
+    ("threads", "{:>3}"),
+    ("gconv_ms", "{:9.3f}"),
+    ("gconv_gflops", "{:6.1f}"),
+    ("gconv_pct_of_ceiling", "{:5.0f}"),
+    ("numpy_ms", "{:9.3f}"),
+    ("torch_ms", "{:9.3f}"),
+    ("ort_ms", "{:9.3f}"),
+    ("ratio_vs_torch", "{:8.2f}"),
+    ("ratio_vs_ort", "{:7.2f}"),
+    ("ratio_vs_best_peer", "{:7.2f}"),
+    ("ratio_vs_numpy", "{:8.2f}"),
+]
+HEADER = (
+    f"{'shape':<19} {'dtype':<7} {'thr':>3} {'gconv ms':>9} {'GF/s':>6} {'%ceil':>5} {'numpy ms':>9} "
+    f"{'torch ms':>9} {'ort ms':>9} {'g/torch':>8} {'g/ort':>7} {'g/best':>7} {'g/numpy':>8}"
+)
 
 
 def _format_row(row):
@@ -263,6 +310,7 @@ def _format_row(row):
 def plot(rows, path):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -273,15 +321,17 @@ def plot(rows, path):
     fig, ax = plt.subplots(figsize=(10, 5))
     width = 0.8 / len(threads)
     for i, n in enumerate(threads):
-        ratios = [next((r.get("ratio_vs_best_peer", np.nan) for r in rows if r["shape"] == s and r["threads"] == n),
-                       np.nan)
-                  for s in shapes]
+        ratios = [
+            next((r.get("ratio_vs_best_peer", np.nan) for r in rows if r["shape"] == s and r["threads"] == n), np.nan)
+            for s in shapes
+        ]
         ax.bar(np.arange(len(shapes)) + i * width, ratios, width, label=f"{n} thread{'s' if n > 1 else ''}")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, shapes, rotation=35, ha="right")
     ax.set_ylabel("t(gconv) / t(fastest peer)   (< 1: gconv faster)")
-    ax.set_title(f"gconv vs the fastest of torch / onnxruntime (backward: torch), same process "
-                 f"({gconv.kernel_isa()} kernels)")
+    ax.set_title(
+        f"gconv vs the fastest of torch / onnxruntime (backward: torch), same process ({gconv.kernel_isa()} kernels)"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -305,24 +355,36 @@ def main(argv=None):
     threads = args.threads or sorted({1, cores})
     rounds = args.rounds or (2 if args.quick else 7)
     shapes = [s for s in SHAPES if args.only is None or args.only in s[0]]
-    print(f"gconv {gconv.__version__}  kernels={gconv.kernel_isa()}  openmp={gconv.openmp_enabled()}  "
-          f"cores={cores}  numpy {np.__version__}  python {platform.python_version()}  {platform.machine()}")
+    print(
+        f"gconv {gconv.__version__}  kernels={gconv.kernel_isa()}  openmp={gconv.openmp_enabled()}  "
+        f"cores={cores}  numpy {np.__version__}  python {platform.python_version()}  {platform.machine()}"
+    )
     print("median of", rounds, "interleaved rounds; ratios are t(gconv) / t(other), < 1 means gconv is faster")
     print(HEADER)
-    rows, ceilings = run(shapes, threads, rounds, min_time=0.02 if args.quick else 0.1,
-                         batch=1 if args.quick else None)
+    rows, ceilings = run(shapes, threads, rounds, min_time=0.02 if args.quick else 0.1, batch=1 if args.quick else None)
     if args.backward:
         print("backward: input, weight and bias gradients; torch is autograd.grad on the same convolution")
-        rows += run_backward(shapes, threads, rounds, min_time=0.02 if args.quick else 0.1,
-                             batch=1 if args.quick else None)
+        rows += run_backward(
+            shapes, threads, rounds, min_time=0.02 if args.quick else 0.1, batch=1 if args.quick else None
+        )
     if ceilings:
-        print("GEMM ceiling (NumPy matmul), GFLOP/s:",
-              ", ".join(f"{dt} {n} thr {v:.0f}" for (dt, n), v in sorted(ceilings.items())))
+        print(
+            "GEMM ceiling (NumPy matmul), GFLOP/s:",
+            ", ".join(f"{dt} {n} thr {v:.0f}" for (dt, n), v in sorted(ceilings.items())),
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"argv": sys.argv, "cores": cores, "isa": gconv.kernel_isa(),
-                       "gemm_ceiling_gflops": {f"{dt}/{n}": v for (dt, n), v in ceilings.items()},
-                       "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "argv": sys.argv,
+                    "cores": cores,
+                    "isa": gconv.kernel_isa(),
+                    "gemm_ceiling_gflops": {f"{dt}/{n}": v for (dt, n), v in ceilings.items()},
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
     if args.png:
         plot(rows, args.png)
     return 0

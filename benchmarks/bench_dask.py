@@ -5,6 +5,7 @@ Both sides get the same cores: the single process runs gconv with all cores' thr
 
     python benchmarks/bench_dask.py [--batch 256] [--rounds 5]
 """
+
 import argparse
 import os
 import statistics
@@ -40,8 +41,12 @@ def main():
         return statistics.median(times)
 
     single = timed(lambda: m(x, n_threads=cores))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=max(1, cores // 2), processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=max(1, cores // 2), processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         dx = client.persist(da.from_array(x, chunks=(args.chunk, 64, 56, 56)))  # data already on the workers
         distributed.wait(dx)
         y = gdask.forward(m, dx, n_threads=max(1, cores // 2))
@@ -51,8 +56,10 @@ def main():
     print(f"grouped 3x3 conv (64 -> 64 channels, g=4) on {args.batch} images of 56x56, float32, {cores} cores")
     print(f"one process, {cores} threads:        {args.batch / single:8.1f} images/s")
     print(f"LocalCluster, 2 workers, used there: {args.batch / kept:8.1f} images/s  ({single / kept:.2f}x)")
-    print(f"LocalCluster, 2 workers, gathered:   {args.batch / gathered:8.1f} images/s  ({single / gathered:.2f}x; "
-          "the results travel back to this process)")
+    print(
+        f"LocalCluster, 2 workers, gathered:   {args.batch / gathered:8.1f} images/s  ({single / gathered:.2f}x; "
+        "the results travel back to this process)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ one-node ONNX model (Conv or ConvTranspose). Ratios are t(gconv) / t(other): bel
 
     python benchmarks/bench_family.py [--threads 1 2] [--rounds 5] [--json out.json]
 """
+
 import argparse
 import json
 import os
@@ -15,8 +16,9 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gconv  # noqa: E402
 from bench import _median_times, gemm_ceiling  # noqa: E402
+
+import gconv  # noqa: E402
 
 # name, transposed, input shape, out_channels, kernel, stride, padding, groups
 LAYERS = [
@@ -35,11 +37,21 @@ def _onnx_model(transposed, x, w, b, stride, padding, groups):
     from onnx import TensorProto, helper, numpy_helper
 
     nd = w.ndim - 2
-    node = helper.make_node("ConvTranspose" if transposed else "Conv", ["x", "w", "b"], ["y"], strides=[stride] * nd,
-                            pads=[padding] * (2 * nd), group=groups)
-    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    node = helper.make_node(
+        "ConvTranspose" if transposed else "Conv",
+        ["x", "w", "b"],
+        ["y"],
+        strides=[stride] * nd,
+        pads=[padding] * (2 * nd),
+        group=groups,
+    )
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     # an IR version every onnxruntime and openvino of the last years reads (newer onnx writes newer ones)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9)
 
@@ -58,6 +70,7 @@ def peers(transposed, x, w, b, stride, padding, groups, n_threads):
         def torch_call():
             with torch.no_grad():
                 return fn(xt, wt, bt, stride, padding, groups=groups)
+
         calls["torch"] = torch_call
     except ImportError:
         pass
@@ -80,8 +93,9 @@ def peers(transposed, x, w, b, stride, padding, groups, n_threads):
         path = os.path.join(tempfile.mkdtemp(), "layer.onnx")
         with open(path, "wb") as f:
             f.write(model.SerializeToString())
-        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": n_threads,
-                                                        "PERFORMANCE_HINT": "LATENCY"})
+        compiled = ov.Core().compile_model(
+            path, "CPU", {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
         request = compiled.create_infer_request()
         calls["openvino"] = lambda: request.infer({0: x})[compiled.output(0)]
     except ImportError:
@@ -119,15 +133,25 @@ def main():
             taps = int(np.prod(kernel)) * (x_shape[1] // groups if not transposed else c_out // groups)
             flops = 2.0 * (x.size if transposed else want.size) * taps
             best = min((t for p, t in med.items() if p != "gconv"), default=None)
-            row = dict(layer=name, threads=n_threads, gflop=flops / 1e9, gemm_ceiling_gflops=ceiling,
-                       **{f"{p}_ms": t * 1e3 for p, t in med.items()},
-                       gconv_gflops=flops / med["gconv"] / 1e9,
-                       ratio_vs_best_peer=med["gconv"] / best if best else None)
+            row = dict(
+                layer=name,
+                threads=n_threads,
+                gflop=flops / 1e9,
+                gemm_ceiling_gflops=ceiling,
+                **{f"{p}_ms": t * 1e3 for p, t in med.items()},
+                gconv_gflops=flops / med["gconv"] / 1e9,
+                ratio_vs_best_peer=med["gconv"] / best if best else None,
+            )
             rows.append(row)
             cell = lambda p: f"{med[p] * 1e3:.3g}" if p in med else "-"  # noqa: E731
-            print(f"| {name} | {n_threads} | {cell('gconv')} | {row['gconv_gflops']:.0f} | "
-                  f"{100 * row['gconv_gflops'] / ceiling:.0f} | {cell('torch')} | {cell('ort')} | {cell('openvino')} | "
-                  f"{row['ratio_vs_best_peer']:.2f} |" if best else "", flush=True)
+            print(
+                f"| {name} | {n_threads} | {cell('gconv')} | {row['gconv_gflops']:.0f} | "
+                f"{100 * row['gconv_gflops'] / ceiling:.0f} | {cell('torch')} | {cell('ort')} | {cell('openvino')} | "
+                f"{row['ratio_vs_best_peer']:.2f} |"
+                if best
+                else "",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

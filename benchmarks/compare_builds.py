@@ -7,6 +7,7 @@ build's median time and new / old (below 1: the new build is faster). Usage:
 
     python benchmarks/compare_builds.py OLD_CHECKOUT NEW_CHECKOUT [--threads 1 2] [--rounds 5]
 """
+
 import argparse
 import json
 import os
@@ -42,8 +43,13 @@ print(json.dumps(times))
 
 def run_build(checkout, n_threads, repeats):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 31))
-    done = subprocess.run([sys.executable, "-c", _CHILD, os.path.abspath(checkout), HERE, str(n_threads),
-                           str(repeats)], capture_output=True, text=True, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, os.path.abspath(checkout), HERE, str(n_threads), str(repeats)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(done.stdout)
 
 
@@ -60,10 +66,10 @@ def main():
     for n_threads in args.threads:
         rounds = {"old": [], "new": []}
         for r in range(args.rounds):
-            for label in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            for label in ("old", "new") if r % 2 == 0 else ("new", "old"):
                 rounds[label].append(run_build(getattr(args, label), n_threads, args.repeats))
             print(f"  threads {n_threads}: round {r + 1}/{args.rounds}", file=sys.stderr)
-        print(f"\n| shape | threads | old ms | new ms | new / old |\n|---|---|---|---|---|")
+        print("\n| shape | threads | old ms | new ms | new / old |\n|---|---|---|---|---|")
         for name in rounds["old"][0]:
             old = statistics.median(t[name] for t in rounds["old"]) * 1e3
             new = statistics.median(t[name] for t in rounds["new"]) * 1e3

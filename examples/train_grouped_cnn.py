@@ -4,6 +4,7 @@ Synthetic task: tell horizontal from vertical stripes (random phase, noise) in 1
 Conv2d(1, 8, 3) -> ReLU -> Conv2d(8, 8, 3, groups=4) -> ReLU -> global average pool -> linear(8, 2).
 Usage: python examples/train_grouped_cnn.py [--steps 200]
 """
+
 import argparse
 
 import numpy as np

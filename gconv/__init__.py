@@ -1,14 +1,14 @@
 """gconv: torch.nn.Conv1d/2d/3d and ConvTranspose1d/2d/3d and their functional forms on NumPy arrays."""
+
+from . import grad as grad  # gconv.grad after `import gconv`, as torch.nn.grad after `import torch`
 from ._dispatch import available_levels as available_isas
-from ._select import explain
 from ._kernels import openmp_enabled
+from ._select import explain
 from ._threads import get_num_threads, set_num_threads
 from ._version import __version__
 from .functional import conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from .modules import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
-from . import grad  # gconv.grad after `import gconv`, as torch.nn.grad after `import torch`
-
 
 
 def kernel_isa():
@@ -21,6 +21,7 @@ def kernel_isa():
         ``GCONV_ISA`` environment variable named at import.
     """
     from . import _dispatch
+
     return _dispatch.ISA
 
 

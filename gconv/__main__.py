@@ -1,5 +1,6 @@
 """`python -m gconv`: what this build is (version, OpenMP, instruction sets, threads), a quick self-check, and
 `--explain` to say which kernel a convolution of given shapes takes and why."""
+
 import argparse
 import platform
 import sys
@@ -23,7 +24,9 @@ def _loop_reference(x, w, b, stride, padding, groups):
             g = oc // ocpg
             for oh in range(h_out):
                 for ow in range(w_out):
-                    patch = xp[i, g * icpg:(g + 1) * icpg, oh * stride:oh * stride + kh, ow * stride:ow * stride + kw]
+                    patch = xp[
+                        i, g * icpg : (g + 1) * icpg, oh * stride : oh * stride + kh, ow * stride : ow * stride + kw
+                    ]
                     out[i, oc, oh, ow] = b[oc] + np.sum(patch * w[oc])
     return out
 
@@ -31,13 +34,21 @@ def _loop_reference(x, w, b, stride, padding, groups):
 def self_check():
     """Compare every available instruction-set level with the loop reference; returns the failures."""
     rng = np.random.default_rng(0)
-    cases = [((2, 6, 9, 11), (6, 2, 3, 3), 1, 1, 3), ((1, 4, 12, 7), (8, 1, 3, 2), 2, 0, 4),
-             ((1, 8, 5, 40), (16, 8, 1, 1), 1, 0, 1)]
+    cases = [
+        ((2, 6, 9, 11), (6, 2, 3, 3), 1, 1, 3),
+        ((1, 4, 12, 7), (8, 1, 3, 2), 2, 0, 4),
+        ((1, 8, 5, 40), (16, 8, 1, 1), 1, 0, 1),
+    ]
     failures = []
     # a 3-D case (the 2-D kernels over depth planes): output plane o sums depth taps k over input plane o + k
     x3, w3, b3 = rng.standard_normal((1, 4, 5, 6, 7)), rng.standard_normal((6, 2, 3, 2, 3)), rng.standard_normal(6)
-    want3 = np.stack([sum(_loop_reference(x3[:, :, o + k], w3[:, :, k], b3 if k == 0 else np.zeros(6), 1, 1, 2)
-                          for k in range(3)) for o in range(3)], axis=2)
+    want3 = np.stack(
+        [
+            sum(_loop_reference(x3[:, :, o + k], w3[:, :, k], b3 if k == 0 else np.zeros(6), 1, 1, 2) for k in range(3))
+            for o in range(3)
+        ],
+        axis=2,
+    )
     previous = _dispatch.ISA
     try:
         for level in _dispatch.available_levels():
@@ -70,8 +81,13 @@ def _int_or_pair(text):
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m gconv", description=__doc__)
-    parser.add_argument("--explain", nargs=2, metavar=("INPUT", "WEIGHT"), type=_shape,
-                        help="shapes like 8x64x56x56 16x64x3x3: say which kernel this call takes and why")
+    parser.add_argument(
+        "--explain",
+        nargs=2,
+        metavar=("INPUT", "WEIGHT"),
+        type=_shape,
+        help="shapes like 8x64x56x56 16x64x3x3: say which kernel this call takes and why",
+    )
     parser.add_argument("--stride", type=_int_or_pair, default=1, help="int or h,w")
     parser.add_argument("--padding", type=_int_or_pair, default=0, help="int, h,w, same or valid")
     parser.add_argument("--dilation", type=_int_or_pair, default=1, help="int or h,w")
@@ -85,18 +101,33 @@ def main(argv=None):
     args = _parse_args(argv)
     if args.explain:
         input_shape, weight_shape = args.explain
-        print(gconv.explain(input_shape, weight_shape, args.stride, args.padding, args.dilation, args.groups,
-                            args.dtype, args.threads))
+        print(
+            gconv.explain(
+                input_shape,
+                weight_shape,
+                args.stride,
+                args.padding,
+                args.dilation,
+                args.groups,
+                args.dtype,
+                args.threads,
+            )
+        )
         return 0
-    print(f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, "
-          f"{platform.machine()})")
+    print(
+        f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, {platform.machine()})"
+    )
     print(f"OpenMP: {'yes' if gconv.openmp_enabled() else 'NO: kernels run on one thread'}")
-    print(f"kernels: {gconv.kernel_isa()} (this CPU and build can run: {', '.join(gconv.available_isas())};"
-          " GCONV_ISA forces one)")
+    print(
+        f"kernels: {gconv.kernel_isa()} (this CPU and build can run: {', '.join(gconv.available_isas())};"
+        " GCONV_ISA forces one)"
+    )
     n_threads = gconv.get_num_threads()
     team = _dispatch.kernels.parallel_team_size(max(2, n_threads)) if gconv.openmp_enabled() else 1
-    print(f"threads: {n_threads} (OMP_NUM_THREADS, threadpoolctl or gconv.set_num_threads); "
-          f"a parallel region asked for {max(2, n_threads)} ran with {team}")
+    print(
+        f"threads: {n_threads} (OMP_NUM_THREADS, threadpoolctl or gconv.set_num_threads); "
+        f"a parallel region asked for {max(2, n_threads)} ran with {team}"
+    )
     failures = self_check()
     if failures:
         print("self-check FAILED: " + "; ".join(failures))

@@ -1,4 +1,5 @@
 """torch's argument checks and error messages (type and text, in torch's order), shared by every face."""
+
 import operator
 import os
 
@@ -81,9 +82,7 @@ def int_tuple(value, name, op, n=None):
             return tuple(operator.index(v) for v in value)
         scalar = operator.index(value)
     except TypeError:
-        raise TypeError(
-            f"{op}(): argument '{name}' must be an int or a tuple of ints, but got {value!r}"
-        ) from None
+        raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, but got {value!r}") from None
     return (scalar,) * (n if n is not None else 1)
 
 
@@ -114,9 +113,7 @@ def check_dtypes_match(x, param, name, late_style):
             f"Input type ({torch_dtype_name(x_dtype, 2)}) and {name} type ({torch_dtype_name(p_dtype, 2)}) should "
             f"be the same or input should be a MKLDNN tensor and {name} is a dense tensor"
         )
-    raise RuntimeError(
-        f"expected scalar type {torch_dtype_name(x_dtype, 1)} but found {torch_dtype_name(p_dtype, 1)}"
-    )
+    raise RuntimeError(f"expected scalar type {torch_dtype_name(x_dtype, 1)} but found {torch_dtype_name(p_dtype, 1)}")
 
 
 def batchify(x, n_spatial, op):
@@ -213,8 +210,11 @@ def _check_transposed_shapes(x_shape, w_shape, bias, stride, dilation, groups, o
     if any(p >= s and p >= d for p, s, d in zip(output_padding, stride, dilation)):
         # torch names the axes of the 2-D convolution a 1-D one runs as (height 0 / 1 first)
         lift = (2 - len(stride)) if len(stride) < 2 else 0
-        values = {"output_padding": (0,) * lift + tuple(output_padding), "stride": (1,) * lift + tuple(stride),
-                  "dilation": (1,) * lift + tuple(dilation)}
+        values = {
+            "output_padding": (0,) * lift + tuple(output_padding),
+            "stride": (1,) * lift + tuple(stride),
+            "dilation": (1,) * lift + tuple(dilation),
+        }
         names = _AXIS_NAMES[len(stride)]
         parts = [f"{key}_{axis}: {v}" for key, vals in values.items() for axis, v in zip(names, vals)]
         raise RuntimeError("output padding must be smaller than either stride or dilation, but got " + " ".join(parts))
@@ -237,8 +237,6 @@ def check_out(out, shape, dtype, inputs, op):
         raise ValueError(f"{op}(): out must be a writeable, aligned array, C-contiguous or channels-last")
     if any(a is not None and np.may_share_memory(out, a) for a in inputs):
         raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
-
-
 
 
 def check_grad_geometry(stride, padding, dilation, groups, dim):
@@ -310,8 +308,6 @@ def check_conv_padding(padding, stride, padding_mode, device):
             raise ValueError("padding='same' is not supported for strided convolutions")
     valid_padding_modes = {"zeros", "reflect", "replicate", "circular"}
     if padding_mode not in valid_padding_modes:
-        raise ValueError(
-            f"padding_mode must be one of {valid_padding_modes}, but got padding_mode='{padding_mode}'"
-        )
+        raise ValueError(f"padding_mode must be one of {valid_padding_modes}, but got padding_mode='{padding_mode}'")
     if device not in (None, "cpu"):
         raise ValueError(f"gconv runs on the CPU only: device must be None or 'cpu', got {device!r}")

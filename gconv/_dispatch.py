@@ -1,4 +1,5 @@
 """Chooses the kernel build for this CPU: the widest instruction set it supports, or GCONV_ISA."""
+
 import importlib
 import os
 

@@ -3,10 +3,10 @@
 Every face (modules, functional, grad, dask) takes its arithmetic from here; torch's checks and messages live
 in gconv._checks. Sizes are per spatial axis, in the array's order (D, H, W), padding as (before, after).
 """
-from typing import NamedTuple, Tuple
+
+from typing import NamedTuple
 
 import numpy as np
-
 
 # The kernels are 2-D: lower ranks run as 2-D with the missing leading axes of size 1; 3-D runs as 2-D
 # calls over depth planes (gconv._select.convolution).
@@ -40,10 +40,10 @@ def output_size(size, pad_before, pad_after, kernel, stride, dilation):
 class Geometry(NamedTuple):
     """Kernel size, stride, (before, after) padding and dilation of a convolution, one entry per spatial axis."""
 
-    kernel_size: Tuple[int, ...]
-    stride: Tuple[int, ...]
-    padding: Tuple[Tuple[int, int], ...]
-    dilation: Tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
 
     @property
     def pad_before(self):
@@ -51,21 +51,31 @@ class Geometry(NamedTuple):
 
     def output_shape(self, input_spatial):
         """Spatial output shape for a spatial input shape."""
-        return tuple(output_size(size, b, a, k, s, d) for size, (b, a), k, s, d
-                     in zip(input_spatial, self.padding, self.kernel_size, self.stride, self.dilation))
+        return tuple(
+            output_size(size, b, a, k, s, d)
+            for size, (b, a), k, s, d in zip(input_spatial, self.padding, self.kernel_size, self.stride, self.dilation)
+        )
 
     def transposed_output_shape(self, input_spatial, output_padding):
         """Spatial output shape of the transposed convolution (the shape whose gradient input_spatial is)."""
-        return tuple((size - 1) * s - b - a + d * (k - 1) + op + 1 for size, (b, a), k, s, d, op
-                     in zip(input_spatial, self.padding, self.kernel_size, self.stride, self.dilation, output_padding))
+        return tuple(
+            (size - 1) * s - b - a + d * (k - 1) + op + 1
+            for size, (b, a), k, s, d, op in zip(
+                input_spatial, self.padding, self.kernel_size, self.stride, self.dilation, output_padding
+            )
+        )
 
     def lifted(self, rank=KERNEL_RANK):
         """The same convolution as a rank-`rank` one over leading axes of size 1 (Conv1d as a 1 x L image)."""
         extra = rank - len(self.kernel_size)
         if extra <= 0:
             return self
-        return Geometry((1,) * extra + self.kernel_size, (1,) * extra + self.stride,
-                        ((0, 0),) * extra + self.padding, (1,) * extra + self.dilation)
+        return Geometry(
+            (1,) * extra + self.kernel_size,
+            (1,) * extra + self.stride,
+            ((0, 0),) * extra + self.padding,
+            (1,) * extra + self.dilation,
+        )
 
     def transposed(self):
         """The convolution that maps grad_output back onto the input (the input gradient, a transposed conv).
@@ -75,10 +85,14 @@ class Geometry(NamedTuple):
         that is a plain convolution framed by frame_before zeros at the start (the end follows from the input
         size). Returns that stride-1 geometry; gconv.grad splits a stride s into its phases.
         """
-        return Geometry(self.kernel_size, (1,) * len(self.stride),
-                        tuple((d * (k - 1) - before, 0) for d, k, (before, _)
-                              in zip(self.dilation, self.kernel_size, self.padding)),
-                        self.dilation)
+        return Geometry(
+            self.kernel_size,
+            (1,) * len(self.stride),
+            tuple(
+                (d * (k - 1) - before, 0) for d, k, (before, _) in zip(self.dilation, self.kernel_size, self.padding)
+            ),
+            self.dilation,
+        )
 
 
 def depth_tap_planes(kd, depth, depth_out, stride, pad_before, dilation):
@@ -112,5 +126,14 @@ def size(shape):
     return n
 
 
-__all__ = ["Geometry", "same_padding", "symmetric_and_extra", "reversed_padding_repeated_twice", "output_size",
-           "depth_tap_planes", "lift", "drop", "size"]
+__all__ = [
+    "Geometry",
+    "same_padding",
+    "symmetric_and_extra",
+    "reversed_padding_repeated_twice",
+    "output_size",
+    "depth_tap_planes",
+    "lift",
+    "drop",
+    "size",
+]

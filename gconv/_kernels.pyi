@@ -7,38 +7,78 @@ import numpy.typing as npt
 
 # float32 or float64; all the arrays of one call share the dtype (Cython's fused `floating`)
 _Floats = Union[npt.NDArray[np.float32], npt.NDArray[np.float64]]
+_Pair = tuple[int, int]
+_Triple = tuple[int, int, int]
 
 ISA: str
 """The instruction-set level this module was compiled for: 'baseline', 'avx2' or 'avx512'."""
+
+DIRECT_ACC_ROWS: int
+"""Accumulator rows of a direct-family register tile (output channels x output rows)."""
+DIRECT_TILE_COLS: dict[int, int]
+"""Output columns of a direct-family register tile, by itemsize (4: float32, 8: float64)."""
+DIRECT_SCRATCH_LIMIT: int
+"""Bytes of packed input beyond which one tile sends a call to the loops family."""
 
 def openmp_enabled() -> bool: ...
 def omp_max_threads() -> int: ...
 def omp_set_max_threads(n_threads: int) -> None: ...
 def parallel_team_size(n_threads: int) -> int: ...
-def conv2d_forward(
+def direct_tile_scratch_bytes(
+    in_channels_per_group: int,
+    kernel_size: _Pair,
+    stride: _Pair,
+    dilation: _Pair,
+    oc_block: int,
+    itemsize: int,
+) -> int: ...
+def conv2d_direct(
     x: _Floats,
     weight: _Floats,
     bias: _Floats,
     out: _Floats,
-    stride_h: int,
-    stride_w: int,
-    pad_top: int,
-    pad_left: int,
-    dilation_h: int,
-    dilation_w: int,
+    stride: _Pair,
+    pad_before: _Pair,
+    dilation: _Pair,
     groups: int,
+    oc_block: int,
+    flat: bool,
+    accumulate: bool,
+    n_threads: int,
+) -> None: ...
+def conv3d_direct(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    stride: _Triple,
+    pad_before: _Triple,
+    dilation: _Triple,
+    groups: int,
+    oc_block: int,
+    flat: bool,
+    accumulate: bool,
+    n_threads: int,
+) -> None: ...
+def conv2d_loops(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    stride: _Pair,
+    pad_before: _Pair,
+    dilation: _Pair,
+    groups: int,
+    accumulate: bool,
     n_threads: int,
 ) -> None: ...
 def conv2d_weight_grad(
     x: _Floats,
     grad_output: _Floats,
     grad_weight: _Floats,
-    stride_h: int,
-    stride_w: int,
-    pad_top: int,
-    pad_left: int,
-    dilation_h: int,
-    dilation_w: int,
+    stride: _Pair,
+    pad_before: _Pair,
+    dilation: _Pair,
     groups: int,
     n_threads: int,
 ) -> None: ...

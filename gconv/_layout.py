@@ -1,4 +1,5 @@
 """Memory layouts the kernels read in place (NCHW, channels-last, row views), and when a copy is needed."""
+
 import numpy as np
 
 
@@ -28,5 +29,3 @@ def input_needs_copy(x4, dtype, channels_last):
     """
     in_place = abs(x4.strides[-1]) == dtype.itemsize or channels_last
     return not (x4.dtype == dtype and x4.flags.aligned and in_place)
-
-

@@ -1,4 +1,5 @@
 """The padding modes as torch.nn.functional.pad does them (reflect, replicate, circular), and their gradient."""
+
 import numpy as np
 
 from ._checks import check_allocation, shape_str
@@ -62,7 +63,7 @@ def pad(x, pads, mode):
                         f"input {shape_str(shape)}"
                     )
         if all(s < 1 for s in out_sizes):
-            names = "DHW"[3 - n_pad:]
+            names = "DHW"[3 - n_pad :]
             sizes_in = ", ".join(f"{nm}: {shape[axis]}" for nm, (axis, _, _) in zip(names, reversed(per_axis)))
             sizes_out = " ".join(f"{nm}: {s}" for nm, s in zip(names, reversed(out_sizes)))
             space = " " if mode == "replicate" and n_pad > 1 else ""
@@ -72,11 +73,9 @@ def pad(x, pads, mode):
             padded_shape = list(shape)
             for (axis, _, _), s in zip(per_axis, out_sizes):
                 padded_shape[axis] = s
-            raise RuntimeError(
-                f"Trying to create tensor with negative dimension {bad}: {shape_str(padded_shape)}"
-            )
+            raise RuntimeError(f"Trying to create tensor with negative dimension {bad}: {shape_str(padded_shape)}")
     n_elements = 1
-    for (axis, _, _), s in zip(per_axis, out_sizes):
+    for s in out_sizes:
         n_elements *= s
     for axis in range(x.ndim - n_pad):
         n_elements *= shape[axis]
@@ -85,7 +84,7 @@ def pad(x, pads, mode):
     keep_channels_last = mode != "circular" and is_channels_last(x)
     to_last, to_first = (0, *range(2, x.ndim), 1), (0, x.ndim - 1, *range(1, x.ndim - 1))
     padded = x.transpose(to_last) if keep_channels_last else x
-    for (axis, before, after) in per_axis:
+    for axis, before, after in per_axis:
         if before == 0 and after == 0:
             continue  # nothing to do on this axis (and, for circular, size 0 is allowed only here)
         index = _pad_source_index(shape[axis], before, after, mode)
@@ -105,7 +104,7 @@ def unpad_grad(grad_padded, shape, pads, mode):
         size, before, after = shape[axis], pads[2 * k], pads[2 * k + 1]
         if before == 0 and after == 0:
             continue
-        folded = np.zeros(grad.shape[:axis] + (size,) + grad.shape[axis + 1:], dtype=grad.dtype)
+        folded = np.zeros(grad.shape[:axis] + (size,) + grad.shape[axis + 1 :], dtype=grad.dtype)
         np.add.at(folded, (slice(None),) * axis + (_pad_source_index(size, before, after, mode),), grad)
         grad = folded
     return grad

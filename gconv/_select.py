@@ -1,4 +1,5 @@
 """The one place that chooses how a 2-D convolution runs: kernel family, tile, layout and threads, and why."""
+
 import math
 from typing import NamedTuple
 
@@ -13,13 +14,13 @@ SERIAL_BELOW_MACS = 1 << 17
 class Choice(NamedTuple):
     """How one 2-D call runs (1-D calls arrive lifted to 2-D)."""
 
-    family: str           # 'direct': row-vectorised register tiles over packed slabs; 'loops': plain loops
-    oc_block: int         # direct: output channels per register tile (8, 4, 2 or 1)
-    flat: bool            # direct: tiles over a block's flattened outputs instead of a rows x columns grid
-    tile_cols: int        # direct: output columns per register tile
+    family: str  # 'direct': row-vectorised register tiles over packed slabs; 'loops': plain loops
+    oc_block: int  # direct: output channels per register tile (8, 4, 2 or 1)
+    flat: bool  # direct: tiles over a block's flattened outputs instead of a rows x columns grid
+    tile_cols: int  # direct: output columns per register tile
     pointwise_rows: bool  # 1x1, stride 1, no padding, NCHW: each image runs as one long row of H * W pixels
     n_threads: int
-    reasons: tuple        # one line per rule that decided something (only when asked for: explain())
+    reasons: tuple  # one line per rule that decided something (only when asked for: explain())
 
     @property
     def tile(self):
@@ -38,8 +39,9 @@ def _oc_block(out_channels_per_group, acc_rows):
     return block
 
 
-def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, groups, itemsize, nchw, n_threads,
-           why=False):
+def choose(
+    x_shape, weight_shape, out_shape, stride, pad_before, dilation, groups, itemsize, nchw, n_threads, why=False
+):
     """Choice for input x_shape (N, C_in, H, W), weight_shape (C_out, C_in/groups, KH, KW) and out_shape.
 
     stride, pad_before (top, left) and dilation are pairs; itemsize 4 (float32) or 8 (float64); nchw says
@@ -54,25 +56,31 @@ def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, group
     if n_threads > 1 and macs < SERIAL_BELOW_MACS:
         n_threads = 1
         if why:
-            reasons.append(f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it "
-                           f"saves")
+            reasons.append(
+                f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it saves"
+            )
     acc_rows = kernels.DIRECT_ACC_ROWS
     oc_block = _oc_block(out_channels_per_group, acc_rows)
     tile_cols = kernels.DIRECT_TILE_COLS[itemsize]
-    scratch = kernels.direct_tile_scratch_bytes(weight_shape[1], kernel_size, tuple(stride), tuple(dilation),
-                                                oc_block, itemsize)
+    scratch = kernels.direct_tile_scratch_bytes(
+        weight_shape[1], kernel_size, tuple(stride), tuple(dilation), oc_block, itemsize
+    )
     if scratch > kernels.DIRECT_SCRATCH_LIMIT:
         if why:
-            reasons.append(f"loops: one {oc_block}-channel tile's packed input would take {scratch} bytes "
-                           f"(> {kernels.DIRECT_SCRATCH_LIMIT}), as only huge dilations do")
+            reasons.append(
+                f"loops: one {oc_block}-channel tile's packed input would take {scratch} bytes "
+                f"(> {kernels.DIRECT_SCRATCH_LIMIT}), as only huge dilations do"
+            )
         return Choice("loops", 0, False, 0, False, n_threads, tuple(reasons or ()))
     # Flat tiles pay a slower store but never leave a tile half-empty at a row's end; measured, that wins
     # only where the tile is one channel deep (depthwise), whose few taps per output make stores count.
     flat = oc_block == 1 and tuple(stride) == (1, 1)
     pointwise_rows = kernel_size == (1, 1) and tuple(stride) == (1, 1) and tuple(pad_before) == (0, 0) and nchw
     if why:
-        reasons.append(f"direct: {oc_block} of {out_channels_per_group} output channels per group in a tile, "
-                       f"{acc_rows // oc_block} rows x {tile_cols} columns ({_dispatch.ISA}, {8 * itemsize}-bit)")
+        reasons.append(
+            f"direct: {oc_block} of {out_channels_per_group} output channels per group in a tile, "
+            f"{acc_rows // oc_block} rows x {tile_cols} columns ({_dispatch.ISA}, {8 * itemsize}-bit)"
+        )
         if flat:
             reasons.append("flat: one channel deep at stride 1, so tiles run over the flattened outputs of a block")
         if pointwise_rows:
@@ -88,23 +96,46 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
     result to out instead of overwriting it.
     """
     nchw = x.flags.c_contiguous and out.flags.c_contiguous
-    choice = choose(x.shape, weight.shape, out.shape, stride, pad_before, dilation, groups, x.dtype.itemsize, nchw,
-                    n_threads)
+    choice = choose(
+        x.shape, weight.shape, out.shape, stride, pad_before, dilation, groups, x.dtype.itemsize, nchw, n_threads
+    )
     kernels = _dispatch.kernels
     stride, pad_before, dilation = tuple(stride), tuple(pad_before), tuple(dilation)
     if choice.family == "loops":
         # the loops read and write C-contiguous arrays only
         target = out if out.flags.c_contiguous else np.ascontiguousarray(out)
-        kernels.conv2d_loops(np.ascontiguousarray(x), weight, bias, target, stride, pad_before, dilation, groups,
-                             accumulate, choice.n_threads)
+        kernels.conv2d_loops(
+            np.ascontiguousarray(x),
+            weight,
+            bias,
+            target,
+            stride,
+            pad_before,
+            dilation,
+            groups,
+            accumulate,
+            choice.n_threads,
+        )
         if target is not out:
             out[...] = target
         return choice
     if choice.pointwise_rows:
         x = x.reshape(x.shape[0], x.shape[1], 1, -1)
         out = out.reshape(out.shape[0], out.shape[1], 1, -1)
-    kernels.conv2d_direct(x, weight, bias, out, stride, pad_before, dilation, groups, choice.oc_block, choice.flat,
-                          accumulate, choice.n_threads)
+    kernels.conv2d_direct(
+        x,
+        weight,
+        bias,
+        out,
+        stride,
+        pad_before,
+        dilation,
+        groups,
+        choice.oc_block,
+        choice.flat,
+        accumulate,
+        choice.n_threads,
+    )
     return choice
 
 
@@ -112,9 +143,11 @@ def _as_2d(x_shape, weight_shape, out_shape):
     """A 3-D call's shapes as the 2-D tiles see them: every (image, output plane) an image of the batch,
     every (input channel, depth tap) an input channel."""
     n, c_out, depth_out = out_shape[:3]
-    return (tuple(x_shape[:2]) + tuple(x_shape[3:]),
-            (c_out, weight_shape[1] * weight_shape[2]) + tuple(weight_shape[3:]),
-            (n * depth_out, c_out) + tuple(out_shape[3:]))
+    return (
+        tuple(x_shape[:2]) + tuple(x_shape[3:]),
+        (c_out, weight_shape[1] * weight_shape[2]) + tuple(weight_shape[3:]),
+        (n * depth_out, c_out) + tuple(out_shape[3:]),
+    )
 
 
 def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads):
@@ -128,11 +161,31 @@ def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_th
     if x.ndim == 4:
         return conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads)
     n, depth_out = out.shape[0], out.shape[2]
-    choice = choose(*_as_2d(x.shape, weight.shape, out.shape), stride[1:], pad_before[1:], dilation[1:], groups,
-                    x.dtype.itemsize, False, n_threads)
+    choice = choose(
+        *_as_2d(x.shape, weight.shape, out.shape),
+        stride[1:],
+        pad_before[1:],
+        dilation[1:],
+        groups,
+        x.dtype.itemsize,
+        False,
+        n_threads,
+    )
     if choice.family == "direct":
-        _dispatch.kernels.conv3d_direct(x, weight, bias, out, tuple(stride), tuple(pad_before), tuple(dilation),
-                                        groups, choice.oc_block, choice.flat, False, choice.n_threads)
+        _dispatch.kernels.conv3d_direct(
+            x,
+            weight,
+            bias,
+            out,
+            tuple(stride),
+            tuple(pad_before),
+            tuple(dilation),
+            groups,
+            choice.oc_block,
+            choice.flat,
+            False,
+            choice.n_threads,
+        )
         return choice
     if bias.size:
         out[...] = bias.reshape(1, -1, 1, 1, 1)
@@ -146,9 +199,19 @@ def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_th
             continue
         tap = np.ascontiguousarray(weight[:, :, kd])
         for image in range(n):
-            planes = x[image, :, start:start + (last - first - 1) * s + 1:s].transpose(1, 0, 2, 3)
-            conv2d(planes, tap, no_bias, out[image, :, first:last].transpose(1, 0, 2, 3), stride[1:],
-                   pad_before[1:], dilation[1:], groups, n_threads, accumulate=True)
+            planes = x[image, :, start : start + (last - first - 1) * s + 1 : s].transpose(1, 0, 2, 3)
+            conv2d(
+                planes,
+                tap,
+                no_bias,
+                out[image, :, first:last].transpose(1, 0, 2, 3),
+                stride[1:],
+                pad_before[1:],
+                dilation[1:],
+                groups,
+                n_threads,
+                accumulate=True,
+            )
     return choice
 
 
@@ -190,12 +253,31 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     if n_spatial == 3:
         x_shape, w_shape, o_shape = _as_2d(x_shape, w_shape, o_shape)
         stride, pad_before, dilation = stride[1:], pad_before[1:], dilation[1:]
-    choice = choose(x_shape, w_shape, o_shape, stride, pad_before, dilation, groups, np.dtype(dtype).itemsize,
-                    n_spatial < 3, resolve_n_threads(n_threads), why=True)
+    choice = choose(
+        x_shape,
+        w_shape,
+        o_shape,
+        stride,
+        pad_before,
+        dilation,
+        groups,
+        np.dtype(dtype).itemsize,
+        n_spatial < 3,
+        resolve_n_threads(n_threads),
+        why=True,
+    )
     if n_spatial == 3:
-        choice = choice._replace(reasons=choice.reasons + (
-            "3-D: the 2-D tiles with each depth tap as an input channel (conv3d_direct)" if choice.family == "direct"
-            else "3-D: 2-D loops over depth planes, added up",))
-    head = (f"conv{n_spatial}d {tuple(input_shape)} * {tuple(weight_shape)} -> {out_shape}: {choice.family} family"
-            + (f", tile {choice.tile}" if choice.tile else "") + f", {choice.n_threads} thread(s), {_dispatch.ISA}")
+        choice = choice._replace(
+            reasons=choice.reasons
+            + (
+                "3-D: the 2-D tiles with each depth tap as an input channel (conv3d_direct)"
+                if choice.family == "direct"
+                else "3-D: 2-D loops over depth planes, added up",
+            )
+        )
+    head = (
+        f"conv{n_spatial}d {tuple(input_shape)} * {tuple(weight_shape)} -> {out_shape}: {choice.family} family"
+        + (f", tile {choice.tile}" if choice.tile else "")
+        + f", {choice.n_threads} thread(s), {_dispatch.ISA}"
+    )
     return "\n".join([head] + [f"  - {reason}" for reason in choice.reasons])

@@ -64,10 +64,10 @@ def _cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
         pass
     try:  # cgroup v1
         with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
-            quota = int(f.read())
+            quota_us = int(f.read())
         with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
-            period = int(f.read())
-        return None if quota <= 0 or period <= 0 else quota / period
+            period_us = int(f.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
 

@@ -1,12 +1,25 @@
 """Functional layer: conv1d/conv2d on NumPy arrays, from torch's checks through the geometry to the kernel choice."""
+
 import operator
 
 import numpy as np
 
 from . import _geometry, _select
-from ._checks import (MAX_EXTENT, SUPPORTED_DTYPES, batchify, check_allocation, check_array, check_dtypes_match,
-                      check_out, check_same_padding, check_shape_forward, expand_param, int_tuple, native_dtype,
-                      shape_str)
+from ._checks import (
+    MAX_EXTENT,
+    SUPPORTED_DTYPES,
+    batchify,
+    check_allocation,
+    check_array,
+    check_dtypes_match,
+    check_out,
+    check_same_padding,
+    check_shape_forward,
+    expand_param,
+    int_tuple,
+    native_dtype,
+    shape_str,
+)
 from ._layout import coerce, input_needs_copy, is_channels_last
 from ._threads import resolve_n_threads
 
@@ -31,8 +44,9 @@ def _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op):
     return dtype
 
 
-def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads=None, out=None,
-                source=None):
+def convolution(
+    x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads=None, out=None, source=None
+):
     """torch.nn.functional.conv{n_spatial}d on NumPy arrays: checks in torch's order, then the kernel.
 
     stride and dilation are tuples of ints, padding a tuple of ints, 'same'/'valid', or a tuple of
@@ -79,8 +93,9 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
             f"(padded input size {padded}, kernel extent {extent}, stride {list(stride)})"
         )
 
-    geometry = _geometry.Geometry(tuple(weight.shape[2:]), tuple(stride),
-                                  tuple((p, p + e) for p, e in zip(padding, extra)), tuple(dilation))
+    geometry = _geometry.Geometry(
+        tuple(weight.shape[2:]), tuple(stride), tuple((p, p + e) for p, e in zip(padding, extra)), tuple(dilation)
+    )
     # torch quirk kept for parity: an input with zero channels gives an output with zero channels.
     c_out = weight.shape[0] if c_in != 0 else 0
     out_shape = (n, c_out) + geometry.output_shape(x_batched.shape[2:])
@@ -88,8 +103,17 @@ def convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, o
     def compute(x_c, w_c, b_c, out_batched):
         # Conv1d is the 2-D kernel over a height-1 image: views, no copies. Conv3d runs over depth planes.
         lifted = geometry.lifted()
-        _select.convolution(_geometry.lift(x_c), _geometry.lift(w_c), b_c, _geometry.lift(out_batched),
-                            lifted.stride, lifted.pad_before, lifted.dilation, groups, resolve_n_threads(n_threads))
+        _select.convolution(
+            _geometry.lift(x_c),
+            _geometry.lift(w_c),
+            b_c,
+            _geometry.lift(out_batched),
+            lifted.stride,
+            lifted.pad_before,
+            lifted.dilation,
+            groups,
+            resolve_n_threads(n_threads),
+        )
 
     return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op, source)
 
@@ -112,7 +136,8 @@ def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype,
         if x_channels_last and is_batched:
             ndim = len(out_shape)
             out = np.empty((out_shape[0], *out_shape[2:], out_shape[1]), dtype=dtype).transpose(
-                0, ndim - 1, *range(1, ndim - 1))
+                0, ndim - 1, *range(1, ndim - 1)
+            )
         else:
             out = np.empty(out_shape, dtype=dtype)
         result = out if is_batched else out[0]
@@ -130,8 +155,9 @@ def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype,
     return result
 
 
-def transposed_convolution(x, weight, bias, stride, padding, output_padding, groups, dilation, n_spatial, op,
-                           n_threads=None, out=None):
+def transposed_convolution(
+    x, weight, bias, stride, padding, output_padding, groups, dilation, n_spatial, op, n_threads=None, out=None
+):
     """torch.nn.functional.conv_transpose{n_spatial}d on NumPy arrays: torch's checks, then the kernels.
 
     The transposed convolution is the input gradient of the convolution whose weight this is: it runs as
@@ -155,8 +181,9 @@ def transposed_convolution(x, weight, bias, stride, padding, output_padding, gro
     check_dtypes_match(x, bias, "bias", late_style=True)
     dtype = _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op)
     n = x_shape[0]
-    geometry = _geometry.Geometry(tuple(weight.shape[2:]), tuple(stride), tuple((p, p) for p in padding),
-                                  tuple(dilation))
+    geometry = _geometry.Geometry(
+        tuple(weight.shape[2:]), tuple(stride), tuple((p, p) for p in padding), tuple(dilation)
+    )
     out_spatial = geometry.transposed_output_shape(x_shape[2:], output_padding)
     if min(out_spatial) < 1 or max(out_spatial) >= MAX_EXTENT:
         raise RuntimeError(
@@ -178,8 +205,10 @@ def transposed_convolution(x, weight, bias, stride, padding, output_padding, gro
 
 def _int_args(op, n_spatial, **values):
     """torch's int-or-tuple arguments as tuples of Python ints (padding may stay a string)."""
-    return [v if isinstance(v, str) and name == "padding" else int_tuple(v, name, op, n_spatial)
-            for name, v in values.items()]
+    return [
+        v if isinstance(v, str) and name == "padding" else int_tuple(v, name, op, n_spatial)
+        for name, v in values.items()
+    ]
 
 
 def _check_arrays(op, x, weight, bias):
@@ -193,24 +222,38 @@ def _functional(x, weight, bias, stride, padding, dilation, groups, n_spatial, n
     op = f"conv{n_spatial}d"
     _check_arrays(op, x, weight, bias)
     stride, padding, dilation = _int_args(op, n_spatial, stride=stride, padding=padding, dilation=dilation)
-    return convolution(x, weight, bias, stride, padding, dilation, operator.index(groups), n_spatial, op,
-                       n_threads, out)
+    return convolution(
+        x, weight, bias, stride, padding, dilation, operator.index(groups), n_spatial, op, n_threads, out
+    )
 
 
-def _functional_transposed(x, weight, bias, stride, padding, output_padding, groups, dilation, n_spatial,
-                           n_threads, out):
+def _functional_transposed(
+    x, weight, bias, stride, padding, output_padding, groups, dilation, n_spatial, n_threads, out
+):
     op = f"conv_transpose{n_spatial}d"
     _check_arrays(op, x, weight, bias)
     if isinstance(padding, str):  # torch: "argument 'padding' must be tuple of ints", with its own wording
         raise TypeError(f"{op}(): argument 'padding' must be an int or a tuple of ints, not str")
-    stride, padding, output_padding, dilation = _int_args(op, n_spatial, stride=stride, padding=padding,
-                                                          output_padding=output_padding, dilation=dilation)
-    return transposed_convolution(x, weight, bias, stride, padding, output_padding, operator.index(groups),
-                                  dilation, n_spatial, op, n_threads, out)
+    stride, padding, output_padding, dilation = _int_args(
+        op, n_spatial, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation
+    )
+    return transposed_convolution(
+        x,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        operator.index(groups),
+        dilation,
+        n_spatial,
+        op,
+        n_threads,
+        out,
+    )
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None,
-           out=None):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None, out=None):
     """2-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -238,8 +281,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _functional(input, weight, bias, stride, padding, dilation, groups, 2, n_threads, out)
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None,
-           out=None):
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None, out=None):
     """1-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv1d``.
 
     Parameters
@@ -261,8 +303,9 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _functional(input, weight, bias, stride, padding, dilation, groups, 1, n_threads, out)
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                     n_threads=None, out=None):
+def conv_transpose2d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, n_threads=None, out=None
+):
     """2-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose2d``.
 
     Parameters
@@ -281,20 +324,23 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
         H_out = (H - 1) * stride - 2 * padding + dilation * (KH - 1) + output_padding + 1, likewise W_out.
     """
-    return _functional_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation, 2,
-                                  n_threads, out)
+    return _functional_transposed(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 2, n_threads, out
+    )
 
 
-def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                     n_threads=None, out=None):
+def conv_transpose1d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, n_threads=None, out=None
+):
     """1-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose1d``.
 
     input (N, C_in, L) or (C_in, L); weight (C_in, C_out // groups, K); the rest as ``conv_transpose2d``.
     Returns (N, C_out, L_out) or (C_out, L_out), L_out = (L - 1) * stride - 2 * padding + dilation * (K - 1)
     + output_padding + 1.
     """
-    return _functional_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation, 1,
-                                  n_threads, out)
+    return _functional_transposed(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 1, n_threads, out
+    )
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None, out=None):
@@ -306,12 +352,14 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _functional(input, weight, bias, stride, padding, dilation, groups, 3, n_threads, out)
 
 
-def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                     n_threads=None, out=None):
+def conv_transpose3d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, n_threads=None, out=None
+):
     """3-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose3d``.
 
     input (N, C_in, D, H, W) or (C_in, D, H, W); weight (C_in, C_out // groups, KD, KH, KW); the rest as
     ``conv_transpose2d`` with three values per tuple.
     """
-    return _functional_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation, 3,
-                                  n_threads, out)
+    return _functional_transposed(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 3, n_threads, out
+    )

@@ -1,4 +1,5 @@
 """Gradients of the convolution: torch.nn.grad's conv{1,2}d_input / conv{1,2}d_weight, and the bias gradient."""
+
 import itertools
 import math
 
@@ -48,15 +49,20 @@ def input_grad(grad_output, weight, grad_input, geometry, groups, n_threads=None
     n_spatial = weight.ndim - 2
     out_channels_per_group, in_channels_per_group = weight.shape[0] // groups, weight.shape[1]
     kernel_size = weight.shape[2:]
-    flipped = (weight.reshape(groups, out_channels_per_group, in_channels_per_group, *kernel_size).swapaxes(1, 2)
-               .reshape(groups * in_channels_per_group, out_channels_per_group, *kernel_size))
+    flipped = (
+        weight.reshape(groups, out_channels_per_group, in_channels_per_group, *kernel_size)
+        .swapaxes(1, 2)
+        .reshape(groups * in_channels_per_group, out_channels_per_group, *kernel_size)
+    )
     flipped = flipped[(slice(None), slice(None)) + (slice(None, None, -1),) * n_spatial]
     frame_before = geometry.transposed().pad_before
     input_spatial = grad_input.shape[2:]
     n_threads = resolve_n_threads(n_threads)
     no_bias = np.empty(0, dtype=flipped.dtype)
-    phases = [_phases(size, k, s, d, fb) for size, k, s, d, fb
-              in zip(input_spatial, kernel_size, geometry.stride, geometry.dilation, frame_before)]
+    phases = [
+        _phases(size, k, s, d, fb)
+        for size, k, s, d, fb in zip(input_spatial, kernel_size, geometry.stride, geometry.dilation, frame_before)
+    ]
     # phases that no tap reaches (a stride beyond the dilated kernel) or that start past grad_output's end
     # read nothing: those positions are zero
     reached = [[phase for phase in axis if phase[3] < size] for axis, size in zip(phases, grad_output.shape[2:])]
@@ -70,8 +76,17 @@ def input_grad(grad_output, weight, grad_input, geometry, groups, n_threads=None
         residues, taps, dilations, starts, pads = zip(*combination)
         target = grad_input[everything + tuple(slice(r, None, s) for r, s in zip(residues, geometry.stride))]
         sub_kernel = np.ascontiguousarray(flipped[everything + taps])
-        _select.convolution(grad_output[everything + tuple(slice(start, None) for start in starts)], sub_kernel,
-                            no_bias, target, (1,) * n_spatial, pads, dilations, groups, n_threads)
+        _select.convolution(
+            grad_output[everything + tuple(slice(start, None) for start in starts)],
+            sub_kernel,
+            no_bias,
+            target,
+            (1,) * n_spatial,
+            pads,
+            dilations,
+            groups,
+            n_threads,
+        )
     return grad_input
 
 
@@ -86,24 +101,36 @@ def weight_grad(x, grad_output, weight_shape, geometry, groups, n_threads=None):
     n_threads = resolve_n_threads(n_threads)
     if len(weight_shape) == 4:
         _dispatch.kernels.conv2d_weight_grad(
-            np.ascontiguousarray(x), np.ascontiguousarray(grad_output, dtype=dtype), grad_weight,
-            geometry.stride, geometry.pad_before, geometry.dilation, groups, n_threads)
+            np.ascontiguousarray(x),
+            np.ascontiguousarray(grad_output, dtype=dtype),
+            grad_weight,
+            geometry.stride,
+            geometry.pad_before,
+            geometry.dilation,
+            groups,
+            n_threads,
+        )
         return grad_weight
     s, p, d = geometry.stride[0], geometry.pad_before[0], geometry.dilation[0]
-    plane = geometry._replace(kernel_size=geometry.kernel_size[1:], stride=geometry.stride[1:],
-                              padding=geometry.padding[1:], dilation=geometry.dilation[1:])
+    plane = geometry._replace(
+        kernel_size=geometry.kernel_size[1:],
+        stride=geometry.stride[1:],
+        padding=geometry.padding[1:],
+        dilation=geometry.dilation[1:],
+    )
     for kd in range(weight_shape[2]):
         first, last, start = _geometry.depth_tap_planes(kd, x.shape[2], grad_output.shape[2], s, p, d)
         if first >= last:
             grad_weight[:, :, kd] = 0
             continue
         # (N, C, planes, H, W) -> (N * planes, C, H, W), copied: the kernel reads C-contiguous arrays
-        planes = x[:, :, start:start + (last - first - 1) * s + 1:s].transpose(0, 2, 1, 3, 4)
+        planes = x[:, :, start : start + (last - first - 1) * s + 1 : s].transpose(0, 2, 1, 3, 4)
         grads = grad_output[:, :, first:last].transpose(0, 2, 1, 3, 4)
         planes = np.ascontiguousarray(planes).reshape(-1, *x.shape[1:2], *x.shape[3:])
         grads = np.ascontiguousarray(grads, dtype=dtype).reshape(-1, *grad_output.shape[1:2], *grad_output.shape[3:])
-        grad_weight[:, :, kd] = weight_grad(planes, grads, weight_shape[:2] + weight_shape[3:], plane, groups,
-                                            n_threads)
+        grad_weight[:, :, kd] = weight_grad(
+            planes, grads, weight_shape[:2] + weight_shape[3:], plane, groups, n_threads
+        )
     return grad_weight
 
 
@@ -124,12 +151,16 @@ def _conv_input(n_spatial, input_size, weight, grad_output, stride, padding, dil
     if min(input_size, default=0) < 0:
         raise ValueError(f"{op}(): input_size {input_size} has a negative size")
     if len(input_size) != n_spatial + 2 or weight.shape[0] != grad_output.shape[1] or weight.shape[0] % groups:
-        raise ValueError(f"{op}(): input_size {input_size}, weight {weight.shape} and grad_output "
-                         f"{grad_output.shape} do not fit together with groups={groups}")
+        raise ValueError(
+            f"{op}(): input_size {input_size}, weight {weight.shape} and grad_output "
+            f"{grad_output.shape} do not fit together with groups={groups}"
+        )
     expected = geometry.output_shape(input_size[2:])
     if grad_output.shape[2:] != expected or input_size[1] != weight.shape[1] * groups:
-        raise ValueError(f"{op}(): grad_output has shape {grad_output.shape}, but a convolution of an input of "
-                         f"size {input_size} gives {(input_size[0], weight.shape[0], *expected)}")
+        raise ValueError(
+            f"{op}(): grad_output has shape {grad_output.shape}, but a convolution of an input of "
+            f"size {input_size} gives {(input_size[0], weight.shape[0], *expected)}"
+        )
     dtype = native_dtype(weight.dtype)
     check_allocation(_geometry.size(input_size) * dtype.itemsize, f"{op}: the gradient of size", input_size)
     gy = _geometry.lift(grad_output.astype(dtype, copy=False))
@@ -146,11 +177,18 @@ def _conv_weight(n_spatial, input, weight_size, grad_output, stride, padding, di
     weight_size = int_tuple(weight_size, "weight_size", op)
     geometry = _parse(n_spatial, weight_size[2:], stride, padding, dilation, groups, op)
     expected = geometry.output_shape(input.shape[2:]) if len(weight_size) == n_spatial + 2 else None
-    if (len(weight_size) != n_spatial + 2 or weight_size[0] != grad_output.shape[1] or weight_size[0] % groups
-            or input.shape[1] != weight_size[1] * groups or grad_output.shape[0] != input.shape[0]
-            or grad_output.shape[2:] != expected):
-        raise ValueError(f"{op}(): input {input.shape}, weight_size {weight_size} and grad_output "
-                         f"{grad_output.shape} do not fit together with groups={groups}")
+    if (
+        len(weight_size) != n_spatial + 2
+        or weight_size[0] != grad_output.shape[1]
+        or weight_size[0] % groups
+        or input.shape[1] != weight_size[1] * groups
+        or grad_output.shape[0] != input.shape[0]
+        or grad_output.shape[2:] != expected
+    ):
+        raise ValueError(
+            f"{op}(): input {input.shape}, weight_size {weight_size} and grad_output "
+            f"{grad_output.shape} do not fit together with groups={groups}"
+        )
     dtype = native_dtype(input.dtype)
     x, gy = _geometry.lift(input.astype(dtype, copy=False)), _geometry.lift(grad_output)
     lifted_size = weight_size[:2] + (1,) * max(0, _geometry.KERNEL_RANK - n_spatial) + weight_size[2:]

@@ -1,15 +1,25 @@
 """Module classes in torch.nn's shape: a parameter-holding base, _ConvNd with the hyper-parameters, Conv1d/Conv2d."""
+
 import math
 import warnings
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from . import _geometry
-from ._checks import (SUPPORTED_DTYPES, check_allocation, check_array, check_conv_channels, check_conv_padding,
-                      index, int_tuple, module_dtype, native_dtype, shape_str)
+from . import _geometry, _select
+from ._checks import (
+    SUPPORTED_DTYPES,
+    check_allocation,
+    check_array,
+    check_conv_channels,
+    check_conv_padding,
+    index,
+    int_tuple,
+    module_dtype,
+    native_dtype,
+    shape_str,
+)
 from ._padding import pad, unpad_grad
-from . import _select
 from ._threads import resolve_n_threads
 from .functional import convolution, transposed_convolution
 
@@ -25,11 +35,12 @@ class _Module:
     `_constructor_args()`, and say what they compute in `forward`.
     """
 
-    _parameter_names = ()
+    _parameter_names: tuple[str, ...] = ()
 
     def _parameters(self):
-        return OrderedDict((name, getattr(self, name)) for name in self._parameter_names
-                           if getattr(self, name) is not None)
+        return OrderedDict(
+            (name, getattr(self, name)) for name in self._parameter_names if getattr(self, name) is not None
+        )
 
     def state_dict(self):
         """The parameters by name.
@@ -75,11 +86,11 @@ class _Module:
                 loaded[key] = value
         if strict:
             if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in unexpected)))
+                errors.insert(
+                    0, "Unexpected key(s) in state_dict: {}. ".format(", ".join(f'"{k}"' for k in unexpected))
+                )
             if missing:
-                errors.insert(0, "Missing key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in missing)))
+                errors.insert(0, "Missing key(s) in state_dict: {}. ".format(", ".join(f'"{k}"' for k in missing)))
         if errors:
             raise RuntimeError(
                 "Error(s) in loading state_dict for {}:\n\t{}".format(type(self).__name__, "\n\t".join(errors))
@@ -137,11 +148,27 @@ class _Module:
 class _ConvNd(_Module):
     """Hyper-parameters validated once, in torch's order; subclasses fix the number of spatial dimensions."""
 
-    _n_spatial = None  # 1, 2 or 3, set by the subclass
+    _n_spatial: int  # 1, 2 or 3, set by the subclass
     _parameter_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed,
-                 output_padding, groups, bias, padding_mode, device=None, dtype=None, *, rng=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        transposed,
+        output_padding,
+        groups,
+        bias,
+        padding_mode,
+        device=None,
+        dtype=None,
+        *,
+        rng=None,
+    ):
         nd = self._n_spatial
         op = type(self).__name__
         # torch's checks, in torch's order and with torch's messages
@@ -228,9 +255,7 @@ class _ConvNd(_Module):
                     f"{type(self).__name__}.{name} has shape {value.shape}, expected {shape} for {self!r}"
                 )
             if native_dtype(value.dtype) not in SUPPORTED_DTYPES:
-                raise TypeError(
-                    f"{type(self).__name__}.{name} must be float32 or float64, but has dtype {value.dtype}"
-                )
+                raise TypeError(f"{type(self).__name__}.{name} must be float32 or float64, but has dtype {value.dtype}")
         return weight, bias
 
     def _saved_for_backward(self, grad_output):
@@ -275,16 +300,53 @@ class _ConvNd(_Module):
 class _Convolution(_ConvNd):
     """Conv1d/Conv2d: torch's public constructor, the forward convolution and its backward."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rng=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, groups,
-                         bias, padding_mode, device, dtype, rng=rng)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        device=None,
+        dtype=None,
+        *,
+        rng=None,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            False,
+            0,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+            rng=rng,
+        )
 
     @staticmethod
     def _constructor_args(module):
         # positional arguments shared by torch's constructor and ours (from either kind of module)
-        return (module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                module.dilation, module.groups, module.bias is not None, module.padding_mode)
+        return (
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            module.bias is not None,
+            module.padding_mode,
+        )
 
     def _padded_input(self, input):
         # As torch: a non-zero padding mode pads explicitly, then the convolution pads nothing.
@@ -303,8 +365,20 @@ class _Convolution(_ConvNd):
             conv_input, padding = input, self.padding
         else:
             conv_input, padding = self._padded_input(input), (0,) * self._n_spatial
-        result = convolution(conv_input, weight, bias, self.stride, padding, self.dilation, self.groups,
-                             self._n_spatial, op, n_threads, out, source=input)
+        result = convolution(
+            conv_input,
+            weight,
+            bias,
+            self.stride,
+            padding,
+            self.dilation,
+            self.groups,
+            self._n_spatial,
+            op,
+            n_threads,
+            out,
+            source=input,
+        )
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
         # changes the gradient); the padded copy is made again there rather than kept alive here
         self._saved = (input, weight, result.shape)
@@ -335,8 +409,9 @@ class _Convolution(_ConvNd):
         x_l, gy_l = _geometry.lift(conv_input.astype(weight.dtype, copy=False)), _geometry.lift(gy)
         w_l = _geometry.lift(weight)
         grad_weight = grad.weight_grad(x_l, gy_l, w_l.shape, geometry, self.groups, n_threads)
-        grad_input = grad.input_grad(gy_l, np.ascontiguousarray(w_l), np.empty(x_l.shape, weight.dtype), geometry,
-                                     self.groups, n_threads)
+        grad_input = grad.input_grad(
+            gy_l, np.ascontiguousarray(w_l), np.empty(x_l.shape, weight.dtype), geometry, self.groups, n_threads
+        )
         grad_input = _geometry.drop(grad_input, nd)
         if not zeros_mode:
             grad_input = unpad_grad(grad_input, x.shape, self._reversed_padding_repeated_twice, self.padding_mode)
@@ -346,18 +421,56 @@ class _Convolution(_ConvNd):
 class _ConvTransposeNd(_ConvNd):
     """ConvTranspose1d/2d: torch's public constructor, the transposed convolution and its backward."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, rng=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups=1,
+        bias=True,
+        dilation=1,
+        padding_mode="zeros",
+        device=None,
+        dtype=None,
+        *,
+        rng=None,
+    ):
         if padding_mode != "zeros":
             raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True, output_padding,
-                         groups, bias, padding_mode, device, dtype, rng=rng)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            True,
+            output_padding,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+            rng=rng,
+        )
 
     @staticmethod
     def _constructor_args(module):
-        return (module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                module.output_padding, module.groups, module.bias is not None, module.dilation,
-                module.padding_mode)
+        return (
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.output_padding,
+            module.groups,
+            module.bias is not None,
+            module.dilation,
+            module.padding_mode,
+        )
 
     def _output_padding(self, input, output_size):
         """torch's _ConvTransposeNd._output_padding: the output_padding that gives output_size (ValueError)."""
@@ -374,8 +487,7 @@ class _ConvTransposeNd(_ConvNd):
                 f"ConvTranspose{nd}D: for {input.ndim}D input, output_size must have {nd} "
                 f"or {non_spatial + nd} elements (got {len(output_size)})"
             )
-        geometry = _geometry.Geometry(self.kernel_size, self.stride, tuple((p, p) for p in self.padding),
-                                      self.dilation)
+        geometry = _geometry.Geometry(self.kernel_size, self.stride, tuple((p, p) for p in self.padding), self.dilation)
         min_sizes = list(geometry.transposed_output_shape(input.shape[non_spatial:], (0,) * nd))
         max_sizes = [m + s - 1 for m, s in zip(min_sizes, self.stride)]
         for size, low, high in zip(output_size, min_sizes, max_sizes):
@@ -394,8 +506,20 @@ class _ConvTransposeNd(_ConvNd):
         check_array(input, "input", op)
         output_padding = self._output_padding(input, output_size)
         weight, bias = self._checked_parameters()
-        result = transposed_convolution(input, weight, bias, self.stride, self.padding, output_padding, self.groups,
-                                        self.dilation, self._n_spatial, op, n_threads, out)
+        result = transposed_convolution(
+            input,
+            weight,
+            bias,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
+            self._n_spatial,
+            op,
+            n_threads,
+            out,
+        )
         self._saved = (input, weight, result.shape)
         return result
 
@@ -408,19 +532,28 @@ class _ConvTransposeNd(_ConvNd):
         from . import grad
 
         x, weight, gy = self._saved_for_backward(grad_output)
-        geometry = _geometry.Geometry(self.kernel_size, self.stride, tuple((p, p) for p in self.padding),
-                                      self.dilation)
+        geometry = _geometry.Geometry(self.kernel_size, self.stride, tuple((p, p) for p in self.padding), self.dilation)
         x_l, gy_l = _geometry.lift(x.astype(weight.dtype, copy=False)), _geometry.lift(gy)
         # <conv_transpose_w(x), gy> = <x, conv_w(gy)>: the weight gradient is the convolution's, gy as its input
-        grad_weight = grad.weight_grad(gy_l, x_l, _geometry.lift(weight).shape, geometry.lifted(), self.groups,
-                                       n_threads)
+        grad_weight = grad.weight_grad(
+            gy_l, x_l, _geometry.lift(weight).shape, geometry.lifted(), self.groups, n_threads
+        )
         grad_input = np.empty(x_l.shape, weight.dtype)
         lifted = geometry.lifted()
-        _select.convolution(np.ascontiguousarray(gy_l), np.ascontiguousarray(_geometry.lift(weight)),
-                            np.empty(0, weight.dtype), grad_input, lifted.stride, lifted.pad_before, lifted.dilation,
-                            self.groups, resolve_n_threads(n_threads))
-        return self._finish_backward(gy, _geometry.drop(grad_input, self._n_spatial),
-                                     _geometry.drop(grad_weight, self._n_spatial))
+        _select.convolution(
+            np.ascontiguousarray(gy_l),
+            np.ascontiguousarray(_geometry.lift(weight)),
+            np.empty(0, weight.dtype),
+            grad_input,
+            lifted.stride,
+            lifted.pad_before,
+            lifted.dilation,
+            self.groups,
+            resolve_n_threads(n_threads),
+        )
+        return self._finish_backward(
+            gy, _geometry.drop(grad_input, self._n_spatial), _geometry.drop(grad_weight, self._n_spatial)
+        )
 
 
 _PARAMETERS_DOC = """
@@ -450,31 +583,40 @@ _PARAMETERS_DOC = """
 
 
 class Conv1d(_Convolution):
-    __doc__ = """1-D convolution over NumPy arrays, as ``torch.nn.Conv1d``.
+    __doc__ = (
+        """1-D convolution over NumPy arrays, as ``torch.nn.Conv1d``.
 
     Input (N, C_in, L) or (C_in, L); output (N, C_out, L_out) or (C_out, L_out), a new float array of
     the input's dtype (or ``out=``).
-""" + _PARAMETERS_DOC
+"""
+        + _PARAMETERS_DOC
+    )
 
     _n_spatial = 1
 
 
 class Conv2d(_Convolution):
-    __doc__ = """2-D convolution over NumPy arrays, as ``torch.nn.Conv2d``.
+    __doc__ = (
+        """2-D convolution over NumPy arrays, as ``torch.nn.Conv2d``.
 
     Input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H_out, W_out) or (C_out, H_out, W_out), a new
     float array of the input's dtype (or ``out=``).
-""" + _PARAMETERS_DOC
+"""
+        + _PARAMETERS_DOC
+    )
 
     _n_spatial = 2
 
 
 class Conv3d(_Convolution):
-    __doc__ = """3-D convolution over NumPy arrays, as ``torch.nn.Conv3d``.
+    __doc__ = (
+        """3-D convolution over NumPy arrays, as ``torch.nn.Conv3d``.
 
     Input (N, C_in, D, H, W) or (C_in, D, H, W); output (N, C_out, D_out, H_out, W_out) or without N, a new
     float array of the input's dtype (or ``out=``); a channels-last-3d input gives a channels-last-3d output.
-""" + _PARAMETERS_DOC
+"""
+        + _PARAMETERS_DOC
+    )
 
     _n_spatial = 3
 
@@ -505,32 +647,41 @@ _TRANSPOSED_PARAMETERS_DOC = """
 
 
 class ConvTranspose3d(_ConvTransposeNd):
-    __doc__ = """3-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose3d``.
+    __doc__ = (
+        """3-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose3d``.
 
     Input (N, C_in, D, H, W) or (C_in, D, H, W); output (N, C_out, D_out, H_out, W_out) or without N, each
     size as for ``ConvTranspose2d``.
-""" + _TRANSPOSED_PARAMETERS_DOC
+"""
+        + _TRANSPOSED_PARAMETERS_DOC
+    )
 
     _n_spatial = 3
 
 
 class ConvTranspose1d(_ConvTransposeNd):
-    __doc__ = """1-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose1d``.
+    __doc__ = (
+        """1-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose1d``.
 
     Input (N, C_in, L) or (C_in, L); output (N, C_out, L_out) or (C_out, L_out), L_out = (L - 1) * stride
     - 2 * padding + dilation * (K - 1) + output_padding + 1; ``m(x, output_size=...)`` picks another of the
     sizes a stride allows.
-""" + _TRANSPOSED_PARAMETERS_DOC
+"""
+        + _TRANSPOSED_PARAMETERS_DOC
+    )
 
     _n_spatial = 1
 
 
 class ConvTranspose2d(_ConvTransposeNd):
-    __doc__ = """2-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose2d``.
+    __doc__ = (
+        """2-D transposed convolution over NumPy arrays, as ``torch.nn.ConvTranspose2d``.
 
     Input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H_out, W_out) or (C_out, H_out, W_out), each
     size (in - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1; ``m(x, output_size=...)``
     picks another of the sizes a stride allows.
-""" + _TRANSPOSED_PARAMETERS_DOC
+"""
+        + _TRANSPOSED_PARAMETERS_DOC
+    )
 
     _n_spatial = 2

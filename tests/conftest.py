@@ -1,4 +1,5 @@
 """Shared test switches: slow tests run with --run-slow or GCONV_RUN_SLOW=1, and only with the memory they need."""
+
 import os
 
 import pytest

@@ -1,4 +1,5 @@
 """A small, obviously correct NumPy convolution: zero/mode padding with np.pad, then a sum of shifted slices."""
+
 import numpy as np
 
 _NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -34,16 +35,16 @@ def conv_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     out_spatial = [(x.shape[2 + i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(nd)]
     out = np.zeros((n, c_out, *out_spatial))
     for g in range(groups):
-        xg = x[:, g * icpg:(g + 1) * icpg]
-        wg = w[g * ocpg:(g + 1) * ocpg]
+        xg = x[:, g * icpg : (g + 1) * icpg]
+        wg = w[g * ocpg : (g + 1) * ocpg]
         for tap in np.ndindex(*kernel):
             window = tuple(
                 slice(tap[i] * dilation[i], tap[i] * dilation[i] + (out_spatial[i] - 1) * stride[i] + 1, stride[i])
                 for i in range(nd)
             )
-            patch = xg[(slice(None), slice(None)) + window]            # (N, icpg, *out_spatial)
-            taps = wg[(slice(None), slice(None)) + tap]                 # (ocpg, icpg)
-            out[:, g * ocpg:(g + 1) * ocpg] += np.einsum("nc...,oc->no...", patch, taps)
+            patch = xg[(slice(None), slice(None)) + window]  # (N, icpg, *out_spatial)
+            taps = wg[(slice(None), slice(None)) + tap]  # (ocpg, icpg)
+            out[:, g * ocpg : (g + 1) * ocpg] += np.einsum("nc...,oc->no...", patch, taps)
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * nd)
     return out[0] if unbatched else out
@@ -66,17 +67,19 @@ def conv_transpose_reference(x, weight, bias=None, stride=1, padding=0, output_p
     stride, padding, output_padding, dilation = map(as_tuple, (stride, padding, output_padding, dilation))
     n, c_in = x.shape[:2]
     icpg, ocpg = c_in // groups, w.shape[1]
-    full = [(x.shape[2 + i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 + output_padding[i]
-            for i in range(nd)]
+    full = [(x.shape[2 + i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 + output_padding[i] for i in range(nd)]
     out = np.zeros((n, ocpg * groups, *full))
     for g in range(groups):
-        xg = x[:, g * icpg:(g + 1) * icpg]
-        wg = w[g * icpg:(g + 1) * icpg]
+        xg = x[:, g * icpg : (g + 1) * icpg]
+        wg = w[g * icpg : (g + 1) * icpg]
         for tap in np.ndindex(*kernel):
-            window = tuple(slice(tap[i] * dilation[i], tap[i] * dilation[i] + (x.shape[2 + i] - 1) * stride[i] + 1,
-                                 stride[i]) for i in range(nd))
+            window = tuple(
+                slice(tap[i] * dilation[i], tap[i] * dilation[i] + (x.shape[2 + i] - 1) * stride[i] + 1, stride[i])
+                for i in range(nd)
+            )
             out[(slice(None), slice(g * ocpg, (g + 1) * ocpg)) + window] += np.einsum(
-                "nc...,co->no...", xg, wg[(slice(None), slice(None)) + tap])
+                "nc...,co->no...", xg, wg[(slice(None), slice(None)) + tap]
+            )
     out = out[(slice(None), slice(None)) + tuple(slice(padding[i], full[i] - padding[i] + 0) for i in range(nd))]
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * nd)

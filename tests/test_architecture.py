@@ -1,4 +1,5 @@
 """The shared pieces every face uses: the N-d geometry, torch's errors in gconv.grad, kernel choice, thread count."""
+
 import subprocess
 import sys
 
@@ -15,8 +16,10 @@ def test_same_padding_puts_the_odd_extra_after():
     assert _geometry.reversed_padding_repeated_twice(((1, 2), (3, 4))) == (3, 4, 1, 2)
 
 
-@pytest.mark.parametrize("size,before,after,kernel,stride,dilation", [
-    (7, 0, 0, 3, 1, 1), (7, 1, 2, 3, 2, 1), (1, 0, 0, 1, 1, 1), (10, 3, 3, 4, 3, 2), (5, 0, 0, 5, 7, 1)])
+@pytest.mark.parametrize(
+    "size,before,after,kernel,stride,dilation",
+    [(7, 0, 0, 3, 1, 1), (7, 1, 2, 3, 2, 1), (1, 0, 0, 1, 1, 1), (10, 3, 3, 4, 3, 2), (5, 0, 0, 5, 7, 1)],
+)
 def test_output_size_counts_the_windows(size, before, after, kernel, stride, dilation):
     extent = dilation * (kernel - 1) + 1
     windows = [start for start in range(0, size + before + after - extent + 1) if start % stride == 0]
@@ -44,8 +47,11 @@ GRAD_ERRORS = [
     (dict(padding=-1), "negative padding is not supported"),
     (dict(stride=0), "non-positive stride is not supported"),
     (dict(groups=0), "expected groups to be greater than 0, but got groups=0"),
-    (dict(padding=(1, 1, 1)), "expected padding to be a single integer value or a list of 2 values to match the "
-                              "convolution dimensions, but got padding=[1, 1, 1]"),
+    (
+        dict(padding=(1, 1, 1)),
+        "expected padding to be a single integer value or a list of 2 values to match the "
+        "convolution dimensions, but got padding=[1, 1, 1]",
+    ),
 ]
 
 
@@ -53,8 +59,10 @@ GRAD_ERRORS = [
 def test_grad_raises_torchs_errors(kwargs, message):
     w, gy, x = np.ones((4, 2, 3, 3)), np.ones((1, 4, 4, 4)), np.ones((1, 4, 6, 6))
     kwargs = {"groups": 2, **kwargs}
-    for call in (lambda: gconv.grad.conv2d_input((1, 4, 6, 6), w, gy, **kwargs),
-                 lambda: gconv.grad.conv2d_weight(x, (4, 2, 3, 3), gy, **kwargs)):
+    for call in (
+        lambda: gconv.grad.conv2d_input((1, 4, 6, 6), w, gy, **kwargs),
+        lambda: gconv.grad.conv2d_weight(x, (4, 2, 3, 3), gy, **kwargs),
+    ):
         with pytest.raises(RuntimeError) as ours:
             call()
         assert str(ours.value) == message
@@ -80,8 +88,13 @@ def test_forward_keeps_no_padded_copy_alive(padding_mode):
     m = gconv.Conv2d(3, 4, 3, padding=2, padding_mode=padding_mode, rng=0)
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
     y = m(x)
-    held = [v for v in vars(m).values() if isinstance(v, tuple)
-            for a in v if isinstance(a, np.ndarray) and a is not x and a is not m.weight]
+    held = [
+        v
+        for v in vars(m).values()
+        if isinstance(v, tuple)
+        for a in v
+        if isinstance(a, np.ndarray) and a is not x and a is not m.weight
+    ]
     assert held == []
     gx = m.backward(np.ones_like(y))  # backward still works: it pads again
     assert gx.shape == x.shape
@@ -94,8 +107,12 @@ def test_explain_names_the_family_tile_and_rules():
     assert any(line.startswith("  - flat:") for line in text.splitlines())
     serial = gconv.explain((1, 2, 4, 4), (2, 2, 1, 1), n_threads=2)
     assert "1 thread(s)" in serial and "serial:" in serial
-    run = subprocess.run([sys.executable, "-m", "gconv", "--explain", "2x16x40", "32x16x3", "--stride", "2"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "gconv", "--explain", "2x16x40", "32x16x3", "--stride", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("conv1d (2, 16, 40) * (32, 16, 3) -> (2, 32, 19): direct family")
 

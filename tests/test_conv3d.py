@@ -1,4 +1,5 @@
 """Conv3d / ConvTranspose3d, their functional forms and gradients: the definition always, torch when installed."""
+
 import numpy as np
 import pytest
 
@@ -18,7 +19,16 @@ def _case(rng):
     padding = tuple(int(rng.integers(0, (d * (k - 1)) // 2 + 1)) for d, k in zip(dilation, kernel))
     spatial = tuple(max(s, d * (k - 1) + 1 - 2 * p) for s, d, k, p in zip(spatial, dilation, kernel, padding))
     batch = (int(rng.integers(1, 3)),) if rng.random() < 0.8 else ()
-    return groups, in_per_group, out_per_group, kernel, stride, dilation, padding, batch + (in_per_group * groups,) + spatial
+    return (
+        groups,
+        in_per_group,
+        out_per_group,
+        kernel,
+        stride,
+        dilation,
+        padding,
+        batch + (in_per_group * groups,) + spatial,
+    )
 
 
 @pytest.mark.parametrize("seed", range(24))
@@ -43,10 +53,14 @@ def test_conv3d_equals_the_definition_and_torch(seed, dtype):
     except ImportError:
         return
     t = torch.from_numpy
-    np.testing.assert_allclose(got, torch.nn.functional.conv3d(t(x), t(w), None if b is None else t(b), **kwargs),
-                               **TOL[dtype])
-    np.testing.assert_allclose(got_t, torch.nn.functional.conv_transpose3d(t(x), t(wt), None if bt is None else t(bt),
-                                                                           **t_kwargs), **TOL[dtype])
+    np.testing.assert_allclose(
+        got, torch.nn.functional.conv3d(t(x), t(w), None if b is None else t(b), **kwargs), **TOL[dtype]
+    )
+    np.testing.assert_allclose(
+        got_t,
+        torch.nn.functional.conv_transpose3d(t(x), t(wt), None if bt is None else t(bt), **t_kwargs),
+        **TOL[dtype],
+    )
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
@@ -58,8 +72,11 @@ def test_modules_and_backward_equal_torch_autograd(cls, padding_mode):
             gconv.ConvTranspose3d(4, 6, 3, padding_mode=padding_mode)
         return
     args = (4, 6, (2, 3, 2))
-    kwargs = dict(stride=(1, 2, 1), padding=(1, 1, 0), groups=2, padding_mode=padding_mode) if cls == "Conv3d" else \
-        dict(stride=(2, 1, 2), padding=(1, 0, 0), output_padding=(1, 0, 0), groups=2, dilation=(1, 1, 2))
+    kwargs = (
+        dict(stride=(1, 2, 1), padding=(1, 1, 0), groups=2, padding_mode=padding_mode)
+        if cls == "Conv3d"
+        else dict(stride=(2, 1, 2), padding=(1, 0, 0), output_padding=(1, 0, 0), groups=2, dilation=(1, 1, 2))
+    )
     tm = getattr(torch.nn, cls)(*args, dtype=torch.float64, **kwargs)
     gm = getattr(gconv, cls).from_torch(tm)
     assert repr(gm) == repr(tm)
@@ -85,14 +102,21 @@ def test_grad_functions_equal_torch_nn_grad():
     x = rng.standard_normal((2, 6, 7, 5, 6))
     w = rng.standard_normal((4, 3, 3, 2, 3))
     args = ((2, 1, 2), (1, 0, 1), (1, 2, 1), 2)
-    gy = rng.standard_normal(tuple(torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w), None,
-                                                              *args).shape))
-    np.testing.assert_allclose(gconv.grad.conv3d_input(x.shape, w, gy, *args),
-                               tgrad.conv3d_input(x.shape, torch.from_numpy(w), torch.from_numpy(gy), *args).numpy(),
-                               rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(gconv.grad.conv3d_weight(x, w.shape, gy, *args),
-                               tgrad.conv3d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(gy), *args).numpy(),
-                               rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(
+        tuple(torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w), None, *args).shape)
+    )
+    np.testing.assert_allclose(
+        gconv.grad.conv3d_input(x.shape, w, gy, *args),
+        tgrad.conv3d_input(x.shape, torch.from_numpy(w), torch.from_numpy(gy), *args).numpy(),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(
+        gconv.grad.conv3d_weight(x, w.shape, gy, *args),
+        tgrad.conv3d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(gy), *args).numpy(),
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 def test_conv3d_gradient_equals_finite_differences():
@@ -125,25 +149,45 @@ def test_channels_last_3d_threads_and_out():
 
 
 ERRORS = [
-    (lambda g: g.nn.Conv3d(4, 6, 3)(g.arr(np.zeros((2, 4, 5), np.float32))), RuntimeError,
-     "Expected 4D (unbatched) or 5D (batched) input to conv3d, but got input of size: [2, 4, 5]"),
-    (lambda g: g.nn.Conv3d(4, 6, 3)(g.arr(np.zeros((2, 3, 5, 5, 5), np.float32))), RuntimeError,
-     "Given groups=1, weight of size [6, 4, 3, 3, 3], expected input[2, 3, 5, 5, 5] to have 4 channels, but got 3 "
-     "channels instead"),
-    (lambda g: g.nn.Conv3d(4, 6, 3)(g.arr(np.zeros((2, 4, 5, 2, 5), np.float32))), RuntimeError,
-     "Calculated padded input size per channel: (5 x 2 x 5). Kernel size: (3 x 3 x 3). Kernel size can't be greater "
-     "than actual input size"),
-    (lambda g: g.nn.Conv3d(4, 6, 3, padding=2)(g.arr(np.zeros((2, 4, 5, 0, 5), np.float32))), RuntimeError,
-     "Only zero batch or zero channel inputs are supported, but got input shape: [2, 4, 5, 0, 5]"),
-    (lambda g: g.nn.ConvTranspose3d(4, 6, 3, stride=2, output_padding=2)(g.arr(np.zeros((1, 4, 3, 3, 3),
-                                                                                       np.float32))), RuntimeError,
-     "output padding must be smaller than either stride or dilation, but got output_padding_depth: 2 "
-     "output_padding_height: 2 output_padding_width: 2 stride_depth: 2 stride_height: 2 stride_width: 2 "
-     "dilation_depth: 1 dilation_height: 1 dilation_width: 1"),
-    (lambda g: g.F.conv3d(g.arr(np.zeros((1, 4, 5, 5, 5), np.float32)), g.arr(np.zeros((6, 4, 3, 3, 3), np.float32)),
-                          None, 1, (1, 1)), RuntimeError,
-     "expected padding to be a single integer value or a list of 3 values to match the convolution dimensions, but "
-     "got padding=[1, 1]"),
+    (
+        lambda g: g.nn.Conv3d(4, 6, 3)(g.arr(np.zeros((2, 4, 5), np.float32))),
+        RuntimeError,
+        "Expected 4D (unbatched) or 5D (batched) input to conv3d, but got input of size: [2, 4, 5]",
+    ),
+    (
+        lambda g: g.nn.Conv3d(4, 6, 3)(g.arr(np.zeros((2, 3, 5, 5, 5), np.float32))),
+        RuntimeError,
+        "Given groups=1, weight of size [6, 4, 3, 3, 3], expected input[2, 3, 5, 5, 5] to have 4 channels, but got 3 "
+        "channels instead",
+    ),
+    (
+        lambda g: g.nn.Conv3d(4, 6, 3)(g.arr(np.zeros((2, 4, 5, 2, 5), np.float32))),
+        RuntimeError,
+        "Calculated padded input size per channel: (5 x 2 x 5). Kernel size: (3 x 3 x 3). Kernel size can't be greater "
+        "than actual input size",
+    ),
+    (
+        lambda g: g.nn.Conv3d(4, 6, 3, padding=2)(g.arr(np.zeros((2, 4, 5, 0, 5), np.float32))),
+        RuntimeError,
+        "Only zero batch or zero channel inputs are supported, but got input shape: [2, 4, 5, 0, 5]",
+    ),
+    (
+        lambda g: g.nn.ConvTranspose3d(4, 6, 3, stride=2, output_padding=2)(
+            g.arr(np.zeros((1, 4, 3, 3, 3), np.float32))
+        ),
+        RuntimeError,
+        "output padding must be smaller than either stride or dilation, but got output_padding_depth: 2 "
+        "output_padding_height: 2 output_padding_width: 2 stride_depth: 2 stride_height: 2 stride_width: 2 "
+        "dilation_depth: 1 dilation_height: 1 dilation_width: 1",
+    ),
+    (
+        lambda g: g.F.conv3d(
+            g.arr(np.zeros((1, 4, 5, 5, 5), np.float32)), g.arr(np.zeros((6, 4, 3, 3, 3), np.float32)), None, 1, (1, 1)
+        ),
+        RuntimeError,
+        "expected padding to be a single integer value or a list of 3 values to match the convolution dimensions, but "
+        "got padding=[1, 1]",
+    ),
 ]
 
 
@@ -194,6 +238,7 @@ def test_huge_dilation_runs_as_loops_over_depth_planes():
     dilation, padding = (1, 1, 2**26), (0, 0, 2**26)
     assert "loops family" in gconv.explain(x.shape, w.shape, padding=padding, dilation=dilation).splitlines()[0]
     # column taps 0 and 2 read 2**26 columns either side of each output, all padding; tap 1 its own column
-    np.testing.assert_allclose(gconv.conv3d(x, w, b, 1, padding, dilation), conv_reference(x, w[..., 1:2], b),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        gconv.conv3d(x, w, b, 1, padding, dilation), conv_reference(x, w[..., 1:2], b), rtol=1e-12, atol=1e-12
+    )
     assert "direct family" in gconv.explain((1, 8, 4, 9, 9), (8, 1, 3, 3, 3), padding=1, groups=8).splitlines()[0]

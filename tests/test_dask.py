@@ -30,7 +30,9 @@ def test_conv1d_and_float64():
     x = _data(3, (7, 6, 40), np.float64)
     w = _data(4, (6, 1, 5), np.float64)
     y = gdask.conv1d(da.from_array(x, chunks=(2, 6, 40)), w, None, padding="same", dilation=2, groups=6)
-    np.testing.assert_array_equal(y.compute(scheduler="sync"), gconv.conv1d(x, w, None, padding="same", dilation=2, groups=6))
+    np.testing.assert_array_equal(
+        y.compute(scheduler="sync"), gconv.conv1d(x, w, None, padding="same", dilation=2, groups=6)
+    )
 
 
 def test_module_forward_with_a_padding_mode():
@@ -72,8 +74,10 @@ def test_distributed_local_cluster_with_two_workers():
     distributed = pytest.importorskip("distributed")
     x = _data(8, (12, 8, 16, 16))
     m = gconv.Conv2d(8, 8, 3, padding=1, groups=8, rng=1)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         dx = da.from_array(x, chunks=(3, 8, 16, 16))
         got = client.compute(gdask.conv2d(dx, m.weight, m.bias, padding=1, groups=8)).result()
         got_module = client.compute(gdask.forward(m, dx)).result()

@@ -1,4 +1,5 @@
 """Error parity: gconv raises torch's exception type and message, in torch's order."""
+
 import ast
 import re
 
@@ -17,12 +18,14 @@ def _sets_sorted(message):
     torch builds its lists of valid values from a frozenset constant stored in its .pyc, whose order was
     fixed by the hash seed of the process that compiled it; no other library can reproduce that order.
     """
+
     def sort_display(match):
         try:
             value = ast.literal_eval(match.group(0))
         except (ValueError, SyntaxError):
             return match.group(0)
         return "{" + ", ".join(repr(v) for v in sorted(value)) + "}" if isinstance(value, set) else match.group(0)
+
     return re.sub(r"\{[^{}]*\}", sort_display, message)
 
 
@@ -64,7 +67,7 @@ def test_set_reprs_in_messages_list_every_valid_value():
             gconv.Conv2d(4, 4, 3, **kwargs)
         message = str(info.value)
         assert message.startswith(prefix + "{")
-        listed = message[len(prefix):].split("}")[0] + "}"
+        listed = message[len(prefix) :].split("}")[0] + "}"
         assert ast.literal_eval(listed) == values  # a set display of exactly the valid values
 
 
@@ -91,7 +94,9 @@ def test_non_integer_hyper_parameters_are_refused_not_truncated(name, value):
 
 def test_numpy_integer_scalars_are_accepted():
     x = np.ones((1, 4, 6, 6), np.float32)
-    m = gconv.Conv2d(np.int64(4), np.int32(4), np.int64(3), stride=np.int8(2), padding=(np.int64(1), 1), groups=np.int64(2))
+    m = gconv.Conv2d(
+        np.int64(4), np.int32(4), np.int64(3), stride=np.int8(2), padding=(np.int64(1), 1), groups=np.int64(2)
+    )
     assert m(x).shape == (1, 4, 3, 3)
     assert type(m.kernel_size[0]) is int and type(m.groups) is int
 

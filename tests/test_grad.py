@@ -1,4 +1,5 @@
 """Gradients: torch.nn.grad's functions and module backward against torch autograd and finite differences."""
+
 import itertools
 import os
 import subprocess
@@ -12,8 +13,11 @@ import gconv.grad
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
 GEOMETRIES = [
-    dict(padding=1, groups=2), dict(padding="same", dilation=2, groups=3), dict(stride=2, padding=2, groups=6),
-    dict(padding="valid", stride=2), dict(kernel_size=(2, 4), padding="same", groups=1),
+    dict(padding=1, groups=2),
+    dict(padding="same", dilation=2, groups=3),
+    dict(stride=2, padding=2, groups=6),
+    dict(padding="valid", stride=2),
+    dict(kernel_size=(2, 4), padding="same", groups=1),
     dict(padding=(0, 2), dilation=(2, 1), stride=(1, 3), groups=6),
 ]
 
@@ -27,8 +31,11 @@ def _loss_parts(m, x, rng):
 def test_finite_differences_float64():
     # No torch needed: d(sum(y * gy))/dx and /dw by central differences on a small case.
     rng = np.random.default_rng(0)
-    for mode, kwargs in [("zeros", dict(padding=1, stride=2, groups=2)), ("reflect", dict(padding="same", dilation=2)),
-                         ("circular", dict(padding=1, groups=4))]:
+    for mode, kwargs in [
+        ("zeros", dict(padding=1, stride=2, groups=2)),
+        ("reflect", dict(padding="same", dilation=2)),
+        ("circular", dict(padding=1, groups=4)),
+    ]:
         m = gconv.Conv2d(4, 4, 3, padding_mode=mode, dtype=np.float64, rng=1, **kwargs)
         x = rng.standard_normal((2, 4, 6, 5))
         y, gy = _loss_parts(m, x, rng)
@@ -99,35 +106,62 @@ def test_conv1d_module_backward_equals_torch_autograd(mode):
 
 # the input gradient runs one stride-1 convolution per stride phase: strides sharing a factor with the dilation,
 # strides beyond the kernel (phases no tap reaches) and large padding (phases that start inside grad_output)
-@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 2), (3, 2, 2, 4), ((1, 2), (2, 0), (1, 3), 1),
-                                                           (2, 1, 2, 1), ((4, 2), (3, 1), 2, 2), (3, 0, 1, 8),
-                                                           ((2, 5), (4, 0), (3, 1), 1)])
+@pytest.mark.parametrize(
+    "stride,padding,dilation,groups",
+    [
+        (1, 0, 1, 1),
+        (2, 1, 1, 2),
+        (3, 2, 2, 4),
+        ((1, 2), (2, 0), (1, 3), 1),
+        (2, 1, 2, 1),
+        ((4, 2), (3, 1), 2, 2),
+        (3, 0, 1, 8),
+        ((2, 5), (4, 0), (3, 1), 1),
+    ],
+)
 def test_functional_grads_equal_torch_nn_grad(stride, padding, dilation, groups):
     torch = pytest.importorskip("torch")
     import torch.nn.grad as tgrad
+
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 8, 13, 12))
     w = rng.standard_normal((8, 8 // groups, 3, 2))
-    gy_shape = tuple(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, stride, padding,
-                                                dilation, groups).shape)
+    gy_shape = tuple(
+        torch.nn.functional.conv2d(
+            torch.from_numpy(x), torch.from_numpy(w), None, stride, padding, dilation, groups
+        ).shape
+    )
     gy = rng.standard_normal(gy_shape)
     args = (stride, padding, dilation, groups)
-    np.testing.assert_allclose(gconv.grad.conv2d_input(x.shape, w, gy, *args),
-                               tgrad.conv2d_input(x.shape, torch.from_numpy(w), torch.from_numpy(gy), *args).numpy(),
-                               rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(gconv.grad.conv2d_weight(x, w.shape, gy, *args),
-                               tgrad.conv2d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(gy), *args).numpy(),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        gconv.grad.conv2d_input(x.shape, w, gy, *args),
+        tgrad.conv2d_input(x.shape, torch.from_numpy(w), torch.from_numpy(gy), *args).numpy(),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(
+        gconv.grad.conv2d_weight(x, w.shape, gy, *args),
+        tgrad.conv2d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(gy), *args).numpy(),
+        rtol=1e-10,
+        atol=1e-10,
+    )
     x1, w1 = x[:, :, 0], w[:, :, 0]
     s1, p1, d1 = [v if np.isscalar(v) else v[1] for v in (stride, padding, dilation)]
-    gy1 = rng.standard_normal(tuple(torch.nn.functional.conv1d(torch.from_numpy(x1), torch.from_numpy(w1), None, s1, p1,
-                                                               d1, groups).shape))
-    np.testing.assert_allclose(gconv.grad.conv1d_input(x1.shape, w1, gy1, s1, p1, d1, groups),
-                               tgrad.conv1d_input(x1.shape, torch.from_numpy(w1), torch.from_numpy(gy1), s1, p1, d1,
-                                                  groups).numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(gconv.grad.conv1d_weight(x1, w1.shape, gy1, s1, p1, d1, groups),
-                               tgrad.conv1d_weight(torch.from_numpy(x1), w1.shape, torch.from_numpy(gy1), s1, p1, d1,
-                                                   groups).numpy(), rtol=1e-10, atol=1e-10)
+    gy1 = rng.standard_normal(
+        tuple(torch.nn.functional.conv1d(torch.from_numpy(x1), torch.from_numpy(w1), None, s1, p1, d1, groups).shape)
+    )
+    np.testing.assert_allclose(
+        gconv.grad.conv1d_input(x1.shape, w1, gy1, s1, p1, d1, groups),
+        tgrad.conv1d_input(x1.shape, torch.from_numpy(w1), torch.from_numpy(gy1), s1, p1, d1, groups).numpy(),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(
+        gconv.grad.conv1d_weight(x1, w1.shape, gy1, s1, p1, d1, groups),
+        tgrad.conv1d_weight(torch.from_numpy(x1), w1.shape, torch.from_numpy(gy1), s1, p1, d1, groups).numpy(),
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 def test_weight_gradient_does_not_depend_on_the_thread_count():

@@ -1,4 +1,5 @@
 """Hostile input, concurrency and memory: gconv raises clean Python errors, never crashes, races or leaks."""
+
 import itertools
 import os
 import threading
@@ -20,12 +21,29 @@ EXPECTED_ERRORS = (TypeError, ValueError, RuntimeError, NotImplementedError)
 def _hostile_arrays():
     good = np.ones((1, 4, 6, 6), np.float32)
     yield from [
-        None, 3, 2.5, "x", [[1.0]], [good], (1, 2), np.float32(1), np.array(1.0, np.float32),
-        np.zeros((1, 4, 6, 6), np.int64), np.zeros((1, 4, 6, 6), bool), np.zeros((1, 4, 6, 6), np.complex64),
-        np.zeros((1, 4, 6, 6), object), np.zeros((1, 4, 6, 6), "U1"), np.zeros((1, 4, 6, 6), np.float16),
-        np.zeros((1, 4, 6, 6), "f4,f4"), np.zeros((1, 4, 6, 6), "M8[s]"),
-        np.broadcast_to(np.float32(1), (1, 4, 6, 6)), good[:, :, ::-1], np.asfortranarray(good),
-        good.astype(">f4"), np.zeros((1, 4, 0, 6), np.float32), np.zeros((0, 4, 6, 6), np.float32),
+        None,
+        3,
+        2.5,
+        "x",
+        [[1.0]],
+        [good],
+        (1, 2),
+        np.float32(1),
+        np.array(1.0, np.float32),
+        np.zeros((1, 4, 6, 6), np.int64),
+        np.zeros((1, 4, 6, 6), bool),
+        np.zeros((1, 4, 6, 6), np.complex64),
+        np.zeros((1, 4, 6, 6), object),
+        np.zeros((1, 4, 6, 6), "U1"),
+        np.zeros((1, 4, 6, 6), np.float16),
+        np.zeros((1, 4, 6, 6), "f4,f4"),
+        np.zeros((1, 4, 6, 6), "M8[s]"),
+        np.broadcast_to(np.float32(1), (1, 4, 6, 6)),
+        good[:, :, ::-1],
+        np.asfortranarray(good),
+        good.astype(">f4"),
+        np.zeros((1, 4, 0, 6), np.float32),
+        np.zeros((0, 4, 6, 6), np.float32),
         np.zeros((1, 0, 6, 6), np.float32),
     ]
     for ndim in range(7):
@@ -33,16 +51,40 @@ def _hostile_arrays():
 
 
 HOSTILE_PARAMS = [
-    {}, {"stride": 0}, {"stride": -1}, {"stride": 2**31}, {"stride": 2**62}, {"stride": 2**64}, {"stride": 1.5},
-    {"padding": -1}, {"padding": 2**31}, {"padding": 2**40}, {"padding": 2**62}, {"padding": "bad"},
-    {"padding": (1, 2, 3)}, {"padding": None}, {"dilation": 0}, {"dilation": 2**62}, {"dilation": -2**62},
-    {"groups": 0}, {"groups": 3}, {"groups": 2**62}, {"groups": 1.0}, {"stride": np.int64(2), "padding": np.int32(1)},
+    {},
+    {"stride": 0},
+    {"stride": -1},
+    {"stride": 2**31},
+    {"stride": 2**62},
+    {"stride": 2**64},
+    {"stride": 1.5},
+    {"padding": -1},
+    {"padding": 2**31},
+    {"padding": 2**40},
+    {"padding": 2**62},
+    {"padding": "bad"},
+    {"padding": (1, 2, 3)},
+    {"padding": None},
+    {"dilation": 0},
+    {"dilation": 2**62},
+    {"dilation": -(2**62)},
+    {"groups": 0},
+    {"groups": 3},
+    {"groups": 2**62},
+    {"groups": 1.0},
+    {"stride": np.int64(2), "padding": np.int32(1)},
 ]
 
 HOSTILE_WEIGHTS = [
-    np.ones((4, 4, 3, 3), np.float32), np.ones((4, 4, 3, 3), np.float64), np.ones((4, 4), np.float32),
-    np.ones((4, 4, 3, 3, 3), np.float32), np.ones((0, 4, 3, 3), np.float32), np.ones((4, 4, 0, 3), np.float32),
-    np.broadcast_to(np.float32(1), (2**27, 2**20, 3, 3)), np.ones((4, 4, 3, 3), np.int32), [[1.0]],
+    np.ones((4, 4, 3, 3), np.float32),
+    np.ones((4, 4, 3, 3), np.float64),
+    np.ones((4, 4), np.float32),
+    np.ones((4, 4, 3, 3, 3), np.float32),
+    np.ones((0, 4, 3, 3), np.float32),
+    np.ones((4, 4, 0, 3), np.float32),
+    np.broadcast_to(np.float32(1), (2**27, 2**20, 3, 3)),
+    np.ones((4, 4, 3, 3), np.int32),
+    [[1.0]],
 ]
 
 
@@ -60,21 +102,39 @@ def test_fuzz_hostile_calls_raise_python_errors_without_big_allocations():
     calls = []
     for x, params in itertools.product(_hostile_arrays(), HOSTILE_PARAMS):
         calls.append(lambda x=x, params=params: gconv.conv2d(x, np.ones((4, 4, 3, 3), np.float32), **params))
-        calls.append(lambda x=x, params=params: gconv.Conv2d(4, 4, 3, **params)(x) if "groups" not in params
-                     or params["groups"] in (1, 2) else gconv.Conv2d(4, 4, 3, **params))
+        calls.append(
+            lambda x=x, params=params: (
+                gconv.Conv2d(4, 4, 3, **params)(x)
+                if "groups" not in params or params["groups"] in (1, 2)
+                else gconv.Conv2d(4, 4, 3, **params)
+            )
+        )
     for w, params in itertools.product(HOSTILE_WEIGHTS, HOSTILE_PARAMS[:8]):
         calls.append(lambda w=w, params=params: gconv.conv2d(np.ones((1, 4, 6, 6), np.float32), w, **params))
-    for mode, pad in itertools.product(("reflect", "replicate", "circular"), (2**31, 2**62, -2**62, -3, 7)):
-        calls.append(lambda mode=mode, pad=pad: gconv.Conv2d(4, 4, 3, padding=pad, padding_mode=mode)(np.ones((1, 4, 6, 6), np.float32)))
-        calls.append(lambda mode=mode, pad=pad: gconv.Conv1d(4, 4, 3, padding=pad, padding_mode=mode)(np.ones((4, 6), np.float32)))
+    for mode, pad in itertools.product(("reflect", "replicate", "circular"), (2**31, 2**62, -(2**62), -3, 7)):
+        calls.append(
+            lambda mode=mode, pad=pad: gconv.Conv2d(4, 4, 3, padding=pad, padding_mode=mode)(
+                np.ones((1, 4, 6, 6), np.float32)
+            )
+        )
+        calls.append(
+            lambda mode=mode, pad=pad: gconv.Conv1d(4, 4, 3, padding=pad, padding_mode=mode)(
+                np.ones((4, 6), np.float32)
+            )
+        )
     # transposed: the same hostile arrays and parameters, plus output_padding and output_size
-    for x, params in itertools.product(_hostile_arrays(), HOSTILE_PARAMS + [
-            {"output_padding": 2**40, "stride": 2**41}, {"output_padding": -1}, {"output_padding": 5, "stride": 2}]):
-        calls.append(lambda x=x, params=params: gconv.conv_transpose2d(x, np.ones((4, 4, 3, 3), np.float32),
-                                                                       **params))
+    for x, params in itertools.product(
+        _hostile_arrays(),
+        HOSTILE_PARAMS
+        + [{"output_padding": 2**40, "stride": 2**41}, {"output_padding": -1}, {"output_padding": 5, "stride": 2}],
+    ):
+        calls.append(lambda x=x, params=params: gconv.conv_transpose2d(x, np.ones((4, 4, 3, 3), np.float32), **params))
     for size in ((2**62, 2**62), (-1, 3), (11,), ("a", 3), (0, 0), (2, 4, 2**40, 11)):
-        calls.append(lambda size=size: gconv.ConvTranspose2d(4, 4, 3, stride=2)(np.ones((2, 4, 5, 5), np.float32),
-                                                                               output_size=size))
+        calls.append(
+            lambda size=size: gconv.ConvTranspose2d(4, 4, 3, stride=2)(
+                np.ones((2, 4, 5, 5), np.float32), output_size=size
+            )
+        )
     for value in (2**31, 2**62, -5, 2.0, None, "3"):
         calls.append(lambda value=value: gconv.ConvTranspose1d(4, 4, value))
         calls.append(lambda value=value: gconv.Conv2d(4, 4, value))
@@ -202,7 +262,7 @@ def test_output_of_more_than_2_31_elements():
     out = gconv.conv2d(x, w, b, padding=(0, width_pad))
     assert out.size > 2**31
     row = out[0, 0, 0]
-    np.testing.assert_array_equal(row[width_pad:width_pad + 8], 2.0 * x.ravel() + 0.5)
+    np.testing.assert_array_equal(row[width_pad : width_pad + 8], 2.0 * x.ravel() + 0.5)
     assert row[0] == 0.5 and row[-1] == 0.5 and row[2**31 + 5] == 0.5
     assert np.count_nonzero(row != 0.5) == 8
 
@@ -225,8 +285,11 @@ def test_property_matches_reference(data, n_spatial, groups, icpg, ocpg, dtype, 
     size = tuple(data.draw(st.integers(d * (k - 1) + 1, 12)) for k, d in zip(kernel, dilation))
     if data.draw(st.booleans()):
         stride, padding = (1,) * n_spatial, data.draw(st.sampled_from(["same", "valid"]))
-        if mode == "reflect" and padding == "same" and any(d * (k - 1) - d * (k - 1) // 2 >= s
-                                                          for k, d, s in zip(kernel, dilation, size)):
+        if (
+            mode == "reflect"
+            and padding == "same"
+            and any(d * (k - 1) - d * (k - 1) // 2 >= s for k, d, s in zip(kernel, dilation, size))
+        ):
             padding = "valid"
     else:
         stride = tuple(data.draw(st.integers(1, 3)) for _ in range(n_spatial))
@@ -234,7 +297,9 @@ def test_property_matches_reference(data, n_spatial, groups, icpg, ocpg, dtype, 
         padding = tuple(data.draw(st.integers(0, min(3, lim))) for lim in limit)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     cls = gconv.Conv1d if n_spatial == 1 else gconv.Conv2d
-    m = cls(groups * icpg, groups * ocpg, kernel, stride, padding, dilation, groups, use_bias, mode, dtype=dtype, rng=rng)
+    m = cls(
+        groups * icpg, groups * ocpg, kernel, stride, padding, dilation, groups, use_bias, mode, dtype=dtype, rng=rng
+    )
     shape = ((2,) if batched else ()) + (groups * icpg,) + size
     x = rng.standard_normal(shape).astype(dtype)
     want = conv_reference(x, m.weight, m.bias, stride, padding, dilation, groups, mode)

@@ -1,4 +1,5 @@
 """Layouts, dtypes and edge shapes: any input layout works, nothing is written, outputs are fresh arrays."""
+
 import tracemalloc
 
 import numpy as np
@@ -10,7 +11,9 @@ from reference import conv_reference
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 
 
-@pytest.mark.parametrize("weight_shape,groups", [((6, 6, 1, 1), 1), ((6, 3, 1, 1), 2), ((6, 2, 1, 1), 3), ((6, 1, 1, 1), 6)])
+@pytest.mark.parametrize(
+    "weight_shape,groups", [((6, 6, 1, 1), 1), ((6, 3, 1, 1), 2), ((6, 2, 1, 1), 3), ((6, 1, 1, 1), 6)]
+)
 def test_groups_weight_shapes_from_the_contract(weight_shape, groups):
     assert gconv.Conv2d(6, 6, 1, groups=groups).weight.shape == weight_shape
 
@@ -109,7 +112,12 @@ def test_empty_batch_returns_right_shape():
     assert gconv.Conv2d(4, 6, 3, stride=2, padding=1)(np.zeros((0, 4, 7, 6), np.float32)).shape == (0, 6, 4, 3)
     assert gconv.Conv1d(4, 6, 3)(np.zeros((0, 4, 7), np.float32)).shape == (0, 6, 5)
     for mode in ("reflect", "replicate", "circular"):
-        assert gconv.Conv2d(4, 4, 3, padding=1, padding_mode=mode)(np.zeros((0, 4, 6, 6), np.float32)).shape == (0, 4, 6, 6)
+        assert gconv.Conv2d(4, 4, 3, padding=1, padding_mode=mode)(np.zeros((0, 4, 6, 6), np.float32)).shape == (
+            0,
+            4,
+            6,
+            6,
+        )
 
 
 def test_same_padding_puts_the_odd_extra_at_the_end():
@@ -143,8 +151,11 @@ def test_negative_padding_modes_crop():
     for mode in ("reflect", "replicate", "circular"):
         m = gconv.Conv2d(2, 2, 3, padding=(-1, 1), padding_mode=mode, dtype=np.float64)
         cropped = x[:, :, 1:-1, :]
-        padded = np.pad(cropped, [(0, 0), (0, 0), (0, 0), (1, 1)],
-                        mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
+        padded = np.pad(
+            cropped,
+            [(0, 0), (0, 0), (0, 0), (1, 1)],
+            mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode],
+        )
         np.testing.assert_allclose(m(x), gconv.conv2d(padded, m.weight, m.bias), rtol=1e-12, atol=1e-12)
 
 
@@ -157,13 +168,15 @@ def test_huge_dilation_and_stride_geometry():
     b = rng.standard_normal(4)
     out = gconv.conv2d(x, w, b, padding=(0, 2**25), dilation=(1, 2**25))
     assert out.shape == (1, 4, 1, 8)
-    np.testing.assert_allclose(out, np.einsum("oc,ncw->now", w[:, :, 0, 1], x[:, :, 0])[:, :, None] + b[:, None, None],
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        out, np.einsum("oc,ncw->now", w[:, :, 0, 1], x[:, :, 0])[:, :, None] + b[:, None, None], rtol=1e-12, atol=1e-12
+    )
     # A stride far beyond the input: one output column, whose window starts in the padding.
     out = gconv.conv2d(x, w, b, stride=(1, 2**40), padding=(0, 1))
     assert out.shape == (1, 4, 1, 1)
-    np.testing.assert_allclose(out[..., 0, 0], np.einsum("ock,nck->no", w[:, :, 0, 1:], x[:, :, 0, :2]) + b,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        out[..., 0, 0], np.einsum("ock,nck->no", w[:, :, 0, 1:], x[:, :, 0, :2]) + b, rtol=1e-12, atol=1e-12
+    )
 
 
 def _peak_numpy_bytes(fn):
@@ -175,8 +188,10 @@ def _peak_numpy_bytes(fn):
         tracemalloc.stop()
 
 
-@pytest.mark.parametrize("groups,k,stride,mode", [(1, 3, 1, "zeros"), (16, 3, 2, "zeros"), (4, 1, 1, "zeros"),
-                                                  (16, 5, 1, "zeros"), (2, 3, 1, "reflect")])
+@pytest.mark.parametrize(
+    "groups,k,stride,mode",
+    [(1, 3, 1, "zeros"), (16, 3, 2, "zeros"), (4, 1, 1, "zeros"), (16, 5, 1, "zeros"), (2, 3, 1, "reflect")],
+)
 def test_channels_last_is_read_and_written_in_place(groups, k, stride, mode):
     rng = np.random.default_rng(8)
     nhwc = rng.standard_normal((2, 40, 48, 16)).astype(np.float32)
@@ -184,8 +199,9 @@ def test_channels_last_is_read_and_written_in_place(groups, k, stride, mode):
     m = gconv.Conv2d(16, 32, k, stride=stride, padding=k // 2, groups=groups, padding_mode=mode, rng=9)
     got = m(x)
     assert gconv.functional.is_channels_last(got)
-    np.testing.assert_allclose(got, conv_reference(x, m.weight, m.bias, stride, k // 2, 1, groups, mode),
-                               rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        got, conv_reference(x, m.weight, m.bias, stride, k // 2, 1, groups, mode), rtol=2e-5, atol=2e-5
+    )
     if mode == "zeros":
         out = np.empty_like(got)  # channels-last too, as empty_like keeps the layout
         assert gconv.functional.is_channels_last(out)

@@ -1,4 +1,5 @@
 """Every instruction-set build this machine can run gives the reference's results; GCONV_ISA forces one."""
+
 import os
 import subprocess
 import sys
@@ -14,17 +15,17 @@ LEVELS = gconv.available_isas()
 
 CASES = [
     # x shape, weight shape, kwargs: every tile shape (8, 4, 2, 1 channels), strides, dilations, padding
-    ((2, 16, 13, 37), (16, 2, 3, 3), dict(padding=1, groups=8)),       # 2 channels per group
-    ((1, 12, 9, 70), (12, 1, 5, 5), dict(padding=2, groups=12)),       # depthwise
+    ((2, 16, 13, 37), (16, 2, 3, 3), dict(padding=1, groups=8)),  # 2 channels per group
+    ((1, 12, 9, 70), (12, 1, 5, 5), dict(padding=2, groups=12)),  # depthwise
     ((2, 8, 11, 19), (24, 4, 3, 2), dict(stride=(2, 3), padding=(1, 0), dilation=(2, 1), groups=2)),
-    ((1, 6, 7, 40), (16, 6, 1, 1), dict()),                             # pointwise, partial tiles
+    ((1, 6, 7, 40), (16, 6, 1, 1), dict()),  # pointwise, partial tiles
     ((3, 10, 5, 33), (20, 2, 2, 3), dict(stride=(1, 2), padding="valid", groups=5)),
-    ((2, 4, 30), (8, 4, 7), dict(padding="same", dilation=3)),          # conv1d
+    ((2, 4, 30), (8, 4, 7), dict(padding="same", dilation=3)),  # conv1d
     ((1, 3, 9, 9), (9, 1, 3, 3), dict(stride=5, padding=4, groups=3)),  # stride beyond the kernel
-    ((2, 4, 21, 3), (4, 1, 3, 3), dict(padding=1, groups=4)),           # rows narrower than a tile
+    ((2, 4, 21, 3), (4, 1, 3, 3), dict(padding=1, groups=4)),  # rows narrower than a tile
     ((1, 2, 5, 9000), (2, 1, 3, 5), dict(padding=(1, 2), dilation=(1, 3), groups=2)),  # column blocks
-    ((1, 16, 3, 5000), (16, 16, 3, 3), dict(padding=1)),                # column blocks, 8 channels
-    ((1, 3, 150, 40), (3, 1, 7, 1), dict(padding=(3, 0), groups=3)),    # row blocks, tall kernel
+    ((1, 16, 3, 5000), (16, 16, 3, 3), dict(padding=1)),  # column blocks, 8 channels
+    ((1, 3, 150, 40), (3, 1, 7, 1), dict(padding=(3, 0), groups=3)),  # row blocks, tall kernel
 ]
 
 
@@ -62,8 +63,11 @@ def test_every_level_matches_the_reference(isa, dtype):
 def test_every_level_reads_and_writes_channels_last(isa):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 9, 11, 24)).astype(np.float32).transpose(0, 3, 1, 2)
-    for w_shape, kwargs in [((24, 1, 3, 3), dict(padding=1, groups=24)), ((16, 12, 3, 2), dict(stride=2, groups=2)),
-                            ((8, 24, 1, 1), dict())]:
+    for w_shape, kwargs in [
+        ((24, 1, 3, 3), dict(padding=1, groups=24)),
+        ((16, 12, 3, 2), dict(stride=2, groups=2)),
+        ((8, 24, 1, 1), dict()),
+    ]:
         w = rng.standard_normal(w_shape).astype(np.float32)
         got = gconv.conv2d(x, w, **kwargs)
         np.testing.assert_allclose(got, conv_reference(x, w, **kwargs), rtol=1e-4, atol=1e-4, err_msg=isa)

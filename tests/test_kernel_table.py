@@ -4,6 +4,7 @@ In the style of XNNPACK's per-micro-kernel test lists: the kernels are called di
 so a tile that gconv._select rarely picks on this machine is still checked on ragged tails, 1x1 maps, huge
 dilations and channels-last arrays.
 """
+
 import numpy as np
 import pytest
 
@@ -24,9 +25,9 @@ def _edge_shapes(oc_block, tile_cols, flat):
     stride = (1, 1) if flat else (2, 1)
     shapes = [
         ((2, 2 * groups, 5, tile_cols + 1), channels * groups, (3, 3), stride, (1, 1), (1, 1), groups),
-        ((1, 2 * groups, 1, 1), channels * groups, (1, 1), (1, 1), (0, 0), (1, 1), groups),    # 1x1 map
+        ((1, 2 * groups, 1, 1), channels * groups, (1, 1), (1, 1), (0, 0), (1, 1), groups),  # 1x1 map
         ((1, groups, 9, 2 * tile_cols + 3), channels * groups, (2, 3), stride, (0, 2), (2, 3), groups),
-        ((3, 3 * groups, 4, 3), channels * groups, (3, 1), (1, 1), (2, 0), (1, 1), groups),     # narrow rows
+        ((3, 3 * groups, 4, 3), channels * groups, (3, 1), (1, 1), (2, 0), (1, 1), groups),  # narrow rows
     ]
     if not flat:
         shapes.append(((1, groups, 7, 11), channels * groups, (3, 3), (3, 2), (1, 1), (1, 2), groups))
@@ -64,8 +65,13 @@ def test_tile_matches_the_reference_on_edge_shapes(level, family, oc_block, flat
             out[...] = before if accumulate else np.nan  # overwriting must not read what was there
             _run(kernels, family, oc_block, flat, x_in, w, b, out, stride, pad, dilation, groups, 2, accumulate)
             tol = 1e-4 if dtype == np.float32 else 1e-11
-            np.testing.assert_allclose(out, want + before, rtol=tol, atol=tol,
-                                       err_msg=f"{level} {family} {oc_block} flat={flat} {layout} {x_shape} {kernel}")
+            np.testing.assert_allclose(
+                out,
+                want + before,
+                rtol=tol,
+                atol=tol,
+                err_msg=f"{level} {family} {oc_block} flat={flat} {layout} {x_shape} {kernel}",
+            )
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -95,9 +101,10 @@ def _weight_grad_reference(x, gy, kernel, stride, pad, dilation, groups):
             for kw in range(kernel[1]):
                 rows = slice(kh * dilation[0], kh * dilation[0] + (h_out - 1) * stride[0] + 1, stride[0])
                 cols = slice(kw * dilation[1], kw * dilation[1] + (w_out - 1) * stride[1] + 1, stride[1])
-                patch = x[:, g * icpg:(g + 1) * icpg, rows, cols]
-                gw[g * ocpg:(g + 1) * ocpg, :, kh, kw] = np.einsum("nchw,nohw->oc", patch,
-                                                                   gy[:, g * ocpg:(g + 1) * ocpg])
+                patch = x[:, g * icpg : (g + 1) * icpg, rows, cols]
+                gw[g * ocpg : (g + 1) * ocpg, :, kh, kw] = np.einsum(
+                    "nchw,nohw->oc", patch, gy[:, g * ocpg : (g + 1) * ocpg]
+                )
     return gw
 
 
@@ -113,8 +120,9 @@ def test_weight_gradient_tiles_match_the_reference(level, out_channels_per_group
     gy = rng.standard_normal((2, out_channels_per_group * groups, *out_hw))
     gw = np.empty((out_channels_per_group * groups, 2, *kernel))
     kernels.conv2d_weight_grad(x, gy, gw, stride, pad, dilation, groups, 2)
-    np.testing.assert_allclose(gw, _weight_grad_reference(x, gy, kernel, stride, pad, dilation, groups),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        gw, _weight_grad_reference(x, gy, kernel, stride, pad, dilation, groups), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_kernels_refuse_inconsistent_arguments():

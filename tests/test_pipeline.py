@@ -1,4 +1,5 @@
 """NumPy pipeline habits: out=, n_threads, saved weights, torch interop and `python -m gconv`."""
+
 import os
 import subprocess
 import sys
@@ -42,12 +43,15 @@ def test_out_lets_a_loop_allocate_no_output():
     assert peak < out.nbytes // 8, f"{peak} bytes allocated per loop"
 
 
-@pytest.mark.parametrize("bad,error,text", [
-    (np.empty((2, 6, 9, 8), np.float32), ValueError, "out has shape"),
-    (np.empty((2, 6, 9, 9), np.float64), TypeError, "out has dtype"),
-    (np.empty((2, 6, 9, 18), np.float32)[..., ::2], ValueError, "C-contiguous"),
-    ([[0.0]], TypeError, "'out' must be a numpy.ndarray"),
-])
+@pytest.mark.parametrize(
+    "bad,error,text",
+    [
+        (np.empty((2, 6, 9, 8), np.float32), ValueError, "out has shape"),
+        (np.empty((2, 6, 9, 9), np.float64), TypeError, "out has dtype"),
+        (np.empty((2, 6, 9, 18), np.float32)[..., ::2], ValueError, "C-contiguous"),
+        ([[0.0]], TypeError, "'out' must be a numpy.ndarray"),
+    ],
+)
 def test_out_is_validated_like_a_ufuncs(bad, error, text):
     x = np.zeros((2, 4, 9, 9), np.float32)
     with pytest.raises(error, match=text):
@@ -96,10 +100,13 @@ def test_weights_load_from_safetensors(tmp_path):
     np.testing.assert_array_equal(loaded.weight, m.weight)
 
 
-@pytest.mark.parametrize("cls_name,args,kwargs,x_shape", [
-    ("Conv2d", (6, 4, 3), dict(padding="same", groups=2, padding_mode="reflect"), (2, 6, 7, 8)),
-    ("Conv1d", (4, 8, 5), dict(stride=2, dilation=2, bias=False), (3, 4, 20)),
-])
+@pytest.mark.parametrize(
+    "cls_name,args,kwargs,x_shape",
+    [
+        ("Conv2d", (6, 4, 3), dict(padding="same", groups=2, padding_mode="reflect"), (2, 6, 7, 8)),
+        ("Conv1d", (4, 8, 5), dict(stride=2, dilation=2, bias=False), (3, 4, 20)),
+    ],
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_from_torch_and_to_torch(cls_name, args, kwargs, x_shape, dtype):
     torch = pytest.importorskip("torch")
@@ -119,8 +126,9 @@ def test_from_torch_and_to_torch(cls_name, args, kwargs, x_shape, dtype):
 
 
 def test_python_dash_m_gconv_reports_and_self_checks(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "gconv"], cwd=tmp_path, capture_output=True, text=True,
-                         env=dict(os.environ))
+    run = subprocess.run(
+        [sys.executable, "-m", "gconv"], cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ)
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"gconv {gconv.__version__}" in run.stdout
     assert f"kernels: {gconv.kernel_isa()}" in run.stdout

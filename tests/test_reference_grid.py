@@ -1,4 +1,5 @@
 """gconv against the NumPy reference over groups, strides, paddings, dilations, modes, bias and dtypes (no torch)."""
+
 import itertools
 
 import numpy as np
@@ -12,9 +13,17 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol
 CHANNELS = [(4, 4, 1), (6, 6, 3), (4, 8, 4), (6, 4, 2), (8, 8, 8), (3, 9, 3)]
 GEOMETRY_2D = [
     # kernel, stride, padding, dilation
-    (3, 1, 1, 1), (3, 2, 0, 1), ((2, 3), (1, 3), (2, 1), 1), (3, 1, 2, 2), (1, 1, 0, 1),
-    ((3, 1), 2, (1, 0), (2, 1)), (4, 1, "same", 1), (3, 1, "same", 2), ((2, 4), 1, "same", (3, 1)),
-    (3, 3, "valid", 1), (5, 1, 2, 1),
+    (3, 1, 1, 1),
+    (3, 2, 0, 1),
+    ((2, 3), (1, 3), (2, 1), 1),
+    (3, 1, 2, 2),
+    (1, 1, 0, 1),
+    ((3, 1), 2, (1, 0), (2, 1)),
+    (4, 1, "same", 1),
+    (3, 1, "same", 2),
+    ((2, 4), 1, "same", (3, 1)),
+    (3, 3, "valid", 1),
+    (5, 1, 2, 1),
 ]
 GEOMETRY_1D = [(3, 1, 1, 1), (3, 2, 0, 1), (4, 1, "same", 1), (3, 1, "same", 3), (5, 3, 2, 2), (1, 1, 0, 1)]
 MODES = ["zeros", "reflect", "replicate", "circular"]
@@ -54,7 +63,7 @@ def test_conv1d_matches_reference(cin, cout, g, k, s, p, d, mode):
 def test_functional_matches_reference_on_larger_shapes(dtype):
     # Wide rows and many channels exercise the output-channel blocks and the row split.
     rng = np.random.default_rng(2)
-    for (n, cin, cout, g, h, w, k, s, p, d) in [
+    for n, cin, cout, g, h, w, k, s, p, d in [
         (3, 32, 48, 4, 19, 37, 3, 1, 1, 1),
         (1, 24, 24, 24, 33, 40, 5, 2, 2, 1),
         (2, 16, 20, 2, 15, 70, (3, 5), (2, 1), (0, 3), (1, 2)),

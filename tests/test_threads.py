@@ -1,4 +1,5 @@
 """OpenMP: the build has it, kernels really run on several threads, results do not depend on the count."""
+
 import os
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def test_set_and_get_num_threads():
 
 def test_set_num_threads_reaches_other_python_threads():
     import threading
+
     if not gconv.openmp_enabled():
         pytest.skip("serial build")
     before = gconv.get_num_threads()
@@ -77,8 +79,9 @@ def test_omp_num_threads_is_honoured(tmp_path):
     code = "import gconv; print(gconv.get_num_threads())"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # run outside the source tree so the installed (compiled) gconv is imported
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "1"
 
 

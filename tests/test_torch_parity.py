@@ -1,4 +1,5 @@
 """gconv against torch itself (skipped where torch is not installed; CI installs torch==2.13.0)."""
+
 import itertools
 
 import numpy as np
@@ -28,12 +29,23 @@ def _torch_forward(tm, x):
         return tm(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
-MODULE_GRID_2D = list(itertools.product(
-    [(4, 4, 1), (6, 6, 3), (4, 8, 4), (6, 4, 2), (8, 8, 8)],
-    [(3, 1, 1, 1), (3, 2, 0, 1), ((2, 3), (1, 3), (2, 1), 1), (3, 1, 2, 2), (1, 1, 0, 1),
-     (4, 1, "same", 1), ((2, 4), 1, "same", (3, 1)), (3, 2, "valid", 1), (5, 1, 2, 1)],
-    ["zeros", "reflect", "replicate", "circular"],
-))
+MODULE_GRID_2D = list(
+    itertools.product(
+        [(4, 4, 1), (6, 6, 3), (4, 8, 4), (6, 4, 2), (8, 8, 8)],
+        [
+            (3, 1, 1, 1),
+            (3, 2, 0, 1),
+            ((2, 3), (1, 3), (2, 1), 1),
+            (3, 1, 2, 2),
+            (1, 1, 0, 1),
+            (4, 1, "same", 1),
+            ((2, 4), 1, "same", (3, 1)),
+            (3, 2, "valid", 1),
+            (5, 1, 2, 1),
+        ],
+        ["zeros", "reflect", "replicate", "circular"],
+    )
+)
 
 
 @pytest.mark.parametrize("channels,geometry,mode", MODULE_GRID_2D)
@@ -98,7 +110,9 @@ def test_functional_equals_torch(dtype):
         b = rng.standard_normal(w_shape[0]).astype(dtype)
         fn, tfn = (gconv.conv1d, TF.conv1d) if len(w_shape) == 3 else (gconv.conv2d, TF.conv2d)
         for bias in (b, None):
-            want = tfn(torch.from_numpy(x), torch.from_numpy(w), None if bias is None else torch.from_numpy(bias), **kwargs)
+            want = tfn(
+                torch.from_numpy(x), torch.from_numpy(w), None if bias is None else torch.from_numpy(bias), **kwargs
+            )
             got = fn(x, w, bias, **kwargs)
             assert got.shape == tuple(want.shape)
             np.testing.assert_allclose(got, want.numpy(), **TOL[dtype])
@@ -113,7 +127,9 @@ def test_reference_equals_torch():
         tm = torch.nn.Conv2d(6, 9, (3, 2), (2, 1), (2, 1), (1, 2), 3, True, mode, dtype=torch.float64)
         tm.load_state_dict({"weight": torch.from_numpy(w), "bias": torch.from_numpy(b)})
         want = _torch_forward(tm, x)
-        np.testing.assert_allclose(conv_reference(x, w, b, (2, 1), (2, 1), (1, 2), 3, mode), want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            conv_reference(x, w, b, (2, 1), (2, 1), (1, 2), 3, mode), want, rtol=1e-12, atol=1e-12
+        )
 
 
 REPR_CASES = [
@@ -132,13 +148,25 @@ REPR_CASES = [
 @pytest.mark.parametrize("cls", ["Conv1d", "Conv2d"])
 def test_repr_and_attributes_equal_torch(cls, args, kwargs):
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tm = getattr(torch.nn, cls)(*args, **kwargs)
         gm = getattr(gconv, cls)(*args, **kwargs)
     assert repr(gm) == repr(tm)
-    for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-                 "padding_mode", "transposed", "output_padding", "_reversed_padding_repeated_twice"):
+    for attr in (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "padding_mode",
+        "transposed",
+        "output_padding",
+        "_reversed_padding_repeated_twice",
+    ):
         assert getattr(gm, attr) == getattr(tm, attr), attr
         assert type(getattr(gm, attr)) is type(getattr(tm, attr)), attr
     assert gm.weight.shape == tuple(tm.weight.shape)
@@ -166,14 +194,20 @@ def test_weights_move_both_ways():
     x = np.random.default_rng(5).standard_normal((1, 6, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(gm(x), _torch_forward(tm, x), **TOL[np.float32])
     back = torch.nn.Conv2d(6, 4, 3, padding=1, groups=2)
-    back.load_state_dict({k: torch.from_numpy(v) for k, v in gconv.Conv2d(6, 4, 3, padding=1, groups=2, rng=1).state_dict().items()})
-    np.testing.assert_array_equal(back.weight.detach().numpy(), gconv.Conv2d(6, 4, 3, padding=1, groups=2, rng=1).weight)
+    back.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in gconv.Conv2d(6, 4, 3, padding=1, groups=2, rng=1).state_dict().items()}
+    )
+    np.testing.assert_array_equal(
+        back.weight.detach().numpy(), gconv.Conv2d(6, 4, 3, padding=1, groups=2, rng=1).weight
+    )
 
 
 def test_load_state_dict_errors_equal_torch():
-    for bad in [{"weight": np.zeros((4, 4, 3, 3), np.float32)},
-                {"weight": np.zeros((4, 4, 2, 3), np.float32), "foo": np.zeros(1, np.float32)},
-                {"weight": np.zeros((4, 4, 3, 3), np.float32), "bias": np.zeros(3, np.float32)}]:
+    for bad in [
+        {"weight": np.zeros((4, 4, 3, 3), np.float32)},
+        {"weight": np.zeros((4, 4, 2, 3), np.float32), "foo": np.zeros(1, np.float32)},
+        {"weight": np.zeros((4, 4, 3, 3), np.float32), "bias": np.zeros(3, np.float32)},
+    ]:
         with pytest.raises(RuntimeError) as t_err:
             torch.nn.Conv2d(4, 4, 3).load_state_dict({k: torch.from_numpy(v) for k, v in bad.items()})
         with pytest.raises(RuntimeError) as g_err:

@@ -1,4 +1,5 @@
 """ConvTranspose1d/2d and conv_transpose1d/2d: equal to the definition always, and to torch when it is installed."""
+
 import numpy as np
 import pytest
 
@@ -18,8 +19,10 @@ def _random_case(rng):
     dilation = tuple(int(d) for d in rng.integers(1, 3, nd))
     output_padding = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
     spatial = tuple(int(v) for v in rng.integers(1, 8, nd))
-    full = [(size - 1) * s + d * (k - 1) + 1 + op for size, s, d, k, op in zip(spatial, stride, dilation, kernel,
-                                                                                output_padding)]
+    full = [
+        (size - 1) * s + d * (k - 1) + 1 + op
+        for size, s, d, k, op in zip(spatial, stride, dilation, kernel, output_padding)
+    ]
     padding = tuple(int(rng.integers(0, (f - 1) // 2 + 1)) for f in full)
     x_shape = ((int(rng.integers(1, 4)),) if rng.random() < 0.8 else ()) + (in_per_group * groups,) + spatial
     w_shape = (in_per_group * groups, out_per_group) + kernel
@@ -65,28 +68,35 @@ def test_threads_and_layouts_do_not_change_the_result():
 
 
 def test_module_attributes_init_and_output_size():
-    m = gconv.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, bias=True, dilation=1,
-                              rng=0)
+    m = gconv.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, bias=True, dilation=1, rng=0)
     assert m.weight.shape == (4, 3, 3, 3) and m.bias.shape == (6,)
     assert m.transposed is True and m.output_padding == (1, 1)
-    assert repr(m) == ("ConvTranspose2d(4, 6, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), "
-                       "output_padding=(1, 1), groups=2)")
+    assert repr(m) == (
+        "ConvTranspose2d(4, 6, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), output_padding=(1, 1), groups=2)"
+    )
     bound = 1 / np.sqrt(3 * 9)  # fan_in from this layout: out_channels // groups * prod(kernel_size)
     assert np.abs(m.weight).max() <= bound and np.abs(m.weight).max() > 0.8 * bound
     x = np.random.default_rng(0).standard_normal((2, 4, 5, 5), dtype=np.float32)
     assert m(x).shape == (2, 6, 10, 10)
     assert m(x, output_size=(9, 10)).shape == (2, 6, 9, 10)
     assert m(x[0], output_size=[6, 9, 9]).shape == (6, 9, 9)
-    np.testing.assert_allclose(m(x, output_size=(9, 9)),
-                               conv_transpose_reference(x, m.weight, m.bias, 2, 1, 0, 2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        m(x, output_size=(9, 9)), conv_transpose_reference(x, m.weight, m.bias, 2, 1, 0, 2), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("batched", [True, False])
-@pytest.mark.parametrize("cls,x_shape,kwargs", [
-    ("ConvTranspose2d", (6, 5, 7), dict(kernel_size=(3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2),
-                                        groups=3, dilation=(1, 2))),
-    ("ConvTranspose1d", (4, 9), dict(kernel_size=4, stride=3, padding=2, groups=2, bias=False)),
-])
+@pytest.mark.parametrize(
+    "cls,x_shape,kwargs",
+    [
+        (
+            "ConvTranspose2d",
+            (6, 5, 7),
+            dict(kernel_size=(3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=3, dilation=(1, 2)),
+        ),
+        ("ConvTranspose1d", (4, 9), dict(kernel_size=4, stride=3, padding=2, groups=2, bias=False)),
+    ],
+)
 def test_backward_equals_torch_autograd(cls, x_shape, kwargs, batched):
     torch = pytest.importorskip("torch")
     tm = getattr(torch.nn, cls)(x_shape[0], 4 if cls.endswith("1d") else 6, dtype=torch.float64, **kwargs)
@@ -137,51 +147,122 @@ X2 = np.zeros((2, 4, 5, 5), np.float32)
 X1 = np.zeros((2, 4, 5), np.float32)
 W1 = np.zeros((4, 3, 3), np.float32)
 ERRORS = [
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3, padding_mode="reflect"), ValueError,
-     'Only "zeros" padding mode is supported for ConvTranspose2d', True),
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3, padding_mode="reflect"),
+        ValueError,
+        'Only "zeros" padding mode is supported for ConvTranspose2d',
+        True,
+    ),
     (lambda g: g.nn.ConvTranspose2d(4, 6, 3, groups=4), ValueError, "out_channels must be divisible by groups", True),
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=2, output_padding=2)(g.arr(X2)), RuntimeError,
-     "output padding must be smaller than either stride or dilation, but got output_padding_height: 2 "
-     "output_padding_width: 2 stride_height: 2 stride_width: 2 dilation_height: 1 dilation_width: 1", True),
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=2)(g.arr(X2), output_size=(14, 12)), ValueError,
-     "requested an output size of (14, 12), but valid sizes range from [11, 11] to [12, 12] (for an input of "
-     "torch.Size([5, 5]))", True),
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=2)(g.arr(X2), output_size=(1, 2, 3)), ValueError,
-     "ConvTranspose2D: for 4D input, output_size must have 2 or 4 elements (got 3)", True),
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3)(g.arr(np.zeros((2, 3, 5, 5), np.float32))), RuntimeError,
-     "Given transposed=1, weight of size [4, 6, 3, 3], expected input[2, 3, 5, 5] to have 4 channels, but got 3 "
-     "channels instead", True),
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3)(g.arr(np.zeros((5, 5), np.float32))), RuntimeError,
-     "Expected 3D (unbatched) or 4D (batched) input to conv_transpose2d, but got input of size: [5, 5]", True),
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3, padding=-1)(g.arr(X2)), RuntimeError,
-     "negative padding is not supported", True),
-    (lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=0)(g.arr(X2)), RuntimeError,
-     "non-positive stride is not supported", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 2, 0, 2), RuntimeError,
-     "output padding must be smaller than either stride or dilation, but got output_padding_height: 0 "
-     "output_padding_width: 2 stride_height: 1 stride_width: 2 dilation_height: 1 dilation_width: 1", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, -1, 1, -1), RuntimeError,
-     "negative output_padding is not supported", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), g.arr(np.zeros(4, np.float32))), RuntimeError,
-     "Given transposed=1, weight of size [4, 3, 3], expected bias to be 1-dimensional with 3 elements, but got "
-     "bias of size [4] instead", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, 0, 3), RuntimeError,
-     "Given groups=3, expected weight to be divisible by 3 at dimension 0, but got weight of size [[4, 3, 3]] instead",
-     True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, (0, 0)), RuntimeError,
-     "expected output_padding to be a single integer value or a list of 1 values to match the convolution "
-     "dimensions, but got output_padding=[0, 0]", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1.astype(np.float64))), RuntimeError,
-     "Input type (torch.FloatTensor) and weight type (torch.DoubleTensor) should be the same or input should be a "
-     "MKLDNN tensor and weight is a dense tensor", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, 0, 0), RuntimeError,
-     "non-positive groups is not supported", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(np.zeros((2, 4, 0), np.float32)), g.arr(W1)), RuntimeError,
-     "Only zero batch or zero channel inputs are supported, but got input shape: [2, 4, 1, 0]", True),
-    (lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 4), RuntimeError,  # torch: oneDNN's text
-     None, False),
-    (lambda g: g.F.conv_transpose2d(g.arr(X2), g.arr(np.zeros((4, 3, 3, 3), np.float32)), None, 1, 0, 0, 1, 0),
-     RuntimeError, None, False),  # dilation 0; torch: oneDNN's text
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=2, output_padding=2)(g.arr(X2)),
+        RuntimeError,
+        "output padding must be smaller than either stride or dilation, but got output_padding_height: 2 "
+        "output_padding_width: 2 stride_height: 2 stride_width: 2 dilation_height: 1 dilation_width: 1",
+        True,
+    ),
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=2)(g.arr(X2), output_size=(14, 12)),
+        ValueError,
+        "requested an output size of (14, 12), but valid sizes range from [11, 11] to [12, 12] (for an input of "
+        "torch.Size([5, 5]))",
+        True,
+    ),
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=2)(g.arr(X2), output_size=(1, 2, 3)),
+        ValueError,
+        "ConvTranspose2D: for 4D input, output_size must have 2 or 4 elements (got 3)",
+        True,
+    ),
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3)(g.arr(np.zeros((2, 3, 5, 5), np.float32))),
+        RuntimeError,
+        "Given transposed=1, weight of size [4, 6, 3, 3], expected input[2, 3, 5, 5] to have 4 channels, but got 3 "
+        "channels instead",
+        True,
+    ),
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3)(g.arr(np.zeros((5, 5), np.float32))),
+        RuntimeError,
+        "Expected 3D (unbatched) or 4D (batched) input to conv_transpose2d, but got input of size: [5, 5]",
+        True,
+    ),
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3, padding=-1)(g.arr(X2)),
+        RuntimeError,
+        "negative padding is not supported",
+        True,
+    ),
+    (
+        lambda g: g.nn.ConvTranspose2d(4, 6, 3, stride=0)(g.arr(X2)),
+        RuntimeError,
+        "non-positive stride is not supported",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 2, 0, 2),
+        RuntimeError,
+        "output padding must be smaller than either stride or dilation, but got output_padding_height: 0 "
+        "output_padding_width: 2 stride_height: 1 stride_width: 2 dilation_height: 1 dilation_width: 1",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, -1, 1, -1),
+        RuntimeError,
+        "negative output_padding is not supported",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), g.arr(np.zeros(4, np.float32))),
+        RuntimeError,
+        "Given transposed=1, weight of size [4, 3, 3], expected bias to be 1-dimensional with 3 elements, but got "
+        "bias of size [4] instead",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, 0, 3),
+        RuntimeError,
+        "Given groups=3, expected weight to be divisible by 3 at dimension 0, but got weight of size [[4, 3, 3]] instead",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, (0, 0)),
+        RuntimeError,
+        "expected output_padding to be a single integer value or a list of 1 values to match the convolution "
+        "dimensions, but got output_padding=[0, 0]",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1.astype(np.float64))),
+        RuntimeError,
+        "Input type (torch.FloatTensor) and weight type (torch.DoubleTensor) should be the same or input should be a "
+        "MKLDNN tensor and weight is a dense tensor",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 0, 0, 0),
+        RuntimeError,
+        "non-positive groups is not supported",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(np.zeros((2, 4, 0), np.float32)), g.arr(W1)),
+        RuntimeError,
+        "Only zero batch or zero channel inputs are supported, but got input shape: [2, 4, 1, 0]",
+        True,
+    ),
+    (
+        lambda g: g.F.conv_transpose1d(g.arr(X1), g.arr(W1), None, 1, 4),
+        RuntimeError,  # torch: oneDNN's text
+        None,
+        False,
+    ),
+    (
+        lambda g: g.F.conv_transpose2d(g.arr(X2), g.arr(np.zeros((4, 3, 3, 3), np.float32)), None, 1, 0, 0, 1, 0),
+        RuntimeError,
+        None,
+        False,
+    ),  # dilation 0; torch: oneDNN's text
 ]
 
 

@@ -3,6 +3,7 @@
 The file is parsed, not imported (importing it needs torch's test-only dependencies). Every entry whose
 constructor arguments and input size are literals is kept: (name, class name, args, kwargs, input_size).
 """
+
 import ast
 import os
 
@@ -31,7 +32,8 @@ def conv_module_configs(classes=("Conv1d", "Conv2d")):
                 args, kwargs = ast.literal_eval(kw.get("constructor_args", ast.Constant(()))), {}
                 name = cls + ("_" + ast.literal_eval(kw["desc"]) if "desc" in kw else "")
             elif isinstance(kw.get("constructor"), ast.Lambda) and ast.unparse(kw["constructor"].body.func) in tuple(
-                "nn." + c for c in classes):
+                "nn." + c for c in classes
+            ):
                 cls = ast.unparse(kw["constructor"].body.func)[3:]
                 args, kwargs = _literal_call_args(kw["constructor"].body)
                 name = ast.literal_eval(kw["fullname"]) if "fullname" in kw else cls

@@ -16,8 +16,8 @@ cdef inline void _axpy_strided(floating* y, const floating* x, Py_ssize_t x_step
 
 
 cdef void _loops_item(const Plan* geo, const floating* x, const floating* weight,
-                            const floating* bias, bint has_bias, floating* out,
-                            Py_ssize_t item) noexcept nogil:
+                      const floating* bias, bint has_bias, floating* out,
+                      Py_ssize_t item) noexcept nogil:
     """Fallback for geometry whose packed slab would be huge (e.g. dilation 2**30 with padding to match).
 
     One work item: output rows [oh_start, oh_end) of up to oc_block channels of one (n, group).
@@ -76,9 +76,6 @@ cdef void _loops_item(const Plan* geo, const floating* x, const floating* weight
                             _axpy_strided(out_row + ow_lo, x_row + ow_lo * stride_w + col_offset,
                                           stride_w, w_tap[0], ow_hi - ow_lo)
                         w_tap += geo.in_channels_per_group * geo.KH * geo.KW
-
-
-
 
 
 def conv2d_loops(

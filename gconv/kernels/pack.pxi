@@ -126,5 +126,3 @@ cdef void _pack_weight(const Plan* plan, const floating* weight, floating* packe
                 else:
                     for t in range(taps):
                         dst[t * plan.oc_block + o] = 0
-
-

@@ -42,5 +42,3 @@ cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 cdef inline Py_ssize_t _ceil_div_signed(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return -_floor_div(-a, b)
-
-

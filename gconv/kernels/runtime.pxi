@@ -45,5 +45,3 @@ def parallel_team_size(int n_threads):
         if omp_get_thread_num() == 0:
             team[0] = omp_get_num_threads()
     return team[0]
-
-
