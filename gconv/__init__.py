@@ -11,7 +11,7 @@ from .fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from .modules import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 
 
-def kernel_isa():
+def kernel_isa() -> str:
     """Instruction-set level of the kernels in use.
 
     Returns

@@ -1,11 +1,15 @@
 """The one place that chooses how a 2-D convolution runs: kernel family, tile, layout and threads, and why."""
 
+from __future__ import annotations
+
 import math
-from typing import NamedTuple
+from typing import NamedTuple, SupportsIndex
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _dispatch, _geometry
+from ._typing import IntOrTuple, Padding, Shape
 
 # Below this many multiply-adds a call runs on one thread: starting a team costs more than it saves.
 SERIAL_BELOW_MACS = 1 << 17
@@ -215,7 +219,16 @@ def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_th
     return choice
 
 
-def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, dtype="float32", n_threads=None):
+def explain(
+    input_shape: Shape,
+    weight_shape: Shape,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    dtype: npt.DTypeLike = "float32",
+    n_threads: SupportsIndex | None = None,
+) -> str:
     """Which kernel a convolution of these shapes takes on this machine, and why (no compute).
 
     Parameters
@@ -233,33 +246,33 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     from ._threads import resolve_n_threads
 
     n_spatial = len(weight_shape) - 2
-    kernel_size = tuple(weight_shape[2:])
-    stride = int_tuple(stride, "stride", "explain", n_spatial)
-    dilation = int_tuple(dilation, "dilation", "explain", n_spatial)
+    kernel_size = int_tuple(tuple(weight_shape[2:]), "weight_shape", "explain")
+    strides = int_tuple(stride, "stride", "explain", n_spatial)
+    dilations = int_tuple(dilation, "dilation", "explain", n_spatial)
     if padding == "same":
-        pads = _geometry.same_padding(kernel_size, dilation)
+        pads = _geometry.same_padding(kernel_size, dilations)
     elif padding == "valid":
         pads = ((0, 0),) * n_spatial
     else:
         pads = tuple((p, p) for p in int_tuple(padding, "padding", "explain", n_spatial))
-    geometry = _geometry.Geometry(kernel_size, stride, pads, dilation)
+    geometry = _geometry.Geometry(kernel_size, strides, pads, dilations)
     out_shape = (input_shape[0], weight_shape[0]) + geometry.output_shape(input_shape[2:])
     lifted = geometry.lifted()
     lift = (1,) * max(0, _geometry.KERNEL_RANK - n_spatial)
     x_shape = tuple(input_shape[:2]) + lift + tuple(input_shape[2:])
     w_shape = tuple(weight_shape[:2]) + lift + kernel_size
     o_shape = tuple(out_shape[:2]) + lift + tuple(out_shape[2:])
-    stride, pad_before, dilation = lifted.stride, lifted.pad_before, lifted.dilation
+    strides, pad_before, dilations = lifted.stride, lifted.pad_before, lifted.dilation
     if n_spatial == 3:
         x_shape, w_shape, o_shape = _as_2d(x_shape, w_shape, o_shape)
-        stride, pad_before, dilation = stride[1:], pad_before[1:], dilation[1:]
+        strides, pad_before, dilations = strides[1:], pad_before[1:], dilations[1:]
     choice = choose(
         x_shape,
         w_shape,
         o_shape,
-        stride,
+        strides,
         pad_before,
-        dilation,
+        dilations,
         groups,
         np.dtype(dtype).itemsize,
         n_spatial < 3,

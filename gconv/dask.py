@@ -7,9 +7,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
-import numpy.typing as npt
 
 from . import functional as F
+from ._typing import FloatArray
 from .modules import _ConvNd
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ _Shared = Any
 _Compute = Callable[[np.ndarray, _Shared], np.ndarray]
 _IntOrTuple = Union[int, tuple[int, ...]]
 _Padding = Union[int, tuple[int, ...], str]
-_Params = tuple[npt.ArrayLike, Optional[npt.ArrayLike]]
+_Params = tuple[FloatArray, Optional[FloatArray]]
 
 __all__ = ["conv1d", "conv2d", "forward"]
 
@@ -84,8 +84,8 @@ def _functional_block(block: np.ndarray, params: _Params, *, n_spatial: int, **k
 def _convolution(
     n_spatial: int,
     input: da.Array,
-    weight: npt.ArrayLike,
-    bias: npt.ArrayLike | None,
+    weight: FloatArray,
+    bias: FloatArray | None,
     stride: _IntOrTuple,
     padding: _Padding,
     dilation: _IntOrTuple,
@@ -102,8 +102,8 @@ def _convolution(
 
 def conv2d(
     input: da.Array,
-    weight: npt.ArrayLike,
-    bias: npt.ArrayLike | None = None,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
     stride: _IntOrTuple = 1,
     padding: _Padding = 0,
     dilation: _IntOrTuple = 1,
@@ -130,8 +130,8 @@ def conv2d(
 
 def conv1d(
     input: da.Array,
-    weight: npt.ArrayLike,
-    bias: npt.ArrayLike | None = None,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
     stride: _IntOrTuple = 1,
     padding: _Padding = 0,
     dilation: _IntOrTuple = 1,

@@ -1,6 +1,9 @@
 """Functional layer: conv1d/conv2d on NumPy arrays, from torch's checks through the geometry to the kernel choice."""
 
+from __future__ import annotations
+
 import operator
+from typing import SupportsIndex
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from ._checks import (
 )
 from ._layout import coerce, input_needs_copy, is_channels_last
 from ._threads import resolve_n_threads
+from ._typing import FloatArray, IntOrTuple, Padding
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
@@ -253,7 +257,18 @@ def _functional_transposed(
     )
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None, out=None):
+def conv2d(
+    input: FloatArray,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: SupportsIndex = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """2-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -281,7 +296,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _functional(input, weight, bias, stride, padding, dilation, groups, 2, n_threads, out)
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None, out=None):
+def conv1d(
+    input: FloatArray,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: SupportsIndex = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """1-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv1d``.
 
     Parameters
@@ -304,8 +330,18 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 
 def conv_transpose2d(
-    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, n_threads=None, out=None
-):
+    input: FloatArray,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: SupportsIndex = 1,
+    dilation: IntOrTuple = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """2-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose2d``.
 
     Parameters
@@ -330,8 +366,18 @@ def conv_transpose2d(
 
 
 def conv_transpose1d(
-    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, n_threads=None, out=None
-):
+    input: FloatArray,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: SupportsIndex = 1,
+    dilation: IntOrTuple = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """1-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose1d``.
 
     input (N, C_in, L) or (C_in, L); weight (C_in, C_out // groups, K); the rest as ``conv_transpose2d``.
@@ -343,7 +389,18 @@ def conv_transpose1d(
     )
 
 
-def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None, out=None):
+def conv3d(
+    input: FloatArray,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: SupportsIndex = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """3-D convolution (cross-correlation) over NumPy arrays, as ``torch.nn.functional.conv3d``.
 
     input (N, C_in, D, H, W) or (C_in, D, H, W); weight (C_out, C_in // groups, KD, KH, KW); the rest as
@@ -353,8 +410,18 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 
 def conv_transpose3d(
-    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, n_threads=None, out=None
-):
+    input: FloatArray,
+    weight: FloatArray,
+    bias: FloatArray | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: SupportsIndex = 1,
+    dilation: IntOrTuple = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """3-D transposed convolution over NumPy arrays, as ``torch.nn.functional.conv_transpose3d``.
 
     input (N, C_in, D, H, W) or (C_in, D, H, W); weight (C_in, C_out // groups, KD, KH, KW); the rest as

@@ -1,13 +1,17 @@
 """Gradients of the convolution: torch.nn.grad's conv{1,2}d_input / conv{1,2}d_weight, and the bias gradient."""
 
+from __future__ import annotations
+
 import itertools
 import math
+from typing import SupportsIndex
 
 import numpy as np
 
 from . import _dispatch, _geometry, _select
 from ._checks import check_allocation, check_grad_arrays, check_grad_geometry, int_tuple, native_dtype
 from ._threads import resolve_n_threads
+from ._typing import FloatArray, IntOrTuple, Shape
 
 __all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "conv3d_input", "conv3d_weight", "bias"]
 
@@ -195,7 +199,17 @@ def _conv_weight(n_spatial, input, weight_size, grad_output, stride, padding, di
     return _geometry.drop(weight_grad(x, gy, lifted_size, geometry.lifted(), groups, n_threads), n_spatial)
 
 
-def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv2d_input(
+    input_size: Shape,
+    weight: FloatArray,
+    grad_output: FloatArray,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+) -> FloatArray:
     """Gradient of ``conv2d`` w.r.t. its input, as ``torch.nn.grad.conv2d_input``.
 
     Parameters
@@ -212,7 +226,17 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     return _conv_input(2, input_size, weight, grad_output, stride, padding, dilation, groups, n_threads)
 
 
-def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv2d_weight(
+    input: FloatArray,
+    weight_size: Shape,
+    grad_output: FloatArray,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+) -> FloatArray:
     """Gradient of ``conv2d`` w.r.t. its weight, as ``torch.nn.grad.conv2d_weight``.
 
     The arguments mirror ``conv2d_input``'s, with the input array in place of the weight: input (N, C_in, H, W),
@@ -222,29 +246,69 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     return _conv_weight(2, input, weight_size, grad_output, stride, padding, dilation, groups, n_threads)
 
 
-def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv1d_input(
+    input_size: Shape,
+    weight: FloatArray,
+    grad_output: FloatArray,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+) -> FloatArray:
     """Gradient of ``conv1d`` w.r.t. its input, as ``torch.nn.grad.conv1d_input``; shapes as conv2d_input
     without H."""
     return _conv_input(1, input_size, weight, grad_output, stride, padding, dilation, groups, n_threads)
 
 
-def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv1d_weight(
+    input: FloatArray,
+    weight_size: Shape,
+    grad_output: FloatArray,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+) -> FloatArray:
     """Gradient of ``conv1d`` w.r.t. its weight, as ``torch.nn.grad.conv1d_weight``; shapes as conv2d_weight
     without H."""
     return _conv_weight(1, input, weight_size, grad_output, stride, padding, dilation, groups, n_threads)
 
 
-def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv3d_input(
+    input_size: Shape,
+    weight: FloatArray,
+    grad_output: FloatArray,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+) -> FloatArray:
     """Gradient of ``conv3d`` w.r.t. its input, as ``torch.nn.grad.conv3d_input``; shapes as conv2d_input with D."""
     return _conv_input(3, input_size, weight, grad_output, stride, padding, dilation, groups, n_threads)
 
 
-def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *, n_threads=None):
+def conv3d_weight(
+    input: FloatArray,
+    weight_size: Shape,
+    grad_output: FloatArray,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    n_threads: SupportsIndex | None = None,
+) -> FloatArray:
     """Gradient of ``conv3d`` w.r.t. its weight, as ``torch.nn.grad.conv3d_weight``; shapes as conv2d_weight
     with D."""
     return _conv_weight(3, input, weight_size, grad_output, stride, padding, dilation, groups, n_threads)
 
 
-def bias(grad_output):
+def bias(grad_output: FloatArray) -> FloatArray:
     """Gradient w.r.t. the bias: grad_output (N, C_out, ...) summed over every axis but the channels."""
     return grad_output.sum(axis=(0, *range(2, grad_output.ndim)))

@@ -1,10 +1,15 @@
 """Module classes in torch.nn's shape: a parameter-holding base, _ConvNd with the hyper-parameters, Conv1d/Conv2d."""
 
+from __future__ import annotations
+
 import math
 import warnings
 from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
+from typing import Any, SupportsIndex, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _geometry, _select
 from ._checks import (
@@ -21,7 +26,11 @@ from ._checks import (
 )
 from ._padding import pad, unpad_grad
 from ._threads import resolve_n_threads
+from ._typing import FloatArray, IntOrTuple, Padding, Shape
 from .functional import convolution, transposed_convolution
+
+RNG = Union[None, int, np.random.Generator]  # seeds the initialisation
+_M = TypeVar("_M", bound="_Module")
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -36,13 +45,24 @@ class _Module:
     """
 
     _parameter_names: tuple[str, ...] = ()
+    weight: FloatArray
+
+    @staticmethod
+    def _constructor_args(module: Any) -> tuple[Any, ...]:
+        """The positional arguments of torch's constructor (and ours) that rebuild this module."""
+        raise NotImplementedError
+
+    def forward(
+        self, input: FloatArray, *, n_threads: SupportsIndex | None = None, out: FloatArray | None = None
+    ) -> FloatArray:
+        raise NotImplementedError
 
     def _parameters(self):
         return OrderedDict(
             (name, getattr(self, name)) for name in self._parameter_names if getattr(self, name) is not None
         )
 
-    def state_dict(self):
+    def state_dict(self) -> OrderedDict[str, FloatArray]:
         """The parameters by name.
 
         Returns
@@ -53,7 +73,7 @@ class _Module:
         """
         return self._parameters()
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, npt.ArrayLike], strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into the parameters, cast to the module's dtype.
 
         Parameters
@@ -102,7 +122,7 @@ class _Module:
     # ---- torch interop (torch imported only here) ----------------------------------------------
 
     @classmethod
-    def from_torch(cls, module):
+    def from_torch(cls: type[_M], module: Any) -> _M:
         """A gconv module with the hyper-parameters, dtype and a copy of the weights of a torch module.
 
         Parameters
@@ -116,11 +136,12 @@ class _Module:
         if type(module).__name__ != cls.__name__ or not hasattr(module, "weight"):
             raise TypeError(f"{cls.__name__}.from_torch() needs a torch.nn.{cls.__name__}, got {type(module).__name__}")
         weight = module.weight.detach().cpu().numpy()
-        converted = cls(*cls._constructor_args(module), dtype=weight.dtype)
+        factory: Any = cls  # the subclass's constructor, which takes dtype=
+        converted: _M = factory(*cls._constructor_args(module), dtype=weight.dtype)
         converted.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
         return converted
 
-    def to_torch(self):
+    def to_torch(self) -> Any:
         """The equivalent torch module, holding a copy of these weights.
 
         Returns
@@ -135,13 +156,15 @@ class _Module:
         module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.state_dict().items()})
         return module
 
-    def __call__(self, input, *, n_threads=None, out=None):
+    def __call__(
+        self, input: FloatArray, *, n_threads: SupportsIndex | None = None, out: FloatArray | None = None
+    ) -> FloatArray:
         return self.forward(input, n_threads=n_threads, out=out)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
@@ -221,7 +244,7 @@ class _ConvNd(_Module):
             return _geometry.same_padding(self.kernel_size, self.dilation)
         return tuple((p, p) for p in self.padding)
 
-    def reset_parameters(self, rng=None):
+    def reset_parameters(self, rng: RNG = None) -> None:
         """Draw weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch's kaiming_uniform(a=sqrt(5)).
 
         Parameters
@@ -280,7 +303,7 @@ class _ConvNd(_Module):
         self.bias_grad = grad.bias(gy) if self.bias is not None else None
         return grad_input if self._saved[0].ndim == self._n_spatial + 2 else grad_input[0]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
         if self.padding != (0,) * len(self.padding):
             s += ", padding={padding}"
@@ -298,24 +321,24 @@ class _ConvNd(_Module):
 
 
 class _Convolution(_ConvNd):
-    """Conv1d/Conv2d: torch's public constructor, the forward convolution and its backward."""
+    """Conv1d/2d/3d: torch's public constructor, the forward convolution and its backward."""
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
-        padding_mode="zeros",
-        device=None,
-        dtype=None,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        padding: Padding = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: str | None = None,
+        dtype: npt.DTypeLike | None = None,
         *,
-        rng=None,
-    ):
+        rng: RNG = None,
+    ) -> None:
         super().__init__(
             in_channels,
             out_channels,
@@ -352,7 +375,9 @@ class _Convolution(_ConvNd):
         # As torch: a non-zero padding mode pads explicitly, then the convolution pads nothing.
         return pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
 
-    def forward(self, input, *, n_threads=None, out=None):
+    def forward(
+        self, input: FloatArray, *, n_threads: SupportsIndex | None = None, out: FloatArray | None = None
+    ) -> FloatArray:
         """Apply the convolution; see the class docstring for the shapes.
 
         n_threads and out are as for ``gconv.conv2d``: the thread count for this call, and an array to
@@ -384,7 +409,7 @@ class _Convolution(_ConvNd):
         self._saved = (input, weight, result.shape)
         return result
 
-    def backward(self, grad_output, *, n_threads=None):
+    def backward(self, grad_output: FloatArray, *, n_threads: SupportsIndex | None = None) -> FloatArray:
         """Back-propagate through the last forward call: ``y = m(x)``, then ``gx = m.backward(gy)``.
 
         Parameters
@@ -419,25 +444,25 @@ class _Convolution(_ConvNd):
 
 
 class _ConvTransposeNd(_ConvNd):
-    """ConvTranspose1d/2d: torch's public constructor, the transposed convolution and its backward."""
+    """ConvTranspose1d/2d/3d: torch's public constructor, the transposed convolution and its backward."""
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups=1,
-        bias=True,
-        dilation=1,
-        padding_mode="zeros",
-        device=None,
-        dtype=None,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        padding: IntOrTuple = 0,
+        output_padding: IntOrTuple = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: IntOrTuple = 1,
+        padding_mode: str = "zeros",
+        device: str | None = None,
+        dtype: npt.DTypeLike | None = None,
         *,
-        rng=None,
-    ):
+        rng: RNG = None,
+    ) -> None:
         if padding_mode != "zeros":
             raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
         super().__init__(
@@ -499,7 +524,14 @@ class _ConvTransposeNd(_ConvNd):
                 )
         return tuple(size - low for size, low in zip(output_size, min_sizes))
 
-    def forward(self, input, output_size=None, *, n_threads=None, out=None):
+    def forward(
+        self,
+        input: FloatArray,
+        output_size: Shape | None = None,
+        *,
+        n_threads: SupportsIndex | None = None,
+        out: FloatArray | None = None,
+    ) -> FloatArray:
         """Apply the transposed convolution; output_size (spatial, or with the batch and channel axes)
         chooses among the output sizes a stride allows, as torch's."""
         op = f"conv_transpose{self._n_spatial}d"
@@ -523,10 +555,17 @@ class _ConvTransposeNd(_ConvNd):
         self._saved = (input, weight, result.shape)
         return result
 
-    def __call__(self, input, output_size=None, *, n_threads=None, out=None):
+    def __call__(
+        self,
+        input: FloatArray,
+        output_size: Shape | None = None,
+        *,
+        n_threads: SupportsIndex | None = None,
+        out: FloatArray | None = None,
+    ) -> FloatArray:
         return self.forward(input, output_size, n_threads=n_threads, out=out)
 
-    def backward(self, grad_output, *, n_threads=None):
+    def backward(self, grad_output: FloatArray, *, n_threads: SupportsIndex | None = None) -> FloatArray:
         """Back-propagate through the last forward call: ``gx = m.backward(gy)``; sets ``weight_grad`` and
         ``bias_grad``. The input gradient of a transposed convolution is the plain convolution of grad_output."""
         from . import grad
