@@ -5,7 +5,7 @@ import sys
 import numpy as np
 
 import gconv
-from gconv import _dispatch
+from gconv import _dispatch, _threads
 
 
 def _loop_reference(x, w, b, stride, padding, groups):
@@ -51,6 +51,11 @@ def self_check():
 def main():
     print(f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, {platform.machine()})")
     print(f"OpenMP: {'yes' if gconv.openmp_enabled() else 'NO: kernels run on one thread'}")
+    runtime, library = _threads.openmp_runtime()
+    if runtime != "none":
+        after_fork = ("parallel in forked children too" if runtime in _threads._FORK_SAFE_RUNTIMES
+                      else "a forked child runs gconv on one thread; forkserver/spawn children run in parallel")
+        print(f"OpenMP runtime: {runtime} ({library or 'library not found'}): {after_fork}")
     print(f"kernels: {gconv.kernel_isa()} (this CPU and build can run: {', '.join(gconv.available_isas())};"
           " GCONV_ISA forces one)")
     print(f"threads: {gconv.get_num_threads()} (OMP_NUM_THREADS, threadpoolctl or gconv.set_num_threads)")
