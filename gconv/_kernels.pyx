@@ -11,6 +11,7 @@ adds _kernels_avx2 and _kernels_avx512 where the compiler can); gconv._dispatch 
 
 import numpy as np
 
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
@@ -125,6 +126,17 @@ cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b  # a >= 0, b > 0
 
 
+# Scratch sizes in elements stop here, so that one in bytes (at most 8 per element) still fits in Py_ssize_t.
+cdef Py_ssize_t SIZE_CAP = PY_SSIZE_T_MAX // 8
+
+
+cdef inline Py_ssize_t _size_product(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """a * b for sizes a, b >= 0, or SIZE_CAP when larger: huge dilations must not wrap a size to a small one."""
+    if a != 0 and b > SIZE_CAP // a:
+        return SIZE_CAP
+    return a * b
+
+
 cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noexcept nogil:
     """Slab shape for blocks of row_tiles x col_tiles tiles: the padded input those outputs read."""
     plan.rows_per_block = row_tiles * plan.tile_rows
@@ -137,7 +149,7 @@ cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noe
         # the last flat tile may reach past the block's last row by up to one tile plus the widest tap
         plan.slab_rows += _ceil_div(plan.tile_rows * plan.tile_cols + (plan.KW - 1) * plan.dilation_w,
                                     plan.slab_row_len)
-    plan.slab_size = plan.ic_per_group * plan.slab_rows * plan.slab_row_len
+    plan.slab_size = _size_product(_size_product(plan.ic_per_group, plan.slab_rows), plan.slab_row_len)
 
 
 cdef void _pack_slab(const Plan* plan, const floating* x, floating* slab, const Py_ssize_t* phases,
@@ -640,6 +652,40 @@ cdef void _weight_grad_item(const floating* x, const floating* grad_output, floa
             grad_weight[(oc_first + o) * taps + k] = <floating> acc[o * taps + k]
 
 
+cdef void _weight_grad_direct_item(const floating* x, const floating* grad_output, floating* grad_weight,
+                                   Py_ssize_t oc, Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t C_out, Py_ssize_t icpg, Py_ssize_t KH, Py_ssize_t KW,
+                                   Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                                   Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h,
+                                   Py_ssize_t dilation_w, Py_ssize_t groups) noexcept nogil:
+    """Weight gradient of output channel oc for geometry whose zero-framed plane would be huge (dilations
+    of millions): zero padding is implicit, only the rows and columns a tap reads inside the input are
+    visited (as _direct_conv_item does for the forward)."""
+    cdef Py_ssize_t g = oc // (C_out // groups)
+    cdef Py_ssize_t ic, kh, kw, n, oh, ih, ow, ow_lo, ow_hi, col_offset
+    cdef double total
+    cdef const floating* gy_row
+    cdef const floating* x_row
+    for ic in range(icpg):
+        for kh in range(KH):
+            for kw in range(KW):
+                total = 0
+                # output column ow reads input column ow * stride_w + col_offset
+                col_offset = kw * dilation_w - pad_left
+                ow_lo = max(0, _ceil_div_signed(-col_offset, stride_w))
+                ow_hi = min(W_out, _floor_div(W - 1 - col_offset, stride_w) + 1)
+                for n in range(N):
+                    for oh in range(H_out):
+                        ih = oh * stride_h - pad_top + kh * dilation_h
+                        if ih < 0 or ih >= H:
+                            continue
+                        gy_row = grad_output + ((n * C_out + oc) * H_out + oh) * W_out
+                        x_row = x + ((n * C_in + g * icpg + ic) * H + ih) * W
+                        for ow in range(ow_lo, ow_hi):
+                            total += <double> gy_row[ow] * x_row[ow * stride_w + col_offset]
+                grad_weight[((oc * icpg + ic) * KH + kh) * KW + kw] = <floating> total
+
+
 def conv2d_weight_grad(
     const floating[:, :, :, ::1] x not None,          # IN  (N, C_in, H, W)
     const floating[:, :, :, ::1] grad_output not None,  # IN  (N, C_out, H_out, W_out)
@@ -688,9 +734,19 @@ def conv2d_weight_grad(
     cdef floating* gy_rows_buf
     cdef double* acc
     cdef Py_ssize_t item
+    cdef Py_ssize_t plane_size = _size_product(plane_h, plane_w)
+    if plane_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
+        # a dilation so large that the framed plane would not fit in scratch: direct loops, per channel
+        team = <int> max(1, min(<Py_ssize_t> n_threads, C_out))
+        with nogil:
+            for item in prange(C_out, schedule="static", num_threads=team):
+                _weight_grad_direct_item(x_ptr, gy_ptr, gw_ptr, item, N, C_in, H, W, C_out, icpg, KH, KW, H_out,
+                                         W_out, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                                         groups)
+        return
     with nogil, parallel(num_threads=team):
         # this thread's scratch
-        plane = <floating*> malloc(plane_h * plane_w * sizeof(floating))
+        plane = <floating*> malloc(plane_size * sizeof(floating))
         gy_rows_buf = <floating*> malloc(4 * H_out * padded_w_out * sizeof(floating))
         acc = <double*> malloc(acc_size * sizeof(double))
         if plane == NULL or gy_rows_buf == NULL or acc == NULL:
