@@ -7,6 +7,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from . import functional as F
+from ._parameter_lock import ParameterLock
 
 __all__ = ["Conv1d", "Conv2d"]
 
@@ -116,14 +117,15 @@ class _ConvNd:
         """
         rng = np.random.default_rng(rng)
         fan_in = self.weight.shape[1] * math.prod(self.weight.shape[2:])
-        if self.weight.size == 0:
-            warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=2)
-        else:
-            bound = 1.0 / math.sqrt(fan_in)
-            self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape)
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
+        with self._parameter_lock().write:  # calls see all old or all new values
+            if self.weight.size == 0:
+                warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=2)
+            else:
+                bound = 1.0 / math.sqrt(fan_in)
+                self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape)
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
 
     # ---- parameters -------------------------------------------------------------------------
 
@@ -183,14 +185,34 @@ class _ConvNd:
             raise RuntimeError(
                 "Error(s) in loading state_dict for {}:\n\t{}".format(type(self).__name__, "\n\t".join(errors))
             )
-        for key, value in loaded.items():
-            np.copyto(own[key], value, casting="unsafe")
+        # in place, as torch (state_dict() arrays stay the parameters), with no call reading them meanwhile
+        with self._parameter_lock().write:
+            for key, value in loaded.items():
+                np.copyto(own[key], value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
-    def _check_parameters(self):
+    # ---- parameters shared between threads ---------------------------------------------------------
+    # A call holds the module's ParameterLock shared while its kernels read weight and bias;
+    # load_state_dict and reset_parameters hold it alone while they write them in place. So calls racing
+    # those see all old or all new values, and calls do not block each other. Other in-place writes
+    # (m.weight[...] = ...) take no lock: calls racing them get unspecified values, as in torch.
+
+    def _parameter_lock(self):
+        """This module's ParameterLock, made on first use (copies and unpickled modules get their own)."""
+        lock = self.__dict__.get("_param_lock")
+        return lock if lock is not None else self.__dict__.setdefault("_param_lock", ParameterLock())
+
+    def _parameters_now(self):
+        """(weight, bias) as the module held them at one instant, though another thread may reassign them."""
+        while True:
+            weight, bias = self.weight, self.bias
+            if self.weight is weight:  # unchanged while bias was read: the module held the two together
+                return weight, bias
+
+    def _check_parameters(self, weight, bias):
         # Parameters are plain attributes a user may reassign; catch a wrong one before it reaches the kernel.
         expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        for name, value, shape in (("weight", self.weight, expected), ("bias", self.bias, (self.out_channels,))):
+        for name, value, shape in (("weight", weight, expected), ("bias", bias, (self.out_channels,))):
             if value is None and name == "bias":
                 continue
             if not isinstance(value, np.ndarray):
@@ -255,18 +277,20 @@ class _ConvNd:
         """
         op = f"conv{self._n_spatial}d"
         F._check_array(input, "input", op)
-        self._check_parameters()
-        if self.padding_mode != "zeros":
-            # As torch: pad explicitly in the mode, then convolve without padding.
-            padded = F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
-            if out is not None and np.may_share_memory(out, input):
-                raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
-            result = F.convolution(padded, self.weight, self.bias, self.stride, (0,) * self._n_spatial,
-                                   self.dilation, self.groups, self._n_spatial, op, n_threads, out)
-        else:
-            padded = input
-            result = F.convolution(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                   self.groups, self._n_spatial, op, n_threads, out)
+        with self._parameter_lock().read:
+            weight, bias = self._parameters_now()  # checked and used: the same arrays
+            self._check_parameters(weight, bias)
+            if self.padding_mode != "zeros":
+                # As torch: pad explicitly in the mode, then convolve without padding.
+                padded = F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
+                if out is not None and np.may_share_memory(out, input):
+                    raise ValueError(f"{op}(): out must not overlap the input, weight or bias")
+                result = F.convolution(padded, weight, bias, self.stride, (0,) * self._n_spatial,
+                                       self.dilation, self.groups, self._n_spatial, op, n_threads, out)
+            else:
+                padded = input
+                result = F.convolution(input, weight, bias, self.stride, self.padding, self.dilation,
+                                       self.groups, self._n_spatial, op, n_threads, out)
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
         # changes the gradient)
         self._saved = (input, padded, result.shape)
@@ -295,13 +319,16 @@ class _ConvNd:
         F._check_array(grad_output, "grad_output", "backward")
         if grad_output.shape != out_shape:
             raise ValueError(f"backward(): grad_output has shape {grad_output.shape}, the last output had {out_shape}")
+        with self._parameter_lock().read:
+            weight, bias = self._parameters_now()
+            weight = weight.copy()  # load_state_dict may rewrite the array once the lock is released
         nd = self._n_spatial
         batched = x.ndim == nd + 2
-        dtype = self.weight.dtype
+        dtype = weight.dtype
         gy = np.asarray(grad_output, dtype=dtype)
         x4, gy4 = (conv_input, gy) if batched else (conv_input[np.newaxis], gy[np.newaxis])
         pads = self._conv_pads(x4.shape[2:]) if self.padding_mode == "zeros" else [(0, 0)] * nd
-        stride, dilation, weight = self.stride, self.dilation, self.weight
+        stride, dilation = self.stride, self.dilation
         if nd == 1:  # the 2-D kernels over a height-1 image
             x4, gy4, weight = x4[:, :, np.newaxis, :], gy4[:, :, np.newaxis, :], weight[:, :, np.newaxis, :]
             stride, dilation, pads = (1, *stride), (1, *dilation), [(0, 0), *pads]
@@ -316,7 +343,7 @@ class _ConvNd:
             grad_input = F.unpad_grad(grad_input, x.shape if batched else (1, *x.shape),
                                       self._reversed_padding_repeated_twice, self.padding_mode)
         self.weight_grad = grad_weight
-        self.bias_grad = grad.bias(gy4) if self.bias is not None else None
+        self.bias_grad = grad.bias(gy4) if bias is not None else None
         return grad_input if batched else grad_input[0]
 
     def _conv_pads(self, spatial):
