@@ -8,6 +8,8 @@ picks one at import from the CPU's features, so one build serves machines of dif
 
 Environment switches read at build time:
   GCONV_DEBUG=1            bounds checking and initialisation checks on, -O0 -g (a debug build)
+  GCONV_SANITIZE=1         AddressSanitizer and UndefinedBehaviorSanitizer in the kernels, -O1 -g (gcc/clang;
+                           import under LD_PRELOAD of the ASan runtime, see .ci/run)
   GCONV_REQUIRE_OPENMP=1   fail the build when the compiler has no OpenMP (CI sets this)
   GCONV_DISABLE_OPENMP=1   build the serial fallback even where OpenMP is available
   GCONV_ISAS=avx512        build only these levels beyond the baseline (comma-separated, may be empty):
@@ -31,6 +33,11 @@ def _env_flag(name):
 
 
 DEBUG = _env_flag("GCONV_DEBUG")
+SANITIZE = _env_flag("GCONV_SANITIZE")
+# Out-of-bounds and use-after-free reads, misaligned vector loads, signed overflow in index arithmetic;
+# any report aborts (no recovery), so a finding fails the test run that hit it. Python's own CFLAGS carry
+# -fwrapv, which defines signed overflow as wrapping and so hides it from UBSan: -fno-wrapv undoes that.
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-fno-wrapv"]
 
 OPENMP_TEST_PROGRAM = textwrap.dedent(
     """
@@ -104,6 +111,12 @@ class BuildExtWithOpenMP(build_ext):
             optimise = ["/Od", "/Zi"] if DEBUG else ["/O2"]
         else:
             optimise = ["-O0", "-g"] if DEBUG else ["-O3"]
+        sanitize_link = []
+        if SANITIZE:
+            if compiler_type == "msvc":
+                raise RuntimeError("GCONV_SANITIZE=1 needs gcc or clang")
+            optimise = ["-O1", "-g"] + SANITIZE_FLAGS
+            sanitize_link = SANITIZE_FLAGS
         kept = []
         for ext in self.extensions:
             isa_flags = ext.extra_compile_args
@@ -111,7 +124,7 @@ class BuildExtWithOpenMP(build_ext):
                 print(f"WARNING: gconv: the compiler refuses {isa_flags}; {ext.name} is not built", file=sys.stderr)
                 continue
             ext.extra_compile_args = optimise + compile_args + isa_flags
-            ext.extra_link_args = link_args + ext.extra_link_args
+            ext.extra_link_args = link_args + sanitize_link + ext.extra_link_args
             kept.append(ext)
         self.extensions = kept
         super().build_extensions()

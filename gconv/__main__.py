@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 import gconv
-from gconv import _dispatch
+from gconv import _dispatch, _threads
 
 
 def _loop_reference(x, w, b, stride, padding, groups):
@@ -118,16 +118,23 @@ def main(argv=None):
         f"gconv {gconv.__version__} (numpy {np.__version__}, python {platform.python_version()}, {platform.machine()})"
     )
     print(f"OpenMP: {'yes' if gconv.openmp_enabled() else 'NO: kernels run on one thread'}")
+    runtime, library = _threads.openmp_runtime()
+    if runtime != "none":
+        after_fork = (
+            "parallel in forked children too"
+            if runtime in _threads._FORK_SAFE_RUNTIMES
+            else "a forked child runs gconv on one thread; forkserver/spawn children run in parallel"
+        )
+        print(f"OpenMP runtime: {runtime} ({library or 'library not found'}): {after_fork}")
     print(
         f"kernels: {gconv.kernel_isa()} (this CPU and build can run: {', '.join(gconv.available_isas())};"
         " GCONV_ISA forces one)"
     )
     n_threads = gconv.get_num_threads()
-    team = _dispatch.kernels.parallel_team_size(max(2, n_threads)) if gconv.openmp_enabled() else 1
-    print(
-        f"threads: {n_threads} (OMP_NUM_THREADS, threadpoolctl or gconv.set_num_threads); "
-        f"a parallel region asked for {max(2, n_threads)} ran with {team}"
-    )
+    ran = ""
+    if gconv.openmp_enabled() and n_threads > 1:  # one thread (e.g. a forked child) needs no team to check
+        ran = f"; a parallel region asked for {n_threads} ran with {_dispatch.kernels.parallel_team_size(n_threads)}"
+    print(f"threads: {n_threads} (OMP_NUM_THREADS, threadpoolctl or gconv.set_num_threads){ran}")
     failures = self_check()
     if failures:
         print("self-check FAILED: " + "; ".join(failures))

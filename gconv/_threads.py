@@ -1,18 +1,81 @@
-"""Thread count for gconv's OpenMP kernels: get_num_threads, set_num_threads and per-call resolution."""
+"""Thread count for gconv's OpenMP kernels: get_num_threads, set_num_threads, per-call resolution, fork safety."""
 
 from __future__ import annotations
 
 import math
 import operator
 import os
+import sys
+import types
+import warnings
 from typing import SupportsIndex
 
 from . import _kernels
 
 # Set by set_num_threads(); process-wide, because omp_set_num_threads() only reaches the OS thread
 # that calls it and gconv may be called from any Python thread.
-_process_n_threads: int | None = None
+_process_n_threads = None
 _STARTUP_OMP_LIMIT = _kernels.omp_max_threads()
+
+
+def _runtime_name(library: str) -> str:
+    """The OpenMP runtime family of a library path ('libgomp', 'libomp', 'libiomp5', 'vcomp'), or 'unknown'."""
+    name = os.path.basename(library).lower()
+    # wheels vendor runtimes under hashed names: libgomp-a34b3233.so.1, libomp-1a2b.so
+    for family in ("libgomp", "libiomp5", "libomp", "vcomp"):
+        if name.startswith(family):
+            return family
+    return "unknown"
+
+
+OPENMP_LIBRARY = _kernels.openmp_library() if _kernels.openmp_enabled() else ""
+OPENMP_RUNTIME = _runtime_name(OPENMP_LIBRARY) if _kernels.openmp_enabled() else "none"
+# Runtimes whose thread pool works in a forked child: LLVM's and Intel's reset themselves in pthread_atfork
+# handlers. GNU libgomp does not: a child inherits a team whose threads do not exist, and its first parallel
+# region with more than one thread waits for them forever. Anything unrecognised is treated as libgomp.
+_FORK_SAFE_RUNTIMES = ("none", "libomp", "libiomp5")
+# True in a forked child whose runtime is not fork-safe: every call runs on one thread, which enters no team
+# (a libgomp region of one thread never touches the thread pool; tests/test_fork.py runs every kernel so).
+_forked_serial = False
+_fork_warned = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_serial, _fork_warned
+    if OPENMP_RUNTIME not in _FORK_SAFE_RUNTIMES:
+        _forked_serial = True
+        _fork_warned = False  # once per process
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def openmp_runtime() -> tuple[str, str]:
+    """The OpenMP runtime the kernels call, as ('libgomp' | 'libomp' | 'libiomp5' | 'vcomp' | 'unknown' |
+    'none', path of the loaded library or '')."""
+    return OPENMP_RUNTIME, OPENMP_LIBRARY
+
+
+def _warn_serial_after_fork(n_threads: int) -> None:
+    global _fork_warned
+    if _fork_warned:
+        return
+    _fork_warned = True
+    # point the warning at the first caller outside gconv
+    package, level = os.path.dirname(os.path.abspath(__file__)) + os.sep, 1
+    frame: types.FrameType | None = sys._getframe(0)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(
+        f"gconv: this process was forked, and its OpenMP runtime ({OPENMP_RUNTIME}) cannot run threads after "
+        f"fork(), so gconv runs on 1 thread here instead of {n_threads}. For parallel workers start them with "
+        "the 'forkserver' or 'spawn' method (multiprocessing.get_context('forkserver'), or "
+        "ProcessPoolExecutor(mp_context=...)); to keep fork and silence this, give each worker one thread "
+        "(gconv.set_num_threads(1) or threadpoolctl.threadpool_limits(1) in the pool's initializer).",
+        RuntimeWarning,
+        stacklevel=level,
+    )
 
 
 def get_num_threads() -> int:
@@ -23,8 +86,14 @@ def get_num_threads() -> int:
     int
         The ``set_num_threads`` value when one was set, else OpenMP's current limit for this thread
         (``OMP_NUM_THREADS``, or a ``threadpoolctl.threadpool_limits`` block). A threadpoolctl limit
-        entered after ``set_num_threads`` still caps it. 1 for a build without OpenMP.
+        entered after ``set_num_threads`` still caps it. 1 for a build without OpenMP, and 1 in a process
+        forked from one whose OpenMP runtime is GNU libgomp (its threads do not survive fork).
     """
+    return 1 if _forked_serial else _configured_num_threads()
+
+
+def _configured_num_threads() -> int:
+    """get_num_threads() without the fork rule: set_num_threads, threadpoolctl or OMP_NUM_THREADS."""
     if not _kernels.openmp_enabled():
         return 1
     omp_limit = _kernels.omp_max_threads()
@@ -89,9 +158,20 @@ def resolve_n_threads(n_threads: SupportsIndex | None = None) -> int:
 
     "Available" is as scikit-learn's _openmp_effective_n_threads counts: the CPU affinity and any cgroup
     quota (a container limited to 2 CPUs on a 64-core host gets 2, not 64).
+
+    Always 1 in a forked child whose OpenMP runtime cannot run threads there (see _after_fork_in_child),
+    with a RuntimeWarning the first time a call asks for more.
     """
+    n = _requested_n_threads(n_threads)
+    if n > 1 and _forked_serial:
+        _warn_serial_after_fork(n)
+        return 1
+    return n
+
+
+def _requested_n_threads(n_threads: SupportsIndex | None) -> int:
     if n_threads is None:
-        return get_num_threads()
+        return _configured_num_threads()
     n = operator.index(n_threads)
     if n == 0:
         raise ValueError("n_threads must not be 0 (None: the current setting; negative: all cores minus k)")

@@ -25,6 +25,7 @@ from ._checks import (
     shape_str,
 )
 from ._padding import pad, unpad_grad
+from ._parameter_lock import ParameterLock
 from ._threads import resolve_n_threads
 from ._typing import FloatArray, IntOrTuple, Padding, Shape
 from .functional import convolution, transposed_convolution
@@ -56,6 +57,24 @@ class _Module:
         self, input: FloatArray, *, n_threads: SupportsIndex | None = None, out: FloatArray | None = None
     ) -> FloatArray:
         raise NotImplementedError
+
+    # ---- parameters shared between threads ---------------------------------------------------------
+    # A call holds the module's ParameterLock shared while its kernels read weight and bias;
+    # load_state_dict and reset_parameters hold it alone while they write them in place. So calls racing
+    # those see all old or all new values, and calls do not block each other. Other in-place writes
+    # (m.weight[...] = ...) take no lock: calls racing them get unspecified values, as in torch.
+
+    def _parameter_lock(self) -> ParameterLock:
+        """This module's ParameterLock, made on first use (copies and unpickled modules get their own)."""
+        lock = self.__dict__.get("_param_lock")
+        return lock if lock is not None else self.__dict__.setdefault("_param_lock", ParameterLock())
+
+    def _parameters_now(self) -> tuple[Any, Any]:
+        """(weight, bias) as the module held them at one instant, though another thread may reassign them."""
+        while True:
+            weight, bias = self.weight, getattr(self, "bias", None)
+            if self.weight is weight:  # unchanged while bias was read: the module held the two together
+                return weight, bias
 
     def _parameters(self):
         return OrderedDict(
@@ -115,8 +134,10 @@ class _Module:
             raise RuntimeError(
                 "Error(s) in loading state_dict for {}:\n\t{}".format(type(self).__name__, "\n\t".join(errors))
             )
-        for key, value in loaded.items():
-            np.copyto(own[key], value, casting="unsafe")
+        # in place, as torch (state_dict() arrays stay the parameters), with no call reading them meanwhile
+        with self._parameter_lock().write:
+            for key, value in loaded.items():
+                np.copyto(own[key], value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
     # ---- torch interop (torch imported only here) ----------------------------------------------
@@ -255,18 +276,20 @@ class _ConvNd(_Module):
         """
         rng = np.random.default_rng(rng)
         fan_in = self.weight.shape[1] * math.prod(self.weight.shape[2:])
-        if self.weight.size == 0:
-            warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=2)
-        else:
-            bound = 1.0 / math.sqrt(fan_in)
-            self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape)
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
+        with self._parameter_lock().write:  # calls see all old or all new values
+            if self.weight.size == 0:
+                warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=2)
+            else:
+                bound = 1.0 / math.sqrt(fan_in)
+                self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape)
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
 
     def _checked_parameters(self):
-        """(weight, bias), read once per call: a user may reassign them, so catch a wrong one here."""
-        weight, bias = self.weight, self.bias
+        """(weight, bias), read once per call (one instant's pair): a user may reassign them, so catch a
+        wrong one here; the caller holds the parameter lock and uses these same arrays."""
+        weight, bias = self._parameters_now()
         expected = self._weight_shape()
         for name, value, shape in (("weight", weight, expected), ("bias", bias, (self.out_channels,))):
             if value is None and name == "bias":
@@ -287,6 +310,8 @@ class _ConvNd(_Module):
         if saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward() needs a forward call first")
         x, weight, out_shape = saved
+        with self._parameter_lock().read:
+            weight = weight.copy()  # load_state_dict may rewrite the array once the lock is released
         check_array(grad_output, "grad_output", "backward")
         if grad_output.shape != out_shape:
             raise ValueError(f"backward(): grad_output has shape {grad_output.shape}, the last output had {out_shape}")
@@ -385,25 +410,26 @@ class _Convolution(_ConvNd):
         """
         op = f"conv{self._n_spatial}d"
         check_array(input, "input", op)
-        weight, bias = self._checked_parameters()
         if self.padding_mode == "zeros":
             conv_input, padding = input, self.padding
         else:
             conv_input, padding = self._padded_input(input), (0,) * self._n_spatial
-        result = convolution(
-            conv_input,
-            weight,
-            bias,
-            self.stride,
-            padding,
-            self.dilation,
-            self.groups,
-            self._n_spatial,
-            op,
-            n_threads,
-            out,
-            source=input,
-        )
+        with self._parameter_lock().read:  # no load_state_dict rewrites them while the kernels read
+            weight, bias = self._checked_parameters()
+            result = convolution(
+                conv_input,
+                weight,
+                bias,
+                self.stride,
+                padding,
+                self.dilation,
+                self.groups,
+                self._n_spatial,
+                op,
+                n_threads,
+                out,
+                source=input,
+            )
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
         # changes the gradient); the padded copy is made again there rather than kept alive here
         self._saved = (input, weight, result.shape)
@@ -537,21 +563,22 @@ class _ConvTransposeNd(_ConvNd):
         op = f"conv_transpose{self._n_spatial}d"
         check_array(input, "input", op)
         output_padding = self._output_padding(input, output_size)
-        weight, bias = self._checked_parameters()
-        result = transposed_convolution(
-            input,
-            weight,
-            bias,
-            self.stride,
-            self.padding,
-            output_padding,
-            self.groups,
-            self.dilation,
-            self._n_spatial,
-            op,
-            n_threads,
-            out,
-        )
+        with self._parameter_lock().read:  # no load_state_dict rewrites them while the kernels read
+            weight, bias = self._checked_parameters()
+            result = transposed_convolution(
+                input,
+                weight,
+                bias,
+                self.stride,
+                self.padding,
+                output_padding,
+                self.groups,
+                self.dilation,
+                self._n_spatial,
+                op,
+                n_threads,
+                out,
+            )
         self._saved = (input, weight, result.shape)
         return result
 

@@ -7,12 +7,12 @@ cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noe
     plan.slab_rows = (plan.rows_per_block - 1) * plan.stride_h + (plan.KH - 1) * plan.dilation_h + 1
     # tile column j of tap kw reads phase position (ow - ow_start) + j + (kw * dilation_w) // stride_w
     plan.phase_len = plan.cols_per_block + ((plan.KW - 1) * plan.dilation_w) // plan.stride_w
-    plan.slab_row_len = plan.n_phases * plan.phase_len
+    plan.slab_row_len = _size_product(plan.n_phases, plan.phase_len)
     if plan.flat:
         # the last flat tile may reach past the block's last row by up to one tile plus the widest tap
         plan.slab_rows += _ceil_div(plan.tile_rows * plan.tile_cols + (plan.KW - 1) * plan.dilation_w,
                                     plan.slab_row_len)
-    plan.slab_size = plan.n_virtual * plan.slab_rows * plan.slab_row_len
+    plan.slab_size = _size_product(_size_product(plan.n_virtual, plan.slab_rows), plan.slab_row_len)
 
 
 cdef void _channel_sources(const Plan* plan, Py_ssize_t* sources, Py_ssize_t n, Py_ssize_t od,

@@ -28,6 +28,17 @@ cdef struct Plan:
     Py_ssize_t n_phases, slab_rows, phase_len, slab_row_len, slab_size
 
 
+# Scratch sizes in elements stop here, so that one in bytes (at most 8 per element) still fits in Py_ssize_t.
+cdef Py_ssize_t SIZE_CAP = PY_SSIZE_T_MAX // 8
+
+
+cdef inline Py_ssize_t _size_product(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """a * b for sizes a, b >= 0, or SIZE_CAP when larger: huge dilations must not wrap a size to a small one."""
+    if a != 0 and b > SIZE_CAP // a:
+        return SIZE_CAP
+    return a * b
+
+
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b  # a >= 0, b > 0
 

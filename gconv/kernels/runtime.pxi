@@ -6,6 +6,7 @@ cdef extern from "kernels/omp.h" nogil:
     int omp_get_num_threads()
     int omp_get_thread_num()
     void omp_set_num_threads(int n)
+    const char* gconv_openmp_library()
 
 
 cdef extern from "kernels/isa.h" nogil:
@@ -35,6 +36,11 @@ def omp_max_threads():
 def omp_set_max_threads(int n_threads):
     """omp_set_num_threads() for the calling OS thread only, as OpenMP defines it."""
     omp_set_num_threads(n_threads)
+
+
+def openmp_library():
+    """Path of the OpenMP runtime library this module's calls go to ('' without OpenMP or when unknown)."""
+    return gconv_openmp_library().decode("utf-8", "surrogateescape")
 
 
 def parallel_team_size(int n_threads):

@@ -112,6 +112,37 @@ cdef void _weight_grad_item(const WgradPlan* p, const floating* x, const floatin
             grad_weight[(oc_first + o) * taps + k] = <floating> acc[o * taps + k]
 
 
+cdef void _weight_grad_loops_item(const WgradPlan* p, const floating* x, const floating* grad_output,
+                                  floating* grad_weight, Py_ssize_t oc) noexcept nogil:
+    """Weight gradient of output channel oc for geometry whose zero-framed plane would be huge (dilations of
+    millions): zero padding is implicit, only the rows and columns a tap reads inside the input are visited
+    (as the loops family does for the forward)."""
+    cdef Py_ssize_t icpg = p.in_channels_per_group, W = p.W, W_out = p.W_out
+    cdef Py_ssize_t g = oc // p.out_channels_per_group
+    cdef Py_ssize_t ic, kh, kw, n, oh, ih, ow, ow_lo, ow_hi, col_offset
+    cdef double total
+    cdef const floating* gy_row
+    cdef const floating* x_row
+    for ic in range(icpg):
+        for kh in range(p.KH):
+            for kw in range(p.KW):
+                total = 0
+                # output column ow reads input column ow * stride_w + col_offset
+                col_offset = kw * p.dilation_w - p.pad_left
+                ow_lo = max(0, _ceil_div_signed(-col_offset, p.stride_w))
+                ow_hi = min(W_out, _floor_div(W - 1 - col_offset, p.stride_w) + 1)
+                for n in range(p.N):
+                    for oh in range(p.H_out):
+                        ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h
+                        if ih < 0 or ih >= p.H:
+                            continue
+                        gy_row = grad_output + ((n * p.C_out + oc) * p.H_out + oh) * W_out
+                        x_row = x + ((n * p.C_in + g * icpg + ic) * p.H + ih) * W
+                        for ow in range(ow_lo, ow_hi):
+                            total += <double> gy_row[ow] * x_row[ow * p.stride_w + col_offset]
+                grad_weight[((oc * icpg + ic) * p.KH + kh) * p.KW + kw] = <floating> total
+
+
 def conv2d_weight_grad(
     const floating[:, :, :, ::1] x not None,            # IN  (N, C_in, H, W)
     const floating[:, :, :, ::1] grad_output not None,  # IN  (N, C_out, H_out, W_out)
@@ -159,7 +190,7 @@ def conv2d_weight_grad(
     cdef const floating* x_ptr = &x[0, 0, 0, 0]
     cdef const floating* gy_ptr = &grad_output[0, 0, 0, 0]
     cdef floating* gw_ptr = &grad_weight[0, 0, 0, 0]
-    cdef Py_ssize_t plane_size = p.plane_h * p.plane_w
+    cdef Py_ssize_t plane_size = _size_product(p.plane_h, p.plane_w)
     cdef Py_ssize_t gy_rows_size = GCONV_WGRAD_TILE_OC * p.H_out * p.padded_w_out
     cdef Py_ssize_t acc_size = GCONV_WGRAD_TILE_OC * p.in_channels_per_group * p.KH * p.KW
     cdef int alloc_failed[1]
@@ -168,6 +199,13 @@ def conv2d_weight_grad(
     cdef floating* gy_rows_buf
     cdef double* acc
     cdef Py_ssize_t item
+    if plane_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
+        # a dilation so large that the framed plane would not fit in scratch: direct loops, per channel
+        team = <int> max(1, min(<Py_ssize_t> n_threads, p.C_out))
+        with nogil:
+            for item in prange(p.C_out, schedule="static", num_threads=team):
+                _weight_grad_loops_item(&p, x_ptr, gy_ptr, gw_ptr, item)
+        return
     with nogil, parallel(num_threads=team):
         # this thread's scratch
         plane = <floating*> malloc(plane_size * sizeof(floating))
