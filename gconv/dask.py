@@ -160,11 +160,11 @@ def _module_block(block: np.ndarray, module: _ConvNd, *, n_threads: int | None) 
 
 
 def forward(module: _ConvNd, input: da.Array, *, n_threads: int | None = None) -> da.Array:
-    """Run a ``gconv.Conv1d``/``Conv2d`` over a dask array chunked along the batch axis (any padding mode).
+    """Run a gconv module (Conv1d/2d/3d, ConvTranspose1d/2d/3d) over a dask array chunked along the batch axis.
 
     Parameters
     ----------
-    module : gconv.Conv1d or gconv.Conv2d
+    module : gconv.Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d or ConvTranspose3d
         Enters the graph once, with its weights: sent once per worker.
     input : dask.array.Array, shape (N, C_in, L) or (N, C_in, H, W)
         Chunked along N; the other axes are rechunked to one chunk.
@@ -176,7 +176,10 @@ def forward(module: _ConvNd, input: da.Array, *, n_threads: int | None = None) -
     dask.array.Array, shape (N, C_out, ...), chunked along N like the input.
     """
     if not isinstance(module, _ConvNd):
-        raise TypeError(f"gconv.dask.forward needs a gconv.Conv1d or gconv.Conv2d, not {type(module).__name__}")
+        raise TypeError(
+            "gconv.dask.forward needs a gconv convolution module (Conv1d/2d/3d, ConvTranspose1d/2d/3d), not "
+            f"{type(module).__name__}"
+        )
     probe = module(_check_input(input, module._n_spatial))
     compute = functools.partial(_module_block, n_threads=n_threads)
     return _map_batches(input, module._n_spatial, module, compute, probe)

@@ -42,6 +42,21 @@ def test_module_forward_with_a_padding_mode():
     np.testing.assert_array_equal(y.compute(), m(x))
 
 
+@pytest.mark.parametrize(
+    "module,shape",
+    [
+        (gconv.ConvTranspose2d(8, 6, 4, stride=2, padding=1, groups=2, rng=0), (10, 8, 12, 11)),
+        (gconv.Conv3d(4, 6, 3, padding=1, groups=2, rng=0), (5, 4, 6, 7, 5)),
+        (gconv.ConvTranspose3d(4, 2, 2, stride=2, rng=0), (5, 4, 3, 4, 3)),
+    ],
+    ids=["ConvTranspose2d", "Conv3d", "ConvTranspose3d"],
+)
+def test_module_forward_on_the_rest_of_the_family(module, shape):
+    x = _data(6, shape)
+    y = gdask.forward(module, da.from_array(x, chunks=(2,) + shape[1:]))
+    np.testing.assert_array_equal(y.compute(scheduler="threads"), module(x))
+
+
 def test_errors_are_raised_when_the_graph_is_built():
     dx = da.from_array(_data(), chunks=(5, 8, 12, 11))
     with pytest.raises(RuntimeError, match="expected input\\[0, 8, 12, 11\\] to have 6 channels"):
