@@ -61,8 +61,14 @@ def _select():
     forced = os.environ.get("GCONV_ISA", "").strip().lower()
     if forced:
         return forced, kernels_for(forced)
-    level = available_levels()[0]
-    return level, importlib.import_module(_MODULES[level])
+    levels = available_levels()
+    if not levels:
+        raise ImportError(
+            "gconv's compiled kernels are missing: this gconv is a source tree that was never built (install it "
+            "with `pip install .`, or build in place with `python setup.py build_ext --inplace`; run Python from "
+            "another folder to import an installed gconv)"
+        )
+    return levels[0], importlib.import_module(_MODULES[levels[0]])
 
 
 ISA, kernels = _select()

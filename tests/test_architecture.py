@@ -76,9 +76,10 @@ def test_grad_raises_torchs_errors(kwargs, message):
     assert str(theirs.value).split("\n")[0] == message
 
 
-def test_grad_is_there_after_import_gconv():
+def test_grad_is_there_after_import_gconv(tmp_path):
     code = "import gconv, numpy as np; print(gconv.grad.bias(np.ones((2, 3, 4))).tolist())"
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # from a folder without a gconv/ source tree in it, so the installed package is the one imported
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[8.0, 8.0, 8.0]"
 
@@ -100,7 +101,7 @@ def test_forward_keeps_no_padded_copy_alive(padding_mode):
     assert gx.shape == x.shape
 
 
-def test_explain_names_the_family_tile_and_rules():
+def test_explain_names_the_family_tile_and_rules(tmp_path):
     text = gconv.explain((1, 960, 7, 7), (960, 1, 3, 3), padding=1, groups=960, n_threads=1)
     first = text.splitlines()[0]
     assert "direct family" in first and "tile 1x8x" in first and "-> (1, 960, 7, 7)" in first
@@ -112,6 +113,7 @@ def test_explain_names_the_family_tile_and_rules():
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("conv1d (2, 16, 40) * (32, 16, 3) -> (2, 32, 19): direct family")
