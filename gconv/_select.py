@@ -8,11 +8,25 @@ from . import _dispatch
 # Below this many multiply-adds a call runs on one thread: starting a team costs more than it saves.
 SERIAL_BELOW_MACS = 1 << 17
 
+# The gemm family vectorises over output channels (NR of them per tile): below this many per group most
+# of its lanes would compute zeros (depthwise and narrow groups stay on the direct family).
+GEMM_MIN_OUT_CHANNELS = 16
+# Taps (input channels per group x KH x KW) per output below which the per-tile packing and the scattered
+# NCHW stores outweigh the multiply-adds.
+GEMM_MIN_TAPS = 32
+# Output rows this short or shorter run on the gemm family: the direct tile is 32 columns wide (float32,
+# AVX-512), so a 14-column row keeps under half of its lanes busy.
+GEMM_MAX_ROW = 14
+
+# Tests only: 'direct', 'gemm' or 'loops' forces that family on every call; None lets choose() decide.
+FORCE_FAMILY = None
+
 
 class Choice(NamedTuple):
     """How one 2-D call runs (1-D calls arrive lifted to 2-D)."""
 
-    family: str           # 'direct': row-vectorised register tiles over packed slabs; 'loops': plain loops
+    family: str           # 'direct': row-vectorised register tiles over packed slabs; 'gemm': channel-
+                          # vectorised tiles of pixels x output channels (implicit GEMM); 'loops': plain loops
     oc_block: int         # direct: output channels per register tile (8, 4, 2 or 1)
     tile: str             # direct: output channels x rows x columns of one register tile
     pointwise_rows: bool  # 1x1, stride 1, no padding, NCHW: each image runs as one long row of H * W pixels
@@ -29,6 +43,20 @@ def _oc_block(out_channels_per_group, acc_rows):
     return block
 
 
+def _gemm_reason(x_shape, weight_shape, out_shape, groups, dtype):
+    """Why the channel-vectorised gemm family suits this call, or '' where the direct family is faster."""
+    out_channels_per_group = weight_shape[0] // groups
+    taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
+    if dtype != np.float32:
+        return ""  # the direct family's float64 wins are kept until gemm's are measured
+    if out_channels_per_group < GEMM_MIN_OUT_CHANNELS or taps < GEMM_MIN_TAPS:
+        return ""
+    w_out = out_shape[3]
+    if w_out <= GEMM_MAX_ROW:
+        return f"output rows of {w_out} < {GEMM_MAX_ROW + 1} columns leave the row-vectorised tile's lanes idle"
+    return ""
+
+
 def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, groups, dtype, nchw, n_threads):
     """Choice for input x_shape (N, C_in, H, W), weight_shape (C_out, C_in/groups, KH, KW) and out_shape.
 
@@ -43,6 +71,15 @@ def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, group
     if n_threads > 1 and macs < SERIAL_BELOW_MACS:
         n_threads = 1
         reasons.append(f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it saves")
+    if FORCE_FAMILY == "loops":
+        return Choice("loops", 0, "", False, n_threads, tuple(reasons) + ("loops: forced",))
+    if FORCE_FAMILY != "direct":
+        why = "forced" if FORCE_FAMILY == "gemm" else _gemm_reason(x_shape, weight_shape, out_shape, groups, dtype)
+        if why:
+            mr, nr = kernels.GEMM_TILE[dtype.name]
+            reasons.append(f"gemm: {why}; tiles of {mr} pixels x {nr} output channels ({_dispatch.ISA}, "
+                           f"{dtype.name})")
+            return Choice("gemm", 0, f"{mr}x{nr}", False, n_threads, tuple(reasons))
     acc_rows = kernels.DIRECT_ACC_ROWS
     oc_block = _oc_block(weight_shape[0] // groups, acc_rows)
     tile_cols = kernels.DIRECT_TILE_COLS[dtype.name]
@@ -79,6 +116,9 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
                              choice.n_threads)
         if target is not out:
             out[...] = target
+        return choice
+    if choice.family == "gemm":
+        kernels.conv2d_gemm(x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads)
         return choice
     if choice.pointwise_rows:
         x = x.reshape(x.shape[0], x.shape[1], 1, -1)

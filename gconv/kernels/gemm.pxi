@@ -1,0 +1,177 @@
+# The gemm family's driver: channel-vectorised register tiles (kernels/gemm/tile.h) over per-tile input
+# panels, the batch folded into the pixels, threads split over output-channel blocks and pixel blocks.
+
+
+cdef extern from "kernels/gemm/tile.h" nogil:
+    # the tile shape, defined in the header only
+    int GCONV_GEMM_MR_F32
+    int GCONV_GEMM_NR_F32
+    int GCONV_GEMM_MR_F64
+    int GCONV_GEMM_NR_F64
+    void gconv_gemm_f32(Py_ssize_t k_size, const float* a, Py_ssize_t a_k_stride, const float* w,
+                        const float* bias, float* out, const Py_ssize_t* out_offset,
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    void gconv_gemm_f64(Py_ssize_t k_size, const double* a, Py_ssize_t a_k_stride, const double* w,
+                        const double* bias, double* out, const Py_ssize_t* out_offset,
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+
+
+# The tile shape for gconv._select: (pixels, output channels) per dtype.
+GEMM_TILE = {"float32": (GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32), "float64": (GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)}
+
+
+cdef enum:
+    # Work items wanted per thread before the work is cut finer, so static chunks stay balanced.
+    GEMM_ITEMS_PER_THREAD = 4
+    # Bytes of input panels one work item packs and keeps: they stay in L2 while each weight panel of the
+    # item sweeps over them.
+    GEMM_PANEL_BUDGET = 256 * 1024
+    # Taps the weight packing transposes at a time: 64 of a channel's taps are 4 float32 cache lines, and
+    # the 64 panel rows they fill (8 KiB with NR = 32) stay in L1 meanwhile.
+    GEMM_PACK_K_STEP = 64
+
+
+include "pack_gemm.pxi"
+
+
+cdef inline void _gemm_tile(Py_ssize_t k_size, const floating* a, Py_ssize_t a_k_stride, const floating* w,
+                            const floating* bias, floating* out, const Py_ssize_t* out_offset,
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n) noexcept nogil:
+    # the C micro-kernel for this dtype
+    if floating is float:
+        gconv_gemm_f32(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+    else:
+        gconv_gemm_f64(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+
+
+cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, const floating* packed_weight,
+                     const floating* bias, floating* out, floating* panels, Py_ssize_t* offsets,
+                     Py_ssize_t* pixel, Py_ssize_t item) noexcept nogil:
+    """One work item: a block of pixel tiles x a chunk of output-channel blocks of group g."""
+    cdef Py_ssize_t chunk = item % gp.n_chunks
+    cdef Py_ssize_t m_block = (item // gp.n_chunks) % gp.n_m_blocks
+    cdef Py_ssize_t g = item // (gp.n_chunks * gp.n_m_blocks)
+    cdef Py_ssize_t tile_first = m_block * gp.tiles_per_block
+    cdef Py_ssize_t n_tiles = min(gp.tiles_per_block, gp.n_m_tiles - tile_first)
+    cdef Py_ssize_t block_first = chunk * gp.blocks_per_chunk
+    cdef Py_ssize_t block_end = min(block_first + gp.blocks_per_chunk, gp.n_n_blocks)
+    cdef Py_ssize_t panel_size = gp.K * gp.mr, ocpg = plan.out_channels_per_group
+    cdef Py_ssize_t t, block, oc_first, m0
+    for t in range(n_tiles):
+        _pack_gemm_tile(plan, gp, x, g, (tile_first + t) * gp.mr, panels + t * panel_size, offsets + t * gp.mr,
+                        pixel)
+    for block in range(block_first, block_end):
+        oc_first = g * ocpg + block * gp.nr
+        for t in range(n_tiles):
+            m0 = (tile_first + t) * gp.mr
+            _gemm_tile(gp.K, panels + t * panel_size, gp.mr,
+                       packed_weight + (g * gp.n_n_blocks + block) * gp.K * gp.nr,
+                       bias + oc_first if bias != NULL else NULL, out + oc_first * plan.out_stride_c,
+                       offsets + t * gp.mr, plan.out_stride_c, min(gp.mr, gp.M - m0),
+                       min(gp.nr, ocpg - block * gp.nr))
+
+
+cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_threads) except -1:
+    """The GEMM view of the call and its work items (tile counts, blocks, chunks) for n_threads threads."""
+    if itemsize == 4:
+        gp.mr, gp.nr = GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32
+    else:
+        gp.mr, gp.nr = GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64
+    gp.HW = plan.H_out * plan.W_out
+    gp.M = plan.N * gp.HW
+    gp.KHKW = plan.KH * plan.KW
+    gp.K = plan.in_channels_per_group * gp.KHKW
+    gp.n_m_tiles = _ceil_div(gp.M, gp.mr)
+    gp.n_n_blocks = _ceil_div(plan.out_channels_per_group, gp.nr)
+    gp.tiles_per_block = max(1, min(gp.n_m_tiles, GEMM_PANEL_BUDGET // (gp.K * gp.mr * itemsize)))
+    gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+    gp.n_chunks = 1
+    cdef Py_ssize_t wanted = GEMM_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
+    # Cut the larger operand: where the weights outweigh the pixels (small maps), threads share out the
+    # output channels and each reads only its part of the weights; elsewhere they share out the pixels.
+    cdef bint channels_first = plan.out_channels_per_group > gp.M
+    while plan.groups * gp.n_m_blocks * gp.n_chunks < wanted:
+        if (channels_first or gp.tiles_per_block == 1) and gp.n_chunks < gp.n_n_blocks:
+            gp.n_chunks = min(gp.n_n_blocks, 2 * gp.n_chunks)
+        elif gp.tiles_per_block > 1:
+            gp.tiles_per_block = _ceil_div(gp.tiles_per_block, 2)
+            gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+        else:
+            break
+    gp.blocks_per_chunk = _ceil_div(gp.n_n_blocks, gp.n_chunks)
+    gp.n_chunks = _ceil_div(gp.n_n_blocks, gp.blocks_per_chunk)
+    return 0
+
+
+def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize, int n_threads):
+    """The gemm family's work split for a call (a dict), for gconv._select's reasons and for tests."""
+    cdef Plan plan
+    cdef GemmPlan gp
+    plan.N, plan.C_in = x_shape[0], x_shape[1]
+    plan.C_out, plan.in_channels_per_group, plan.KH, plan.KW = weight_shape
+    plan.H_out, plan.W_out = out_shape[2], out_shape[3]
+    plan.groups = groups
+    plan.out_channels_per_group = plan.C_out // groups
+    _plan_gemm(&plan, &gp, itemsize, n_threads)
+    return dict(mr=gp.mr, nr=gp.nr, M=gp.M, K=gp.K, tiles_per_block=gp.tiles_per_block, n_m_blocks=gp.n_m_blocks,
+                blocks_per_chunk=gp.blocks_per_chunk, n_chunks=gp.n_chunks)
+
+
+def conv2d_gemm(
+    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
+    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
+    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
+    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), any strides
+    tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
+    Py_ssize_t groups,
+    int n_threads,
+):
+    """Grouped 2-D cross-correlation with implicit zero padding, as a channel-vectorised implicit GEMM.
+
+    Same contract as conv2d_direct (gconv._select checked shapes, dtype and overlap). Per group, the
+    N * H_out * W_out output pixels are the GEMM's rows, the output channels its columns and the taps
+    (input channel, kh, kw) its reduction: each register tile reduces over all taps in one call, so the
+    results do not depend on how the work is shared among threads.
+    """
+    cdef Plan plan
+    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
+    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+        return
+    cdef GemmPlan gp
+    _plan_gemm(&plan, &gp, sizeof(floating), n_threads)
+    cdef Py_ssize_t n_items = plan.groups * gp.n_m_blocks * gp.n_chunks
+    cdef Py_ssize_t n_panels = plan.groups * gp.n_n_blocks
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
+    cdef int pack_team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
+
+    packed = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed_view = packed
+    cdef floating* w_packed = &packed_view[0]
+    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
+    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
+    cdef floating* out_ptr = &out[0, 0, 0, 0]
+    cdef Py_ssize_t panel_elements = gp.tiles_per_block * gp.K * gp.mr
+    cdef Py_ssize_t offset_elements = (gp.tiles_per_block + 4) * gp.mr
+    cdef Py_ssize_t item, panel
+    cdef int alloc_failed[1]
+    alloc_failed[0] = 0
+    cdef floating* panels
+    cdef Py_ssize_t* offsets
+    # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
+    for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
+        _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
+    with nogil, parallel(num_threads=team):
+        # this thread's scratch: the item's input panels, its output offsets and 4 * MR pixel indices
+        panels = <floating*> malloc(panel_elements * sizeof(floating))
+        offsets = <Py_ssize_t*> malloc(offset_elements * sizeof(Py_ssize_t))
+        if panels == NULL or offsets == NULL:
+            alloc_failed[0] = 1
+        for item in prange(n_items, schedule="static"):
+            if panels != NULL and offsets != NULL:
+                _gemm_item(&plan, &gp, x_ptr, w_packed, b_ptr, out_ptr, panels, offsets,
+                           offsets + gp.tiles_per_block * gp.mr, item)
+        free(panels)
+        free(offsets)
+    if alloc_failed[0]:
+        raise MemoryError(f"conv2d: could not allocate {panel_elements * sizeof(floating)} bytes of scratch")
