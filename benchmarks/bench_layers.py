@@ -1,8 +1,9 @@
 """Small-map layers of real CNNs: gconv's gemm family against its direct family and torch, in one run.
 
-Each layer runs through gconv.conv2d with the family forced (gconv._select.FORCE_FAMILY), through gconv's
-own choice, and through torch.nn.functional.conv2d at the same thread count, interleaved round by round
-after a warm-up; the table gives median milliseconds, GFLOP/s and the ratios. The gemm column includes
+Each layer runs through gconv.conv2d with the family forced (gconv._select.FORCE_FAMILY: direct, gemm with
+packed weight panels, gemm with dot tiles on the raw weights), through gconv's own choice ('auto', what a
+user gets), and through torch.nn.functional.conv2d at the same thread count, interleaved round by round
+after a warm-up; the table gives median milliseconds, GFLOP/s and the ratios. The panel column includes
 its per-call weight packing; the 'pack' column times that packing alone (a 1x1-map call with batch 1 is
 almost only packing) so that the gain from caching packed weights can be read off. Timings on a shared
 machine are noisy: medians over --rounds rounds, of process CPU time at 1 thread (wall time above). Usage:
@@ -35,6 +36,11 @@ LAYERS = [
     ("3x3 512->512 7x7", 512, 7, 512, 3, 1, 1, 1),
     ("2x2 s2 96->192 28x28", 96, 28, 192, 2, 2, 0, 1),
     ("3x3 64->64 56x56", 64, 56, 64, 3, 1, 1, 1),
+    ("3x3 128->128 28x28", 128, 28, 128, 3, 1, 1, 1),
+    ("1x1 64->256 56x56", 64, 56, 256, 1, 1, 0, 1),
+    ("1x1 256->64 56x56", 256, 56, 64, 1, 1, 0, 1),
+    ("1x1 32->16 14x14", 32, 14, 16, 1, 1, 0, 1),
+    ("3x3 g32 128 14x14", 128, 14, 128, 3, 1, 1, 32),
     ("dw 3x3 960 7x7", 960, 7, 960, 3, 1, 1, 960),
 ]
 
@@ -81,7 +87,7 @@ def _pack_call(x, w, b, stride, padding, groups, n_threads):
     """The gemm family's per-call cost apart from the arithmetic: a call with one output pixel."""
     k = w.shape[2]
     x1 = np.zeros((1, x.shape[1], k, k), dtype=x.dtype)  # one image, one output pixel
-    return _gconv_call(x1, w, b, 1, 0, groups, n_threads, "gemm")
+    return _gconv_call(x1, w, b, 1, 0, groups, n_threads, "gemm:panel")
 
 
 def main():
@@ -98,8 +104,8 @@ def main():
     rows = []
     print(f"gconv {_dispatch.ISA}, {dtype.name}; median of {args.rounds} rounds (ms, GFLOP/s); "
           f"ratio = t(gemm) / t(other)")
-    header = (f"{'layer':26s} {'N':>2s} {'thr':>3s} | {'direct':>8s} {'gemm':>8s} {'pack':>7s} {'auto':>8s} "
-              f"{'torch':>8s} | {'GF dir':>6s} {'GF gemm':>7s} {'GF tor':>6s} | {'g/dir':>5s} {'g/tor':>5s} "
+    header = (f"{'layer':24s} {'N':>2s} {'thr':>3s} | {'direct':>7s} {'panel':>7s} {'pack':>6s} {'dot':>7s} "
+              f"{'auto':>7s} {'torch':>7s} | {'GF dir':>6s} {'GF auto':>7s} {'GF tor':>6s} | {'auto/dir':>8s} "
               f"{'auto/tor':>8s} picks")
     print(header)
     for name, c_in, hw, c_out, k, stride, padding, groups in LAYERS:
@@ -112,7 +118,8 @@ def main():
             for n_threads in args.threads:
                 calls = {
                     "direct": _gconv_call(x, w, b, stride, padding, groups, n_threads, "direct"),
-                    "gemm": _gconv_call(x, w, b, stride, padding, groups, n_threads, "gemm"),
+                    "gemm": _gconv_call(x, w, b, stride, padding, groups, n_threads, "gemm:panel"),
+                    "dot": _gconv_call(x, w, b, stride, padding, groups, n_threads, "gemm:dot"),
                     "pack": _pack_call(x, w, b, stride, padding, groups, n_threads),
                     "auto": _gconv_call(x, w, b, stride, padding, groups, n_threads, None),
                 }
@@ -139,11 +146,11 @@ def main():
                                         groups, dtype, True, n_threads)
                 t_torch = med.get("torch", float("nan"))
                 gf = {key: flops / t / 1e9 for key, t in med.items()}
-                print(f"{name:26s} {n:2d} {n_threads:3d} | {med['direct'] * 1e3:8.3f} {med['gemm'] * 1e3:8.3f} "
-                      f"{med['pack'] * 1e3:7.3f} {med['auto'] * 1e3:8.3f} {t_torch * 1e3:8.3f} | "
-                      f"{gf['direct']:6.1f} {gf['gemm']:7.1f} {gf.get('torch', float('nan')):6.1f} | "
-                      f"{med['gemm'] / med['direct']:5.2f} {med['gemm'] / t_torch:5.2f} "
-                      f"{med['auto'] / t_torch:8.2f} {choice.family}", flush=True)
+                print(f"{name:24s} {n:2d} {n_threads:3d} | {med['direct'] * 1e3:7.3f} {med['gemm'] * 1e3:7.3f} "
+                      f"{med['pack'] * 1e3:6.3f} {med['dot'] * 1e3:7.3f} {med['auto'] * 1e3:7.3f} "
+                      f"{t_torch * 1e3:7.3f} | {gf['direct']:6.1f} {gf['auto']:7.1f} {gf.get('torch', float('nan')):6.1f} | "
+                      f"{med['auto'] / med['direct']:8.2f} {med['auto'] / t_torch:8.2f} {choice.family} {choice.tile}",
+                      flush=True)
                 rows.append(dict(layer=name, batch=n, threads=n_threads, dtype=dtype.name, isa=_dispatch.ISA,
                                  flops=flops, ms={key: t * 1e3 for key, t in med.items()}, choice=choice.family))
     if args.json:

@@ -18,7 +18,15 @@ GEMM_MIN_TAPS = 32
 # AVX-512), so a 14-column row keeps under half of its lanes busy.
 GEMM_MAX_ROW = 14
 
-# Tests only: 'direct', 'gemm' or 'loops' forces that family on every call; None lets choose() decide.
+# With at least this many taps per output pixel of the call (K / (batch x rows x columns)), the gemm family
+# reads the weights as they are (dot tiles) rather than packing them per call: packing costs about K per
+# output channel, the dot tiles' lane reductions about one per pixel per channel, so deep reductions over
+# few pixels favour dot tiles (a 1x1 map's matrix-vector product: ~4x faster) and shallow ones panels.
+# Measured crossover between 5 and 10 (1x1 1024->256 on 14x14 at batch 1 is even at K/M = 5.2).
+GEMM_DOT_MIN_TAPS_PER_PIXEL = 8
+
+# Tests only: 'direct', 'gemm' or 'loops' forces that family on every call ('gemm:panel' or 'gemm:dot' also
+# its tile kind); None lets choose() decide.
 FORCE_FAMILY = None
 
 
@@ -32,6 +40,7 @@ class Choice(NamedTuple):
     pointwise_rows: bool  # 1x1, stride 1, no padding, NCHW: each image runs as one long row of H * W pixels
     n_threads: int
     reasons: tuple        # one line per rule that decided something
+    pack_weights: bool = True  # gemm: weights packed into [K][NR] panels; False: dot tiles on the raw weights
 
 
 def _oc_block(out_channels_per_group, acc_rows):
@@ -73,13 +82,23 @@ def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, group
         reasons.append(f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it saves")
     if FORCE_FAMILY == "loops":
         return Choice("loops", 0, "", False, n_threads, tuple(reasons) + ("loops: forced",))
-    if FORCE_FAMILY != "direct":
-        why = "forced" if FORCE_FAMILY == "gemm" else _gemm_reason(x_shape, weight_shape, out_shape, groups, dtype)
+    forced_gemm = (FORCE_FAMILY or "").startswith("gemm")
+    if FORCE_FAMILY is None or forced_gemm:
+        why = "forced" if forced_gemm else _gemm_reason(x_shape, weight_shape, out_shape, groups, dtype)
         if why:
+            pixels = out_shape[0] * out_shape[2] * out_shape[3]
+            variant = FORCE_FAMILY.partition(":")[2] if forced_gemm else ""
+            taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
+            if variant == "dot" or (not variant and taps >= GEMM_DOT_MIN_TAPS_PER_PIXEL * pixels):
+                mr, nr = kernels.GEMM_DOT_TILE if pixels >= kernels.GEMM_DOT_TILE[0] else kernels.GEMM_DOT_PIXEL_TILE
+                reasons.append(f"gemm: {why}; dot tiles of {mr} pixels x {nr} output channels on the weights as "
+                               f"they are: {pixels} pixels of {taps} taps (>= {GEMM_DOT_MIN_TAPS_PER_PIXEL} per "
+                               f"pixel) would not repay packing them ({_dispatch.ISA}, {dtype.name})")
+                return Choice("gemm", 0, f"dot {mr}x{nr}", False, n_threads, tuple(reasons), False)
             mr, nr = kernels.GEMM_TILE[dtype.name]
-            reasons.append(f"gemm: {why}; tiles of {mr} pixels x {nr} output channels ({_dispatch.ISA}, "
-                           f"{dtype.name})")
-            return Choice("gemm", 0, f"{mr}x{nr}", False, n_threads, tuple(reasons))
+            reasons.append(f"gemm: {why}; tiles of {mr} pixels x {nr} output channels over weights packed per call "
+                           f"({_dispatch.ISA}, {dtype.name})")
+            return Choice("gemm", 0, f"{mr}x{nr}", False, n_threads, tuple(reasons), True)
     acc_rows = kernels.DIRECT_ACC_ROWS
     oc_block = _oc_block(weight_shape[0] // groups, acc_rows)
     tile_cols = kernels.DIRECT_TILE_COLS[dtype.name]
@@ -118,7 +137,8 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
             out[...] = target
         return choice
     if choice.family == "gemm":
-        kernels.conv2d_gemm(x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads)
+        kernels.conv2d_gemm(x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads,
+                            choice.pack_weights)
         return choice
     if choice.pointwise_rows:
         x = x.reshape(x.shape[0], x.shape[1], 1, -1)

@@ -34,11 +34,12 @@ def isa(request):
     _dispatch.set_isa(previous)
 
 
-@pytest.fixture
-def gemm_forced():
+@pytest.fixture(params=["gemm:panel", "gemm:dot"])
+def gemm_forced(request):
+    # both tile kinds: weights packed into panels, and dot tiles on the weights as they are
     previous = _select.FORCE_FAMILY
-    _select.FORCE_FAMILY = "gemm"
-    yield
+    _select.FORCE_FAMILY = request.param
+    yield request.param
     _select.FORCE_FAMILY = previous
 
 
@@ -91,11 +92,13 @@ def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
         expected = conv_reference(x, w, b, stride=(1, 2), padding=1, groups=2)
         target = np.full((3, 24, expected.shape[2], 2 * expected.shape[3]), np.nan, dtype)
         view = target[:, 1:-3, :, ::2]
-        kernels.conv2d_gemm(x, w, b, view, (1, 2), (1, 1), (1, 1), 2, 2)
-        np.testing.assert_allclose(view, expected, **_tolerance(dtype), err_msg=f"{isa} {dtype}")
-        untouched = np.ones(target.shape, bool)
-        untouched[:, 1:-3, :, ::2] = False
-        assert np.isnan(target[untouched]).all()
+        for pack_weights in (True, False):
+            view[...] = np.nan
+            kernels.conv2d_gemm(x, w, b, view, (1, 2), (1, 1), (1, 1), 2, 2, pack_weights)
+            np.testing.assert_allclose(view, expected, **_tolerance(dtype), err_msg=f"{isa} {dtype} {pack_weights}")
+            untouched = np.ones(target.shape, bool)
+            untouched[:, 1:-3, :, ::2] = False
+            assert np.isnan(target[untouched]).all()
 
 
 @pytest.mark.parametrize("shape", [
@@ -125,13 +128,30 @@ def test_gemm_work_split_follows_the_larger_operand():
     assert plan["n_chunks"] == 1 and plan["M"] == 49 and plan["K"] == 960
 
 
+def test_gemm_dot_tiles_cover_ragged_k_and_one_pixel_calls(isa):
+    # K not a multiple of the vector width (the scalar tail), 1 to 5 pixels (one-pixel tiles below a dot tile)
+    rng = np.random.default_rng(5)
+    previous = _select.FORCE_FAMILY
+    _select.FORCE_FAMILY = "gemm:dot"
+    try:
+        for n in (1, 2, 3, 5):
+            for c_in, c_out in ((1, 3), (17, 9), (37, 70)):
+                x, w, b = _case(rng, (n, c_in, 1, 1), (c_out, c_in, 1, 1), np.float64)
+                np.testing.assert_allclose(gconv.conv2d(x, w, b), conv_reference(x, w, b), rtol=1e-11, atol=1e-11)
+    finally:
+        _select.FORCE_FAMILY = previous
+
+
 def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     f32 = np.float32
     small = _select.choose((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32,
                            True, 1)
     assert small.family == "gemm" and any(r.startswith("gemm:") for r in small.reasons)
     se = _select.choose((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
-    assert se.family == "gemm"
+    assert se.family == "gemm" and not se.pack_weights  # a matrix-vector product: never pack the weights
+    many = _select.choose((8, 256, 14, 14), (256, 256, 3, 3), (8, 256, 14, 14), (1, 1), (1, 1), (1, 1), 1, f32,
+                          True, 1)
+    assert many.family == "gemm" and many.pack_weights
     long_rows = _select.choose((1, 64, 56, 56), (64, 64, 3, 3), (1, 64, 56, 56), (1, 1), (1, 1), (1, 1), 1, f32,
                                True, 1)
     assert long_rows.family == "direct"
@@ -150,6 +170,9 @@ def test_force_family_overrides_the_rule():
         for family in ("gemm", "direct", "loops"):
             _select.FORCE_FAMILY = family
             assert _select.choose(*args).family == family
+        for variant, packed in (("panel", True), ("dot", False)):
+            _select.FORCE_FAMILY = f"gemm:{variant}"
+            assert _select.choose(*args).pack_weights == packed
     finally:
         _select.FORCE_FAMILY = previous
 

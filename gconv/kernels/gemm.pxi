@@ -14,10 +14,28 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     void gconv_gemm_f64(Py_ssize_t k_size, const double* a, Py_ssize_t a_k_stride, const double* w,
                         const double* bias, double* out, const Py_ssize_t* out_offset,
                         Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    int GCONV_DOT_MR
+    int GCONV_DOT_OB
+    int GCONV_DOT_OB_ONE_PIXEL
+    void gconv_dot_f32_tile(Py_ssize_t k_size, const float* a, Py_ssize_t a_m_stride, const float* w,
+                            const float* bias, float* out, const Py_ssize_t* out_offset,
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    void gconv_dot_f32_pixel(Py_ssize_t k_size, const float* a, Py_ssize_t a_m_stride, const float* w,
+                             const float* bias, float* out, const Py_ssize_t* out_offset,
+                             Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    void gconv_dot_f64_tile(Py_ssize_t k_size, const double* a, Py_ssize_t a_m_stride, const double* w,
+                            const double* bias, double* out, const Py_ssize_t* out_offset,
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    void gconv_dot_f64_pixel(Py_ssize_t k_size, const double* a, Py_ssize_t a_m_stride, const double* w,
+                             const double* bias, double* out, const Py_ssize_t* out_offset,
+                             Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
 
 
-# The tile shape for gconv._select: (pixels, output channels) per dtype.
+# The tile shapes for gconv._select: (pixels, output channels) per dtype; dot tiles (unpacked weights) for
+# calls with at least GEMM_DOT_TILE[0] pixels, one-pixel dot tiles below that.
 GEMM_TILE = {"float32": (GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32), "float64": (GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)}
+GEMM_DOT_TILE = (GCONV_DOT_MR, GCONV_DOT_OB)
+GEMM_DOT_PIXEL_TILE = (1, GCONV_DOT_OB_ONE_PIXEL)
 
 
 cdef enum:
@@ -42,6 +60,47 @@ cdef inline void _gemm_tile(Py_ssize_t k_size, const floating* a, Py_ssize_t a_k
         gconv_gemm_f32(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
     else:
         gconv_gemm_f64(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+
+
+cdef inline void _dot_tile(bint one_pixel, Py_ssize_t k_size, const floating* a, Py_ssize_t a_m_stride,
+                           const floating* w, const floating* bias, floating* out, const Py_ssize_t* out_offset,
+                           Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n) noexcept nogil:
+    if floating is float:
+        if one_pixel:
+            gconv_dot_f32_pixel(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+        else:
+            gconv_dot_f32_tile(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+    else:
+        if one_pixel:
+            gconv_dot_f64_pixel(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+        else:
+            gconv_dot_f64_tile(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+
+
+cdef void _dot_item(const Plan* plan, const GemmPlan* gp, const floating* x, const floating* weight,
+                    const floating* bias, floating* out, floating* rows, Py_ssize_t* offsets,
+                    Py_ssize_t item) noexcept nogil:
+    """One work item of dot tiles: as _gemm_item, reading the weights as they are."""
+    cdef Py_ssize_t chunk = item % gp.n_chunks
+    cdef Py_ssize_t m_block = (item // gp.n_chunks) % gp.n_m_blocks
+    cdef Py_ssize_t g = item // (gp.n_chunks * gp.n_m_blocks)
+    cdef Py_ssize_t tile_first = m_block * gp.tiles_per_block
+    cdef Py_ssize_t n_tiles = min(gp.tiles_per_block, gp.n_m_tiles - tile_first)
+    cdef Py_ssize_t block_first = chunk * gp.blocks_per_chunk
+    cdef Py_ssize_t block_end = min(block_first + gp.blocks_per_chunk, gp.n_n_blocks)
+    cdef Py_ssize_t rows_size = gp.K * gp.mr, ocpg = plan.out_channels_per_group
+    cdef Py_ssize_t t, block, oc_first, m0
+    cdef bint one_pixel = gp.mr == 1
+    for t in range(n_tiles):
+        _pack_dot_rows(plan, gp, x, g, (tile_first + t) * gp.mr, rows + t * rows_size, offsets + t * gp.mr)
+    for block in range(block_first, block_end):
+        oc_first = g * ocpg + block * gp.nr
+        for t in range(n_tiles):
+            m0 = (tile_first + t) * gp.mr
+            _dot_tile(one_pixel, gp.K, rows + t * rows_size, gp.K, weight + oc_first * gp.K,
+                      bias + oc_first if bias != NULL else NULL, out + oc_first * plan.out_stride_c,
+                      offsets + t * gp.mr, plan.out_stride_c, min(gp.mr, gp.M - m0),
+                      min(gp.nr, ocpg - block * gp.nr))
 
 
 cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, const floating* packed_weight,
@@ -71,14 +130,21 @@ cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, co
                        min(gp.nr, ocpg - block * gp.nr))
 
 
-cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_threads) except -1:
+cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_threads, bint dot) except -1:
     """The GEMM view of the call and its work items (tile counts, blocks, chunks) for n_threads threads."""
-    if itemsize == 4:
+    gp.HW = plan.H_out * plan.W_out
+    gp.M = plan.N * gp.HW
+    gp.dot = dot
+    if dot:
+        # fewer pixels than a dot tile (a 1x1 map at batch 1): one-pixel tiles, never a half-empty one
+        if gp.M >= GCONV_DOT_MR:
+            gp.mr, gp.nr = GCONV_DOT_MR, GCONV_DOT_OB
+        else:
+            gp.mr, gp.nr = 1, GCONV_DOT_OB_ONE_PIXEL
+    elif itemsize == 4:
         gp.mr, gp.nr = GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32
     else:
         gp.mr, gp.nr = GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64
-    gp.HW = plan.H_out * plan.W_out
-    gp.M = plan.N * gp.HW
     gp.KHKW = plan.KH * plan.KW
     gp.K = plan.in_channels_per_group * gp.KHKW
     gp.n_m_tiles = _ceil_div(gp.M, gp.mr)
@@ -103,7 +169,8 @@ cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_t
     return 0
 
 
-def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize, int n_threads):
+def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize, int n_threads,
+              bint pack_weights=True):
     """The gemm family's work split for a call (a dict), for gconv._select's reasons and for tests."""
     cdef Plan plan
     cdef GemmPlan gp
@@ -112,7 +179,7 @@ def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize,
     plan.H_out, plan.W_out = out_shape[2], out_shape[3]
     plan.groups = groups
     plan.out_channels_per_group = plan.C_out // groups
-    _plan_gemm(&plan, &gp, itemsize, n_threads)
+    _plan_gemm(&plan, &gp, itemsize, n_threads, not pack_weights)
     return dict(mr=gp.mr, nr=gp.nr, M=gp.M, K=gp.K, tiles_per_block=gp.tiles_per_block, n_m_blocks=gp.n_m_blocks,
                 blocks_per_chunk=gp.blocks_per_chunk, n_chunks=gp.n_chunks)
 
@@ -125,29 +192,33 @@ def conv2d_gemm(
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
     int n_threads,
+    bint pack_weights=True,                        # False: dot tiles on the weights as they are
 ):
     """Grouped 2-D cross-correlation with implicit zero padding, as a channel-vectorised implicit GEMM.
 
     Same contract as conv2d_direct (gconv._select checked shapes, dtype and overlap). Per group, the
     N * H_out * W_out output pixels are the GEMM's rows, the output channels its columns and the taps
     (input channel, kh, kw) its reduction: each register tile reduces over all taps in one call, so the
-    results do not depend on how the work is shared among threads.
+    results do not depend on how the work is shared among threads. pack_weights=False runs dot tiles that
+    read the weights as they are: no per-call packing, for calls with few pixels.
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
     if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
         return
     cdef GemmPlan gp
-    _plan_gemm(&plan, &gp, sizeof(floating), n_threads)
+    _plan_gemm(&plan, &gp, sizeof(floating), n_threads, not pack_weights)
     cdef Py_ssize_t n_items = plan.groups * gp.n_m_blocks * gp.n_chunks
     cdef Py_ssize_t n_panels = plan.groups * gp.n_n_blocks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
     cdef int pack_team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
 
-    packed = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
-    cdef floating[::1] packed_view = packed
-    cdef floating* w_packed = &packed_view[0]
     cdef const floating* w_ptr = &weight[0, 0, 0, 0]
+    cdef floating[::1] packed_view
+    cdef floating* w_packed = NULL
+    if pack_weights:
+        packed_view = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
+        w_packed = &packed_view[0]
     cdef const floating* x_ptr = &x[0, 0, 0, 0]
     cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
     cdef floating* out_ptr = &out[0, 0, 0, 0]
@@ -159,8 +230,9 @@ def conv2d_gemm(
     cdef floating* panels
     cdef Py_ssize_t* offsets
     # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
-    for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
-        _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
+    if pack_weights:
+        for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
+            _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
     with nogil, parallel(num_threads=team):
         # this thread's scratch: the item's input panels, its output offsets and 4 * MR pixel indices
         panels = <floating*> malloc(panel_elements * sizeof(floating))
@@ -168,7 +240,9 @@ def conv2d_gemm(
         if panels == NULL or offsets == NULL:
             alloc_failed[0] = 1
         for item in prange(n_items, schedule="static"):
-            if panels != NULL and offsets != NULL:
+            if panels != NULL and offsets != NULL and gp.dot:
+                _dot_item(&plan, &gp, x_ptr, w_ptr, b_ptr, out_ptr, panels, offsets, item)
+            elif panels != NULL and offsets != NULL:
                 _gemm_item(&plan, &gp, x_ptr, w_packed, b_ptr, out_ptr, panels, offsets,
                            offsets + gp.tiles_per_block * gp.mr, item)
         free(panels)

@@ -10,6 +10,8 @@ cdef struct GemmPlan:
     # work item = (g * n_m_blocks + m_block) * n_chunks + chunk: tiles_per_block tiles of pixels (their input
     # panels packed once into the thread's scratch) x blocks_per_chunk blocks of NR output channels
     Py_ssize_t tiles_per_block, n_m_blocks, blocks_per_chunk, n_chunks
+    # dot tiles (weights read as they are, input packed as [MR][K] rows) instead of [K][NR] weight panels
+    bint dot
 
 
 cdef void _pack_gemm_weight(const Plan* plan, const GemmPlan* gp, const floating* weight, floating* packed,
@@ -94,3 +96,37 @@ cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* 
                     dst[m] = xg[ic * xs_c + src_offset[m]] if src_offset[m] >= 0 else 0
                 for m in range(n_m, mr):
                     dst[m] = 0
+
+
+cdef void _pack_dot_rows(const Plan* plan, const GemmPlan* gp, const floating* x, Py_ssize_t g, Py_ssize_t m0,
+                         floating* a, Py_ssize_t* out_offset) noexcept nogil:
+    """Input rows of the dot tile of pixels m0 ..: a[m][k], k in the weight's (ic, kh, kw) order, zeros in
+    the padding; rows past M are not written (the dot tile never reads them). Also writes out_offset[m]."""
+    cdef Py_ssize_t n_m = min(gp.mr, gp.M - m0), K = gp.K, taps = gp.KHKW, icpg = plan.in_channels_per_group
+    cdef Py_ssize_t xs_c = plan.x_stride_c
+    cdef Py_ssize_t m, p, n, oh, ow, kh, kw, ih, iw, ic, tap
+    cdef const floating* xg = x + g * icpg * xs_c
+    cdef const floating* src
+    cdef floating* row
+    for m in range(n_m):
+        p = m0 + m
+        n = p // gp.HW
+        oh = (p % gp.HW) // plan.W_out
+        ow = p % plan.W_out
+        out_offset[m] = n * plan.out_stride_n + oh * plan.out_stride_h + ow * plan.out_stride_w
+        row = a + m * K
+        for kh in range(plan.KH):
+            ih = oh * plan.stride_h - plan.pad_top + kh * plan.dilation_h
+            for kw in range(plan.KW):
+                tap = kh * plan.KW + kw
+                iw = ow * plan.stride_w - plan.pad_left + kw * plan.dilation_w
+                if ih < 0 or ih >= plan.H or iw < 0 or iw >= plan.W:
+                    for ic in range(icpg):
+                        row[ic * taps + tap] = 0
+                    continue
+                src = xg + n * plan.x_stride_n + ih * plan.x_stride_h + iw * plan.x_stride_w
+                if taps == 1 and xs_c == 1:  # 1x1 on channels-last, or on a 1x1 map
+                    memcpy(row, src, icpg * sizeof(floating))
+                else:
+                    for ic in range(icpg):
+                        row[ic * taps + tap] = src[ic * xs_c]

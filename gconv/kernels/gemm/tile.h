@@ -130,4 +130,85 @@ GCONV_DEFINE_GEMM_STORE(double)
 GCONV_DEFINE_GEMM(float, gconv_gemm_f32, GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32)
 GCONV_DEFINE_GEMM(double, gconv_gemm_f64, GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)
 
+
+/* Dot tiles: the same product with the weights as they are, vectorised along k instead.
+ *
+ * Where a call has few pixels (a 1x1 map, a 7x7 map at batch 1) packing the weights costs more than the
+ * multiply-adds; these tiles read each output channel's C-contiguous row of K weights once per tile and
+ * its pixels' [K] input rows, accumulate lane-wise and reduce the lanes at the end (the fixed pairwise
+ * order below, so a result never depends on the work split). MR pixels x OB channels; ragged tails re-read
+ * the last valid row (their results are not stored), so nothing past the arrays is touched.
+ *
+ * a: input rows, a[m * a_m_stride + k]; w: weights of the tile's first channel, w[o * K + k]. */
+#define GCONV_DOT_PARAMS(T)                                                                          \
+    Py_ssize_t k_size, const T *GCONV_RESTRICT a, Py_ssize_t a_m_stride, const T *GCONV_RESTRICT w,  \
+        const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out, const Py_ssize_t *GCONV_RESTRICT out_offset, \
+        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n
+
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_DOT_MR 4 /* 4 x 4 accumulators + 4 weight vectors + an input vector of 32 registers */
+#define GCONV_DOT_OB 4
+#else
+#define GCONV_DOT_MR 2 /* 2 x 4 accumulators + 4 weight vectors + 2 input vectors of 16 registers */
+#define GCONV_DOT_OB 4
+#endif
+#define GCONV_DOT_OB_ONE_PIXEL 8 /* one pixel (matrix-vector): 8 channels, to keep loads in flight */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define GCONV_DEFINE_DOT(T, NAME, MR, OB)                                                            \
+    static void NAME(GCONV_DOT_PARAMS(T))                                                            \
+    {                                                                                                \
+        typedef gconv_vec_##T vec;                                                                   \
+        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T) };                                             \
+        const T *a_row[MR];                                                                          \
+        const T *w_row[OB];                                                                          \
+        vec acc[MR][OB];                                                                             \
+        T sum[MR][OB], lanes[LANES];                                                                 \
+        int m, o, half, i;                                                                           \
+        Py_ssize_t k, k_vec = k_size - k_size % LANES;                                               \
+        for (m = 0; m < MR; m++) a_row[m] = a + (m < n_m ? m : n_m - 1) * a_m_stride;                \
+        for (o = 0; o < OB; o++) w_row[o] = w + (o < n_n ? o : n_n - 1) * k_size;                    \
+        for (m = 0; m < MR; m++)                                                                     \
+            for (o = 0; o < OB; o++) acc[m][o] = (vec){0};                                           \
+        for (k = 0; k < k_vec; k += LANES) {                                                         \
+            vec wv[OB];                                                                              \
+            for (o = 0; o < OB; o++) memcpy(&wv[o], w_row[o] + k, sizeof(vec));                      \
+            for (m = 0; m < MR; m++) {                                                               \
+                vec av;                                                                              \
+                memcpy(&av, a_row[m] + k, sizeof(vec));                                              \
+                for (o = 0; o < OB; o++) acc[m][o] += av * wv[o];                                    \
+            }                                                                                        \
+        }                                                                                            \
+        for (m = 0; m < MR; m++)                                                                     \
+            for (o = 0; o < OB; o++) {                                                               \
+                memcpy(lanes, &acc[m][o], sizeof(vec));                                              \
+                for (half = LANES / 2; half > 0; half /= 2) /* pairwise: elementwise, vectorisable */ \
+                    for (i = 0; i < half; i++) lanes[i] += lanes[i + half];                          \
+                sum[m][o] = lanes[0];                                                                \
+                for (k = k_vec; k < k_size; k++) sum[m][o] += a_row[m][k] * w_row[o][k];             \
+            }                                                                                        \
+        for (m = 0; m < n_m; m++)                                                                    \
+            for (o = 0; o < n_n; o++)                                                                \
+                out[out_offset[m] + o * out_channel_stride] = sum[m][o] + (bias ? bias[o] : (T)0);  \
+    }
+#else
+#define GCONV_DEFINE_DOT(T, NAME, MR, OB)                                                            \
+    static void NAME(GCONV_DOT_PARAMS(T))                                                            \
+    {                                                                                                \
+        int m, o;                                                                                    \
+        Py_ssize_t k;                                                                                \
+        for (m = 0; m < n_m; m++)                                                                    \
+            for (o = 0; o < n_n; o++) {                                                              \
+                T s = 0;                                                                             \
+                for (k = 0; k < k_size; k++) s += a[m * a_m_stride + k] * w[o * k_size + k];         \
+                out[out_offset[m] + o * out_channel_stride] = s + (bias ? bias[o] : (T)0);           \
+            }                                                                                        \
+    }
+#endif
+
+GCONV_DEFINE_DOT(float, gconv_dot_f32_tile, GCONV_DOT_MR, GCONV_DOT_OB)
+GCONV_DEFINE_DOT(float, gconv_dot_f32_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
+GCONV_DEFINE_DOT(double, gconv_dot_f64_tile, GCONV_DOT_MR, GCONV_DOT_OB)
+GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
+
 #endif
