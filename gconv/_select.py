@@ -1,4 +1,5 @@
 """The one place that chooses how a 2-D convolution runs: kernel family, tile, layout and threads, and why."""
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -8,22 +9,31 @@ from . import _dispatch
 # Below this many multiply-adds a call runs on one thread: starting a team costs more than it saves.
 SERIAL_BELOW_MACS = 1 << 17
 
-# The gemm family vectorises over output channels (NR of them per tile): below this many per group most
-# of its lanes would compute zeros (depthwise and narrow groups stay on the direct family).
-GEMM_MIN_OUT_CHANNELS = 16
+# The gemm family vectorises over output channels (NR = 32 float32 per tile with AVX-512): below this many
+# per group some of its lanes compute zeros, and measured, 16 channels lose to the direct family by 1.4x
+# (depthwise and narrow groups stay on the direct family).
+GEMM_MIN_OUT_CHANNELS = 32
 # Taps (input channels per group x KH x KW) per output below which the per-tile packing and the scattered
 # NCHW stores outweigh the multiply-adds.
 GEMM_MIN_TAPS = 32
 # Output rows this short or shorter run on the gemm family: the direct tile is 32 columns wide (float32,
-# AVX-512), so a 14-column row keeps under half of its lanes busy.
+# AVX-512), so a 14-column row keeps under half of its lanes busy. Measured: dense 3x3 on 14x14 and 7x7
+# 1.3-2x faster on gemm, even on 28x28, slower on 56x56.
 GEMM_MAX_ROW = 14
+# 1x1 convolutions keep the gemm family up to 28-column rows: there the direct family runs each image as
+# one long row, but its per-row tiles and stores cost more than gemm's (1x1 128->512 on 28x28: 1.2x at
+# batch 1, 1.5x at batch 8); on 56x56 it is even or slower.
+GEMM_MAX_ROW_POINTWISE = 28
 
-# With at least this many taps per output pixel of the call (K / (batch x rows x columns)), the gemm family
-# reads the weights as they are (dot tiles) rather than packing them per call: packing costs about K per
-# output channel, the dot tiles' lane reductions about one per pixel per channel, so deep reductions over
-# few pixels favour dot tiles (a 1x1 map's matrix-vector product: ~4x faster) and shallow ones panels.
-# Measured crossover between 5 and 10 (1x1 1024->256 on 14x14 at batch 1 is even at K/M = 5.2).
-GEMM_DOT_MIN_TAPS_PER_PIXEL = 8
+# The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
+# has at most GEMM_DOT_MAX_PIXELS output pixels (batch x rows x columns) and at least GEMM_DOT_MIN_TAPS taps
+# per output. Packing touches every weight once more (~3 ns each here), which the multiply-adds of so few
+# pixels do not repay: a 1x1 map's matrix-vector product is almost only that (dot: 4x faster). A dot tile
+# ends with a reduction across its lanes per output, so it needs a deep reduction to amortise it (1x1
+# 160->960 on 7x7: panels 2x faster; 960->160: dot 1.3x faster); with many pixels its input rows stream
+# from L2 once per block of 4 channels and panels win (3x3 256->256 on 14x14 at batch 1: panels 1.2x).
+GEMM_DOT_MAX_PIXELS = 64
+GEMM_DOT_MIN_TAPS = 192
 
 # Tests only: 'direct', 'gemm' or 'loops' forces that family on every call ('gemm:panel' or 'gemm:dot' also
 # its tile kind); None lets choose() decide.
@@ -36,7 +46,8 @@ class Choice(NamedTuple):
     family: str           # 'direct': row-vectorised register tiles over packed slabs; 'gemm': channel-
                           # vectorised tiles of pixels x output channels (implicit GEMM); 'loops': plain loops
     oc_block: int         # direct: output channels per register tile (8, 4, 2 or 1)
-    tile: str             # direct: output channels x rows x columns of one register tile
+    tile: str             # direct: output channels x rows x columns of one register tile; gemm: pixels x
+                          # output channels ("dot ..." for dot tiles)
     pointwise_rows: bool  # 1x1, stride 1, no padding, NCHW: each image runs as one long row of H * W pixels
     n_threads: int
     reasons: tuple        # one line per rule that decided something
@@ -61,8 +72,9 @@ def _gemm_reason(x_shape, weight_shape, out_shape, groups, dtype):
     if out_channels_per_group < GEMM_MIN_OUT_CHANNELS or taps < GEMM_MIN_TAPS:
         return ""
     w_out = out_shape[3]
-    if w_out <= GEMM_MAX_ROW:
-        return f"output rows of {w_out} < {GEMM_MAX_ROW + 1} columns leave the row-vectorised tile's lanes idle"
+    max_row = GEMM_MAX_ROW_POINTWISE if tuple(weight_shape[2:]) == (1, 1) else GEMM_MAX_ROW
+    if w_out <= max_row:
+        return f"output rows of {w_out} <= {max_row} columns leave the row-vectorised tile's lanes idle"
     return ""
 
 
@@ -76,7 +88,7 @@ def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, group
     dtype = np.dtype(dtype)
     kernel_size = tuple(weight_shape[2:])
     reasons = []
-    macs = int(np.prod(out_shape, dtype=np.float64) * np.prod(weight_shape[1:], dtype=np.float64))
+    macs = math.prod(out_shape) * math.prod(weight_shape[1:])  # Python ints: exact, and cheap on 4 numbers
     if n_threads > 1 and macs < SERIAL_BELOW_MACS:
         n_threads = 1
         reasons.append(f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it saves")
@@ -89,11 +101,11 @@ def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, group
             pixels = out_shape[0] * out_shape[2] * out_shape[3]
             variant = FORCE_FAMILY.partition(":")[2] if forced_gemm else ""
             taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
-            if variant == "dot" or (not variant and taps >= GEMM_DOT_MIN_TAPS_PER_PIXEL * pixels):
+            if variant == "dot" or (not variant and pixels <= GEMM_DOT_MAX_PIXELS and taps >= GEMM_DOT_MIN_TAPS):
                 mr, nr = kernels.GEMM_DOT_TILE if pixels >= kernels.GEMM_DOT_TILE[0] else kernels.GEMM_DOT_PIXEL_TILE
                 reasons.append(f"gemm: {why}; dot tiles of {mr} pixels x {nr} output channels on the weights as "
-                               f"they are: {pixels} pixels of {taps} taps (>= {GEMM_DOT_MIN_TAPS_PER_PIXEL} per "
-                               f"pixel) would not repay packing them ({_dispatch.ISA}, {dtype.name})")
+                               f"they are: {pixels} pixels (<= {GEMM_DOT_MAX_PIXELS}) of {taps} taps (>= "
+                               f"{GEMM_DOT_MIN_TAPS}) would not repay packing them ({_dispatch.ISA}, {dtype.name})")
                 return Choice("gemm", 0, f"dot {mr}x{nr}", False, n_threads, tuple(reasons), False)
             mr, nr = kernels.GEMM_TILE[dtype.name]
             reasons.append(f"gemm: {why}; tiles of {mr} pixels x {nr} output channels over weights packed per call "

@@ -42,8 +42,9 @@ cdef enum:
     # Work items wanted per thread before the work is cut finer, so static chunks stay balanced.
     GEMM_ITEMS_PER_THREAD = 4
     # Bytes of input panels one work item packs and keeps: they stay in L2 while each weight panel of the
-    # item sweeps over them.
-    GEMM_PANEL_BUDGET = 256 * 1024
+    # item sweeps over them. Every tile of an item shares one pass over the weights, so with deep
+    # reductions (3x3 512->512: 147 KiB per tile) a small budget re-reads megabytes of weights per tile.
+    GEMM_PANEL_BUDGET = 1024 * 1024
     # Taps the weight packing transposes at a time: 64 of a channel's taps are 4 float32 cache lines, and
     # the 64 panel rows they fill (8 KiB with NR = 32) stay in L1 meanwhile.
     GEMM_PACK_K_STEP = 64

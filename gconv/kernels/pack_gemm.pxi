@@ -90,7 +90,11 @@ cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* 
             for ic in range(plan.in_channels_per_group):
                 dst = a + (ic * taps + tap) * mr
                 if run:  # 1x1 stride 1 on NCHW, and most kxk tiles away from the border
-                    memcpy(dst, xg + ic * xs_c + src_offset[0], mr * sizeof(floating))
+                    # a size known at compile time: the copy is inlined, not a call to memcpy
+                    if floating is float:
+                        memcpy(dst, xg + ic * xs_c + src_offset[0], GCONV_GEMM_MR_F32 * sizeof(float))
+                    else:
+                        memcpy(dst, xg + ic * xs_c + src_offset[0], GCONV_GEMM_MR_F64 * sizeof(double))
                     continue
                 for m in range(n_m):
                     dst[m] = xg[ic * xs_c + src_offset[m]] if src_offset[m] >= 0 else 0

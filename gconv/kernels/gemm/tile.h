@@ -108,6 +108,19 @@ GCONV_DEFINE_GEMM_STORE(double)
         {                                                                                            \
             T tile[MR][NR];                                                                          \
             memcpy(tile, acc, sizeof(tile));                                                         \
+            if (n_m == MR && out_offset[MR - 1] - out_offset[0] == MR - 1) {                         \
+                /* the MR pixels are consecutive in memory (NCHW, one image): each channel's MR      \
+                 * outputs are one contiguous run, written as such */                                \
+                Py_ssize_t j;                                                                        \
+                T *dst = out + out_offset[0];                                                        \
+                for (j = 0; j < n_n; j++, dst += out_channel_stride) {                               \
+                    const T b = bias ? bias[j] : (T)0;                                               \
+                    T run[MR];                                                                       \
+                    for (m = 0; m < MR; m++) run[m] = tile[m][j] + b;                                \
+                    memcpy(dst, run, sizeof(run));                                                   \
+                }                                                                                    \
+                return;                                                                              \
+            }                                                                                        \
             gconv_gemm_store_##T(&tile[0][0], NR, bias, out, out_offset, out_channel_stride, n_m, n_n); \
         }                                                                                            \
     }
