@@ -13,8 +13,8 @@ SERIAL_BELOW_MACS = 1 << 17
 # per group some of its lanes compute zeros, and measured, 16 channels lose to the direct family by 1.4x
 # (depthwise and narrow groups stay on the direct family).
 GEMM_MIN_OUT_CHANNELS = 32
-# Taps (input channels per group x KH x KW) per output below which the per-tile packing and the scattered
-# NCHW stores outweigh the multiply-adds.
+# Taps (input channels per group x KH x KW) per output below which the per-tile packing and the tile
+# stores weigh about as much as the multiply-adds (not measured further: such layers are cheap either way).
 GEMM_MIN_TAPS = 32
 # Output rows this short or shorter run on the gemm family: the direct tile is 32 columns wide (float32,
 # AVX-512), so a 14-column row keeps under half of its lanes busy. Measured: dense 3x3 on 14x14 and 7x7
@@ -67,8 +67,8 @@ def _gemm_reason(x_shape, weight_shape, out_shape, groups, dtype):
     """Why the channel-vectorised gemm family suits this call, or '' where the direct family is faster."""
     out_channels_per_group = weight_shape[0] // groups
     taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
-    if dtype != np.float32:
-        return ""  # the direct family's float64 wins are kept until gemm's are measured
+    # float64 alike (measured: 1x1 on a 1x1 map 5.6x, 1x1 960->160 on 7x7 2x faster than direct; the float64
+    # rows of benchmarks/bench.py, 3x3 on 28x28 and 56x56 maps, stay on the direct family by the row rule)
     if out_channels_per_group < GEMM_MIN_OUT_CHANNELS or taps < GEMM_MIN_TAPS:
         return ""
     w_out = out_shape[3]

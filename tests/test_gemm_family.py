@@ -160,7 +160,13 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     assert depthwise.family == "direct"
     f64 = _select.choose((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, np.float64,
                          True, 1)
-    assert f64.family == "direct"
+    assert f64.family == "gemm"
+    f64_rows = _select.choose((8, 64, 28, 28), (64, 64, 3, 3), (8, 64, 28, 28), (1, 1), (1, 1), (1, 1), 1,
+                              np.float64, True, 1)
+    assert f64_rows.family == "direct"  # benchmarks/bench.py's 'dense 3x3 f64' row keeps its family
+    narrow = _select.choose((8, 32, 14, 14), (16, 32, 1, 1), (8, 16, 14, 14), (1, 1), (0, 0), (1, 1), 1, f32,
+                            True, 1)
+    assert narrow.family == "direct"  # 16 output channels fill half a tile
 
 
 def test_force_family_overrides_the_rule():
