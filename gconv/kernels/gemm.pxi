@@ -45,9 +45,6 @@ cdef enum:
     # item sweeps over them. Every tile of an item shares one pass over the weights, so with deep
     # reductions (3x3 512->512: 147 KiB per tile) a small budget re-reads megabytes of weights per tile.
     GEMM_PANEL_BUDGET = 1024 * 1024
-    # Taps the weight packing transposes at a time: 64 of a channel's taps are 4 float32 cache lines, and
-    # the 64 panel rows they fill (8 KiB with NR = 32) stay in L1 meanwhile.
-    GEMM_PACK_K_STEP = 64
 
 
 include "pack_gemm.pxi"

@@ -18,24 +18,27 @@ cdef void _pack_gemm_weight(const Plan* plan, const GemmPlan* gp, const floating
                             Py_ssize_t panel) noexcept nogil:
     """Panel (g, block) = panel: packed[panel][k][j] = weight[g * ocpg + block * NR + j][k], zeros past the group.
 
-    k = (ic * KH + kh) * KW + kw is the weight's own memory order. The copy is a transpose: it goes a few
-    cache lines of k at a time, so that both the NR rows it reads and the panel rows it writes stay in L1.
+    k = (ic * KH + kh) * KW + kw is the weight's own memory order. The copy is a transpose, done in 8 x 8
+    blocks (then the ragged edges), so that the rows it reads and the panel rows it writes stay in L1.
     """
     cdef Py_ssize_t nr = gp.nr, K = gp.K, ocpg = plan.out_channels_per_group
     cdef Py_ssize_t g = panel // gp.n_n_blocks, block = panel % gp.n_n_blocks
     cdef Py_ssize_t n_valid = min(nr, ocpg - block * nr)
     cdef floating* dst = packed + panel * K * nr
     cdef const floating* src = weight + (g * ocpg + block * nr) * K
-    cdef Py_ssize_t j, k, k0 = 0, k1
-    while k0 < K:
-        k1 = min(K, k0 + GEMM_PACK_K_STEP)
-        for j in range(n_valid):
-            for k in range(k0, k1):
-                dst[k * nr + j] = src[j * K + k]
-        for k in range(k0, k1):
-            for j in range(n_valid, nr):
-                dst[k * nr + j] = 0
-        k0 = k1
+    cdef Py_ssize_t j, k, k0, j0, jj, kk
+    cdef Py_ssize_t k_whole = K - K % 8, j_whole = n_valid - n_valid % 8
+    # 8 x 8 blocks: 8 short runs read from 8 weight rows, 8 short runs written to 8 panel rows
+    for k0 in range(0, k_whole, 8):
+        for j0 in range(0, j_whole, 8):
+            for jj in range(8):
+                for kk in range(8):
+                    dst[(k0 + kk) * nr + j0 + jj] = src[(j0 + jj) * K + k0 + kk]
+    for k in range(K):
+        for j in range(j_whole if k < k_whole else 0, n_valid):
+            dst[k * nr + j] = src[j * K + k]
+        for j in range(n_valid, nr):
+            dst[k * nr + j] = 0
 
 
 cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* x, Py_ssize_t g, Py_ssize_t m0,
