@@ -101,7 +101,11 @@ def choose(x_shape, weight_shape, out_shape, stride, pad_before, dilation, group
             pixels = out_shape[0] * out_shape[2] * out_shape[3]
             variant = FORCE_FAMILY.partition(":")[2] if forced_gemm else ""
             taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
-            if variant == "dot" or (not variant and pixels <= GEMM_DOT_MAX_PIXELS and taps >= GEMM_DOT_MIN_TAPS):
+            # below AVX-512 only one-pixel dot tiles win (AVX2, 1x1 960->160 on 7x7: 2x4 dot tiles 4x slower
+            # than panels; a 1x1 map at batch 1: the one-pixel tile 2x faster)
+            dot_tiles_pay = kernels.ISA == "avx512" or pixels < kernels.GEMM_DOT_TILE[0]
+            if variant == "dot" or (not variant and pixels <= GEMM_DOT_MAX_PIXELS and taps >= GEMM_DOT_MIN_TAPS
+                                    and dot_tiles_pay):
                 mr, nr = kernels.GEMM_DOT_TILE if pixels >= kernels.GEMM_DOT_TILE[0] else kernels.GEMM_DOT_PIXEL_TILE
                 reasons.append(f"gemm: {why}; dot tiles of {mr} pixels x {nr} output channels on the weights as "
                                f"they are: {pixels} pixels (<= {GEMM_DOT_MAX_PIXELS}) of {taps} taps (>= "

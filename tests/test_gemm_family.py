@@ -149,6 +149,7 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     assert small.family == "gemm" and any(r.startswith("gemm:") for r in small.reasons)
     se = _select.choose((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
     assert se.family == "gemm" and not se.pack_weights  # a matrix-vector product: never pack the weights
+    assert se.tile == "dot 1x8"
     many = _select.choose((8, 256, 14, 14), (256, 256, 3, 3), (8, 256, 14, 14), (1, 1), (1, 1), (1, 1), 1, f32,
                           True, 1)
     assert many.family == "gemm" and many.pack_weights
