@@ -24,6 +24,7 @@ CASES = [
     ((1, 5, 4, 4), (3, 5, 3, 3), dict(stride=3, padding=2, dilation=2)),  # padding wider than the map
     ((2, 4, 30), (8, 4, 7), dict(padding="same", dilation=3)),            # conv1d
     ((1, 3, 2, 2), (2, 3, 5, 5), dict(padding=2)),                        # kernel larger than the map
+    ((2, 120, 5, 5), (40, 120, 3, 3), dict(padding=1)),                   # 1080 taps: 3 blocks of k
 ]
 
 
@@ -105,6 +106,7 @@ def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
     ((1, 240, 1, 1), (960, 240, 1, 1), dict()),           # split over output-channel blocks
     ((8, 64, 14, 14), (96, 64, 3, 3), dict(padding=1)),   # split over pixel blocks
     ((5, 24, 7, 7), (33, 24, 1, 1), dict(stride=2)),
+    ((2, 130, 6, 6), (40, 130, 3, 3), dict(padding=1)),  # blocks of k
 ])
 def test_gemm_results_do_not_depend_on_the_thread_count(isa, gemm_forced, shape):
     x_shape, w_shape, kwargs = shape
@@ -123,9 +125,11 @@ def test_gemm_work_split_follows_the_larger_operand():
     # many pixels: threads share out pixel blocks and each keeps every channel block
     plan = kernels.gemm_plan((8, 64, 56, 56), (64, 64, 1, 1), (8, 64, 56, 56), 1, 4, 2)
     assert plan["n_m_blocks"] >= 8 and plan["n_chunks"] == 1
-    # one thread: one chunk of channels, pixel blocks only as the scratch budget asks
+    # one thread: one chunk of channels, pixel blocks only as the scratch budget asks; k in equal blocks
     plan = kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1)
     assert plan["n_chunks"] == 1 and plan["M"] == 49 and plan["K"] == 960
+    assert plan["n_k_blocks"] == 2 and plan["kc"] == 480
+    assert kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1, False)["n_k_blocks"] == 1
 
 
 def test_gemm_dot_tiles_cover_ragged_k_and_one_pixel_calls(isa):

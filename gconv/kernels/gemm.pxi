@@ -10,10 +10,10 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     int GCONV_GEMM_NR_F64
     void gconv_gemm_f32(Py_ssize_t k_size, const float* a, Py_ssize_t a_k_stride, const float* w,
                         const float* bias, float* out, const Py_ssize_t* out_offset,
-                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate)
     void gconv_gemm_f64(Py_ssize_t k_size, const double* a, Py_ssize_t a_k_stride, const double* w,
                         const double* bias, double* out, const Py_ssize_t* out_offset,
-                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate)
     int GCONV_DOT_MR
     int GCONV_DOT_OB
     int GCONV_DOT_OB_ONE_PIXEL
@@ -45,6 +45,11 @@ cdef enum:
     # item sweeps over them. Every tile of an item shares one pass over the weights, so with deep
     # reductions (3x3 512->512: 147 KiB per tile) a small budget re-reads megabytes of weights per tile.
     GEMM_PANEL_BUDGET = 1024 * 1024
+    # Taps per block of k for panel tiles (BLIS's kc): a block's weights, 512 x NR (64 KiB in float32 with
+    # AVX-512), and its inputs for the item's tiles stay in L2 while the tiles reuse them, whatever the
+    # depth of the reduction (3x3 with 512 channels: 4608 taps, 590 KiB of weights per block of channels).
+    # Measured on the shared development machine: neutral (3x3 512->512 on 7x7, batch 8).
+    GEMM_MAX_KC = 512
 
 
 include "pack_gemm.pxi"
@@ -52,12 +57,13 @@ include "pack_gemm.pxi"
 
 cdef inline void _gemm_tile(Py_ssize_t k_size, const floating* a, Py_ssize_t a_k_stride, const floating* w,
                             const floating* bias, floating* out, const Py_ssize_t* out_offset,
-                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n) noexcept nogil:
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n,
+                            int accumulate) noexcept nogil:
     # the C micro-kernel for this dtype
     if floating is float:
-        gconv_gemm_f32(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+        gconv_gemm_f32(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, accumulate)
     else:
-        gconv_gemm_f64(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+        gconv_gemm_f64(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, accumulate)
 
 
 cdef inline void _dot_tile(bint one_pixel, Py_ssize_t k_size, const floating* a, Py_ssize_t a_m_stride,
@@ -113,19 +119,23 @@ cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, co
     cdef Py_ssize_t block_first = chunk * gp.blocks_per_chunk
     cdef Py_ssize_t block_end = min(block_first + gp.blocks_per_chunk, gp.n_n_blocks)
     cdef Py_ssize_t panel_size = gp.K * gp.mr, ocpg = plan.out_channels_per_group
-    cdef Py_ssize_t t, block, oc_first, m0
+    cdef Py_ssize_t t, block, oc_first, m0, k_block, k_first
     for t in range(n_tiles):
         _pack_gemm_tile(plan, gp, x, g, (tile_first + t) * gp.mr, panels + t * panel_size, offsets + t * gp.mr,
                         pixel)
-    for block in range(block_first, block_end):
-        oc_first = g * ocpg + block * gp.nr
-        for t in range(n_tiles):
-            m0 = (tile_first + t) * gp.mr
-            _gemm_tile(gp.K, panels + t * panel_size, gp.mr,
-                       packed_weight + (g * gp.n_n_blocks + block) * gp.K * gp.nr,
-                       bias + oc_first if bias != NULL else NULL, out + oc_first * plan.out_stride_c,
-                       offsets + t * gp.mr, plan.out_stride_c, min(gp.mr, gp.M - m0),
-                       min(gp.nr, ocpg - block * gp.nr))
+    # blocks of k outermost, always in the same order: the k_block x NR weights of a block and the
+    # k_block x MR inputs of the item's tiles stay in L2 meanwhile; later blocks add onto the output
+    for k_block in range(gp.n_k_blocks):
+        k_first = k_block * gp.kc
+        for block in range(block_first, block_end):
+            oc_first = g * ocpg + block * gp.nr
+            for t in range(n_tiles):
+                m0 = (tile_first + t) * gp.mr
+                _gemm_tile(min(gp.kc, gp.K - k_first), panels + t * panel_size + k_first * gp.mr, gp.mr,
+                           packed_weight + ((g * gp.n_n_blocks + block) * gp.K + k_first) * gp.nr,
+                           bias + oc_first if bias != NULL else NULL, out + oc_first * plan.out_stride_c,
+                           offsets + t * gp.mr, plan.out_stride_c, min(gp.mr, gp.M - m0),
+                           min(gp.nr, ocpg - block * gp.nr), k_block > 0)
 
 
 cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_threads, bint dot) except -1:
@@ -145,6 +155,9 @@ cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_t
         gp.mr, gp.nr = GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64
     gp.KHKW = plan.KH * plan.KW
     gp.K = plan.in_channels_per_group * gp.KHKW
+    # panels: equal blocks of at most GEMM_MAX_KC taps (set by the shape alone, never by the threads)
+    gp.n_k_blocks = 1 if dot else _ceil_div(gp.K, GEMM_MAX_KC)
+    gp.kc = _ceil_div(gp.K, gp.n_k_blocks)
     gp.n_m_tiles = _ceil_div(gp.M, gp.mr)
     gp.n_n_blocks = _ceil_div(plan.out_channels_per_group, gp.nr)
     gp.tiles_per_block = max(1, min(gp.n_m_tiles, GEMM_PANEL_BUDGET // (gp.K * gp.mr * itemsize)))
@@ -178,7 +191,7 @@ def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize,
     plan.groups = groups
     plan.out_channels_per_group = plan.C_out // groups
     _plan_gemm(&plan, &gp, itemsize, n_threads, not pack_weights)
-    return dict(mr=gp.mr, nr=gp.nr, M=gp.M, K=gp.K, tiles_per_block=gp.tiles_per_block, n_m_blocks=gp.n_m_blocks,
+    return dict(mr=gp.mr, nr=gp.nr, M=gp.M, K=gp.K, kc=gp.kc, n_k_blocks=gp.n_k_blocks, tiles_per_block=gp.tiles_per_block, n_m_blocks=gp.n_m_blocks,
                 blocks_per_chunk=gp.blocks_per_chunk, n_chunks=gp.n_chunks)
 
 

@@ -12,6 +12,8 @@ cdef struct GemmPlan:
     Py_ssize_t tiles_per_block, n_m_blocks, blocks_per_chunk, n_chunks
     # dot tiles (weights read as they are, input packed as [MR][K] rows) instead of [K][NR] weight panels
     bint dot
+    # panels: k in n_k_blocks blocks of kc taps (the last may be shorter); dot tiles: one block
+    Py_ssize_t kc, n_k_blocks
 
 
 cdef void _pack_gemm_weight(const Plan* plan, const GemmPlan* gp, const floating* weight, floating* packed,

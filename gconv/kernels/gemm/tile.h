@@ -40,14 +40,15 @@ GCONV_STATIC_ASSERT(GCONV_GEMM_NR_F64 % (GCONV_VECTOR_BYTES / 8) == 0, gemm_nr_f
 #define GCONV_GEMM_PARAMS(T)                                                                         \
     Py_ssize_t k_size, const T *GCONV_RESTRICT a, Py_ssize_t a_k_stride, const T *GCONV_RESTRICT w,  \
         const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out, const Py_ssize_t *GCONV_RESTRICT out_offset, \
-        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n
+        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate
 
 /* a: input panel, a[k * a_k_stride + m] for pixel m of the tile (all MR rows are read; rows past n_m must
  *    hold finite values, the driver writes zeros there).
  * w: packed weights w[k * NR + j] (channels past n_n are zeros).
  * bias: bias of the tile's first channel, or NULL.
  * out: output of the tile's first channel; pixel m, channel j is out[out_offset[m] + j * out_channel_stride].
- * n_m <= MR pixels and n_n <= NR channels are stored. */
+ * n_m <= MR pixels and n_n <= NR channels are stored.
+ * accumulate: add the tile to what out holds (an earlier block of k) instead of to the bias. */
 
 /* Store a finished tile kept in memory as tile[m][j]. A channels-last output (channel stride 1) with every
  * channel present is stored straight from the registers by the caller instead. */
@@ -55,13 +56,16 @@ GCONV_STATIC_ASSERT(GCONV_GEMM_NR_F64 % (GCONV_VECTOR_BYTES / 8) == 0, gemm_nr_f
     GCONV_INLINE void gconv_gemm_store_##T(const T *GCONV_RESTRICT tile, Py_ssize_t nr,              \
                                            const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,      \
                                            const Py_ssize_t *GCONV_RESTRICT out_offset,              \
-                                           Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n) \
+                                           Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, \
+                                           int accumulate)                                           \
     {                                                                                                \
         Py_ssize_t m, j;                                                                             \
         for (m = 0; m < n_m; m++) {                                                                  \
             T *dst = out + out_offset[m];                                                            \
             const T *src = tile + m * nr;                                                            \
-            if (bias)                                                                                \
+            if (accumulate)                                                                          \
+                for (j = 0; j < n_n; j++) dst[j * out_channel_stride] += src[j];                     \
+            else if (bias)                                                                           \
                 for (j = 0; j < n_n; j++) dst[j * out_channel_stride] = src[j] + bias[j];            \
             else                                                                                     \
                 for (j = 0; j < n_n; j++) dst[j * out_channel_stride] = src[j];                      \
@@ -96,11 +100,16 @@ GCONV_DEFINE_GEMM_STORE(double)
             vec bv[VPR];                                                                             \
             for (v = 0; v < VPR; v++) {                                                              \
                 bv[v] = (vec){0};                                                                    \
-                if (bias) memcpy(&bv[v], bias + v * LANES, sizeof(vec));                             \
+                if (bias && !accumulate) memcpy(&bv[v], bias + v * LANES, sizeof(vec));              \
             }                                                                                        \
             for (m = 0; m < n_m; m++)                                                                \
                 for (v = 0; v < VPR; v++) {                                                          \
                     vec y = acc[m][v] + bv[v];                                                       \
+                    if (accumulate) {                                                                \
+                        vec previous;                                                                \
+                        memcpy(&previous, out + out_offset[m] + v * LANES, sizeof(vec));             \
+                        y += previous;                                                               \
+                    }                                                                                \
                     memcpy(out + out_offset[m] + v * LANES, &y, sizeof(vec));                        \
                 }                                                                                    \
             return;                                                                                  \
@@ -114,14 +123,16 @@ GCONV_DEFINE_GEMM_STORE(double)
                 Py_ssize_t j;                                                                        \
                 T *dst = out + out_offset[0];                                                        \
                 for (j = 0; j < n_n; j++, dst += out_channel_stride) {                               \
-                    const T b = bias ? bias[j] : (T)0;                                               \
+                    const T b = bias && !accumulate ? bias[j] : (T)0;                                \
                     T run[MR];                                                                       \
-                    for (m = 0; m < MR; m++) run[m] = tile[m][j] + b;                                \
+                    if (accumulate) memcpy(run, dst, sizeof(run));                                   \
+                    for (m = 0; m < MR; m++) run[m] = (accumulate ? run[m] : b) + tile[m][j];        \
                     memcpy(dst, run, sizeof(run));                                                   \
                 }                                                                                    \
                 return;                                                                              \
             }                                                                                        \
-            gconv_gemm_store_##T(&tile[0][0], NR, bias, out, out_offset, out_channel_stride, n_m, n_n); \
+            gconv_gemm_store_##T(&tile[0][0], NR, bias, out, out_offset, out_channel_stride, n_m, n_n,  \
+                                 accumulate);                                                        \
         }                                                                                            \
     }
 #else
@@ -136,7 +147,8 @@ GCONV_DEFINE_GEMM_STORE(double)
         for (k = 0; k < k_size; k++, a += a_k_stride, w += NR)                                       \
             for (m = 0; m < MR; m++)                                                                 \
                 for (j = 0; j < NR; j++) tile[m][j] += a[m] * w[j];                                  \
-        gconv_gemm_store_##T(&tile[0][0], NR, bias, out, out_offset, out_channel_stride, n_m, n_n);  \
+        gconv_gemm_store_##T(&tile[0][0], NR, bias, out, out_offset, out_channel_stride, n_m, n_n,   \
+                             accumulate);                                                            \
     }
 #endif
 
@@ -148,9 +160,9 @@ GCONV_DEFINE_GEMM(double, gconv_gemm_f64, GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)
  *
  * Where a call has few pixels (a 1x1 map, a 7x7 map at batch 1) packing the weights costs more than the
  * multiply-adds; these tiles read each output channel's C-contiguous row of K weights once per tile and
- * its pixels' [K] input rows, accumulate lane-wise and reduce the lanes at the end (the fixed pairwise
- * order below, so a result never depends on the work split). MR pixels x OB channels; ragged tails re-read
- * the last valid row (their results are not stored), so nothing past the arrays is touched.
+ * its pixels' [K] input rows, accumulate lane-wise and reduce the lanes at the end (in the fixed order
+ * of gconv_lane_sum_*, so a result never depends on the work split). MR pixels x OB channels; ragged
+ * tails re-read the last valid row (their results are not stored), so nothing past the arrays is touched.
  *
  * a: input rows, a[m * a_m_stride + k]; w: weights of the tile's first channel, w[o * K + k]. */
 #define GCONV_DOT_PARAMS(T)                                                                          \
@@ -168,6 +180,58 @@ GCONV_DEFINE_GEMM(double, gconv_gemm_f64, GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)
 #define GCONV_DOT_OB_ONE_PIXEL 8 /* one pixel (matrix-vector): 8 channels, to keep loads in flight */
 
 #if defined(__GNUC__) || defined(__clang__)
+/* The sum of a vector's lanes, halving it in registers (the fixed order of adds is the result's). */
+typedef float gconv_vec4_float __attribute__((vector_size(16)));
+typedef float gconv_vec8_float __attribute__((vector_size(32)));
+typedef double gconv_vec2_double __attribute__((vector_size(16)));
+typedef double gconv_vec4_double __attribute__((vector_size(32)));
+
+GCONV_INLINE float gconv_lane_sum_float(gconv_vec_float v)
+{
+    gconv_vec4_float q;
+#if GCONV_VECTOR_BYTES == 64
+    gconv_vec8_float lo, hi;
+    gconv_vec4_float a, b;
+    memcpy(&lo, &v, 32);
+    memcpy(&hi, (const char *)&v + 32, 32);
+    lo += hi;
+    memcpy(&a, &lo, 16);
+    memcpy(&b, (const char *)&lo + 16, 16);
+    q = a + b;
+#elif GCONV_VECTOR_BYTES == 32
+    gconv_vec4_float a, b;
+    memcpy(&a, &v, 16);
+    memcpy(&b, (const char *)&v + 16, 16);
+    q = a + b;
+#else
+    memcpy(&q, &v, 16);
+#endif
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+GCONV_INLINE double gconv_lane_sum_double(gconv_vec_double v)
+{
+    gconv_vec2_double q;
+#if GCONV_VECTOR_BYTES == 64
+    gconv_vec4_double lo, hi;
+    gconv_vec2_double a, b;
+    memcpy(&lo, &v, 32);
+    memcpy(&hi, (const char *)&v + 32, 32);
+    lo += hi;
+    memcpy(&a, &lo, 16);
+    memcpy(&b, (const char *)&lo + 16, 16);
+    q = a + b;
+#elif GCONV_VECTOR_BYTES == 32
+    gconv_vec2_double a, b;
+    memcpy(&a, &v, 16);
+    memcpy(&b, (const char *)&v + 16, 16);
+    q = a + b;
+#else
+    memcpy(&q, &v, 16);
+#endif
+    return q[0] + q[1];
+}
+
 #define GCONV_DEFINE_DOT(T, NAME, MR, OB)                                                            \
     static void NAME(GCONV_DOT_PARAMS(T))                                                            \
     {                                                                                                \
@@ -176,8 +240,8 @@ GCONV_DEFINE_GEMM(double, gconv_gemm_f64, GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)
         const T *a_row[MR];                                                                          \
         const T *w_row[OB];                                                                          \
         vec acc[MR][OB];                                                                             \
-        T sum[MR][OB], lanes[LANES];                                                                 \
-        int m, o, half, i;                                                                           \
+        T sum[MR][OB];                                                                               \
+        int m, o;                                                                                    \
         Py_ssize_t k, k_vec = k_size - k_size % LANES;                                               \
         for (m = 0; m < MR; m++) a_row[m] = a + (m < n_m ? m : n_m - 1) * a_m_stride;                \
         for (o = 0; o < OB; o++) w_row[o] = w + (o < n_n ? o : n_n - 1) * k_size;                    \
@@ -194,10 +258,7 @@ GCONV_DEFINE_GEMM(double, gconv_gemm_f64, GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)
         }                                                                                            \
         for (m = 0; m < MR; m++)                                                                     \
             for (o = 0; o < OB; o++) {                                                               \
-                memcpy(lanes, &acc[m][o], sizeof(vec));                                              \
-                for (half = LANES / 2; half > 0; half /= 2) /* pairwise: elementwise, vectorisable */ \
-                    for (i = 0; i < half; i++) lanes[i] += lanes[i + half];                          \
-                sum[m][o] = lanes[0];                                                                \
+                sum[m][o] = gconv_lane_sum_##T(acc[m][o]);                                           \
                 for (k = k_vec; k < k_size; k++) sum[m][o] += a_row[m][k] * w_row[o][k];             \
             }                                                                                        \
         for (m = 0; m < n_m; m++)                                                                    \
