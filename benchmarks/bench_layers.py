@@ -148,7 +148,8 @@ def main():
                 gf = {key: flops / t / 1e9 for key, t in med.items()}
                 print(f"{name:24s} {n:2d} {n_threads:3d} | {med['direct'] * 1e3:7.3f} {med['gemm'] * 1e3:7.3f} "
                       f"{med['pack'] * 1e3:6.3f} {med['dot'] * 1e3:7.3f} {med['auto'] * 1e3:7.3f} "
-                      f"{t_torch * 1e3:7.3f} | {gf['direct']:6.1f} {gf['auto']:7.1f} {gf.get('torch', float('nan')):6.1f} | "
+                      f"{t_torch * 1e3:7.3f} | {gf['direct']:6.1f} {gf['auto']:7.1f} "
+                      f"{gf.get('torch', float('nan')):6.1f} | "
                       f"{med['auto'] / med['direct']:8.2f} {med['auto'] / t_torch:8.2f} {choice.family} {choice.tile}",
                       flush=True)
                 rows.append(dict(layer=name, batch=n, threads=n_threads, dtype=dtype.name, isa=_dispatch.ISA,

@@ -191,7 +191,8 @@ def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize,
     plan.groups = groups
     plan.out_channels_per_group = plan.C_out // groups
     _plan_gemm(&plan, &gp, itemsize, n_threads, not pack_weights)
-    return dict(mr=gp.mr, nr=gp.nr, M=gp.M, K=gp.K, kc=gp.kc, n_k_blocks=gp.n_k_blocks, tiles_per_block=gp.tiles_per_block, n_m_blocks=gp.n_m_blocks,
+    return dict(mr=gp.mr, nr=gp.nr, M=gp.M, K=gp.K, kc=gp.kc, n_k_blocks=gp.n_k_blocks,
+                tiles_per_block=gp.tiles_per_block, n_m_blocks=gp.n_m_blocks,
                 blocks_per_chunk=gp.blocks_per_chunk, n_chunks=gp.n_chunks)
 
 
