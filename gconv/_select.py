@@ -18,7 +18,7 @@ GEMM_MIN_OUT_CHANNELS = 32
 GEMM_MIN_TAPS = 32
 # Output rows this short or shorter run on the gemm family: the direct tile is 32 columns wide (float32,
 # AVX-512), so a 14-column row keeps under half of its lanes busy. Measured: dense 3x3 on 14x14 and 7x7
-# 1.3-2x faster on gemm, even on 28x28, slower on 56x56.
+# 1.6-3x faster on gemm, even on 28x28 and 56x56.
 GEMM_MAX_ROW = 14
 # 1x1 convolutions keep the gemm family up to 28-column rows: there the direct family runs each image as
 # one long row, but its per-row tiles and stores cost more than gemm's (1x1 128->512 on 28x28: 1.2x at
@@ -27,7 +27,7 @@ GEMM_MAX_ROW_POINTWISE = 28
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
 # has at most GEMM_DOT_MAX_PIXELS output pixels (batch x rows x columns) and at least GEMM_DOT_MIN_TAPS taps
-# per output. Packing touches every weight once more (~3 ns each here), which the multiply-adds of so few
+# per output. Packing touches every weight once more (1-2 ns each here), which the multiply-adds of so few
 # pixels do not repay: a 1x1 map's matrix-vector product is almost only that (dot: 4x faster). A dot tile
 # ends with a reduction across its lanes per output, so it needs a deep reduction to amortise it (1x1
 # 160->960 on 7x7: panels 2x faster; 960->160: dot 1.3x faster); with many pixels its input rows stream
