@@ -188,6 +188,26 @@ def test_force_family_overrides_the_rule():
         _select.FORCE_FAMILY = previous
 
 
+def test_gemm_runs_on_weights_packed_beforehand(isa):
+    # the hook for a cache of packed weights: same results, and a mismatched packing is refused
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        x, w, b = _case(rng, (2, 12, 6, 6), (40, 6, 3, 3), dtype)
+        expected = np.empty((2, 40, 6, 6), dtype)
+        kernels.conv2d_gemm(x, w, b, expected, (1, 1), (1, 1), (1, 1), 2, 1)
+        packed = kernels.gemm_pack_weights(w, 2, 2)
+        got = np.empty_like(expected)
+        kernels.conv2d_gemm(x, w, b, got, (1, 1), (1, 1), (1, 1), 2, 2, True, packed)
+        np.testing.assert_array_equal(got, expected)
+        with pytest.raises(ValueError, match="packed_weight has"):
+            kernels.conv2d_gemm(x, w, b, got, (1, 1), (1, 1), (1, 1), 2, 1, True, packed[:-1])
+        with pytest.raises(ValueError, match="multiple of groups"):
+            kernels.gemm_pack_weights(w, 3)
+        with pytest.raises(ValueError, match="no taps"):
+            kernels.gemm_pack_weights(np.ones((4, 0, 3, 3), dtype), 1)
+
+
 def test_gemm_kernel_handles_empty_outputs():
     kernels = _dispatch.kernels
     w = np.ones((6, 4, 1, 1), np.float32)

@@ -155,6 +155,8 @@ cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_t
         gp.mr, gp.nr = GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64
     gp.KHKW = plan.KH * plan.KW
     gp.K = plan.in_channels_per_group * gp.KHKW
+    if gp.K <= 0:  # conv2d_gemm never gets here with an empty weight (_fill_plan refuses it)
+        raise ValueError("gemm: the weight has no taps (C_in // groups, KH or KW is 0)")
     # panels: equal blocks of at most GEMM_MAX_KC taps (set by the shape alone, never by the threads)
     gp.n_k_blocks = 1 if dot else _ceil_div(gp.K, GEMM_MAX_KC)
     gp.kc = _ceil_div(gp.K, gp.n_k_blocks)
@@ -196,6 +198,35 @@ def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize,
                 blocks_per_chunk=gp.blocks_per_chunk, n_chunks=gp.n_chunks)
 
 
+def gemm_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups, int n_threads=1):
+    """The [K][NR] weight panels conv2d_gemm packs per call, for a caller that keeps them (a module's cache).
+
+    weight (C_out, C_in // groups, KH, KW), C-contiguous. The result is 1-D and fits this instruction-set
+    level's tile (NR) only: pass it back as conv2d_gemm(..., packed_weight=) to the same kernel module.
+    """
+    cdef Plan plan
+    cdef GemmPlan gp
+    plan.N, plan.H_out, plan.W_out = 1, 1, 1
+    plan.C_out, plan.in_channels_per_group = weight.shape[0], weight.shape[1]
+    plan.KH, plan.KW = weight.shape[2], weight.shape[3]
+    if groups <= 0 or plan.C_out % groups != 0:
+        raise ValueError("gemm_pack_weights: the output channels must be a multiple of groups")
+    plan.groups = groups
+    plan.out_channels_per_group = plan.C_out // groups
+    _plan_gemm(&plan, &gp, sizeof(floating), 1, False)
+    cdef Py_ssize_t n_panels = plan.groups * gp.n_n_blocks, panel
+    packed = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
+    if packed.size == 0:
+        return packed
+    cdef floating[::1] packed_view = packed
+    cdef floating* w_packed = &packed_view[0]
+    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
+    for panel in prange(n_panels, nogil=True, num_threads=team, schedule="static"):
+        _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
+    return packed
+
+
 def conv2d_gemm(
     const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
     const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
@@ -205,6 +236,7 @@ def conv2d_gemm(
     Py_ssize_t groups,
     int n_threads,
     bint pack_weights=True,                        # False: dot tiles on the weights as they are
+    const floating[::1] packed_weight=None,        # gemm_pack_weights(weight, groups): skip the packing
 ):
     """Grouped 2-D cross-correlation with implicit zero padding, as a channel-vectorised implicit GEMM.
 
@@ -212,7 +244,8 @@ def conv2d_gemm(
     N * H_out * W_out output pixels are the GEMM's rows, the output channels its columns and the taps
     (input channel, kh, kw) its reduction: each register tile reduces over all taps in one call, so the
     results do not depend on how the work is shared among threads. pack_weights=False runs dot tiles that
-    read the weights as they are: no per-call packing, for calls with few pixels.
+    read the weights as they are: no per-call packing, for calls with few pixels. packed_weight: the
+    panels gemm_pack_weights made from this weight with this kernel module (the caller keeps them fresh).
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
@@ -228,7 +261,13 @@ def conv2d_gemm(
     cdef const floating* w_ptr = &weight[0, 0, 0, 0]
     cdef floating[::1] packed_view
     cdef floating* w_packed = NULL
-    if pack_weights:
+    cdef bint pack_now = pack_weights and packed_weight is None
+    if pack_weights and packed_weight is not None:
+        if packed_weight.shape[0] != n_panels * gp.K * gp.nr:
+            raise ValueError(f"conv2d_gemm: packed_weight has {packed_weight.shape[0]} elements, this weight's "
+                             f"panels {n_panels * gp.K * gp.nr} (packed for another weight or kernel module?)")
+        w_packed = <floating*> &packed_weight[0]  # read only: the tiles never write through it
+    elif pack_now:
         packed_view = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
         w_packed = &packed_view[0]
     cdef const floating* x_ptr = &x[0, 0, 0, 0]
@@ -242,7 +281,7 @@ def conv2d_gemm(
     cdef floating* panels
     cdef Py_ssize_t* offsets
     # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
-    if pack_weights:
+    if pack_now:
         for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
             _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
     with nogil, parallel(num_threads=team):
