@@ -24,7 +24,7 @@ CASES = [
     ((1, 5, 4, 4), (3, 5, 3, 3), dict(stride=3, padding=2, dilation=2)),  # padding wider than the map
     ((2, 4, 30), (8, 4, 7), dict(padding="same", dilation=3)),            # conv1d
     ((1, 3, 2, 2), (2, 3, 5, 5), dict(padding=2)),                        # kernel larger than the map
-    ((2, 120, 5, 5), (40, 120, 3, 3), dict(padding=1)),                   # 1080 taps: 3 blocks of k
+    ((2, 120, 5, 5), (40, 120, 3, 3), dict(padding=1)),                   # 1080 taps: 5 blocks of k
 ]
 
 
@@ -128,7 +128,7 @@ def test_gemm_work_split_follows_the_larger_operand():
     # one thread: one chunk of channels, pixel blocks only as the scratch budget asks; k in equal blocks
     plan = kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1)
     assert plan["n_chunks"] == 1 and plan["M"] == 49 and plan["K"] == 960
-    assert plan["n_k_blocks"] == 2 and plan["kc"] == 480
+    assert plan["n_k_blocks"] == 4 and plan["kc"] == 240
     assert kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1, False)["n_k_blocks"] == 1
 
 
