@@ -21,8 +21,8 @@ GEMM_MIN_TAPS = 32
 # 1.6-3x faster on gemm, even on 28x28 and 56x56.
 GEMM_MAX_ROW = 14
 # 1x1 convolutions keep the gemm family up to 28-column rows: there the direct family runs each image as
-# one long row, but its per-row tiles and stores cost more than gemm's (1x1 128->512 on 28x28: 1.2x at
-# batch 1, 1.5x at batch 8); on 56x56 it is even or slower.
+# one long row, but gemm's blocked reduction wins (1x1 128->512 on 28x28: 1.4x at batch 1, 1.2x at batch
+# 8). On 56x56 it varies from run to run between 1.3x faster and 1.2x slower (256->64: two channel blocks).
 GEMM_MAX_ROW_POINTWISE = 28
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
