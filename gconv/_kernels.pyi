@@ -19,6 +19,12 @@ DIRECT_TILE_COLS: dict[int, int]
 """Output columns of a direct-family register tile, by itemsize (4: float32, 8: float64)."""
 DIRECT_SCRATCH_LIMIT: int
 """Bytes of packed input beyond which one tile sends a call to the loops family."""
+GEMM_TILE: dict[str, tuple[int, int]]
+"""The gemm family's panel tile (pixels, output channels), by dtype name."""
+GEMM_DOT_TILE: tuple[int, int]
+"""The gemm family's dot tile (pixels, output channels)."""
+GEMM_DOT_PIXEL_TILE: tuple[int, int]
+"""The gemm family's one-pixel dot tile (1, output channels)."""
 
 def openmp_enabled() -> bool: ...
 def omp_max_threads() -> int: ...
@@ -60,6 +66,29 @@ def conv3d_direct(
     flat: bool,
     accumulate: bool,
     n_threads: int,
+) -> None: ...
+def gemm_plan(
+    x_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    groups: int,
+    itemsize: int,
+    n_threads: int,
+    pack_weights: bool = True,
+) -> dict[str, int]: ...
+def gemm_pack_weights(weight: _Floats, groups: int, n_threads: int = 1) -> _Floats: ...
+def conv2d_gemm(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    stride: _Pair,
+    pad_before: _Pair,
+    dilation: _Pair,
+    groups: int,
+    n_threads: int,
+    pack_weights: bool = True,
+    packed_weight: _Floats | None = None,
 ) -> None: ...
 def conv2d_loops(
     x: _Floats,

@@ -1,4 +1,4 @@
-"""The one place that chooses how a 2-D convolution runs: kernel family, tile, layout and threads, and why."""
+"""The one place that chooses how a convolution runs: family (direct, gemm, loops), tile, layout, threads, why."""
 
 from __future__ import annotations
 
@@ -14,21 +14,56 @@ from ._typing import IntOrTuple, Padding, Shape
 # Below this many multiply-adds a call runs on one thread: starting a team costs more than it saves.
 SERIAL_BELOW_MACS = 1 << 17
 
+# The gemm family vectorises over output channels (NR = 32 float32 per tile with AVX-512): below this many
+# per group some of its lanes compute zeros, and measured, 16 channels lose to the direct family by 1.4x
+# (depthwise and narrow groups stay on the direct family).
+GEMM_MIN_OUT_CHANNELS = 32
+# Taps (input channels per group x KH x KW) per output below which the per-tile packing and the tile
+# stores weigh about as much as the multiply-adds (not measured further: such layers are cheap either way).
+GEMM_MIN_TAPS = 32
+# Output rows this short or shorter run on the gemm family: the direct tile is 32 columns wide (float32,
+# AVX-512), so a 14-column row keeps under half of its lanes busy. Measured: dense 3x3 on 14x14 and 7x7
+# 1.6-3x faster on gemm, even on 28x28 and 56x56.
+GEMM_MAX_ROW = 14
+# 1x1 convolutions keep the gemm family up to 28-column rows: there the direct family runs each image as
+# one long row, but gemm's blocked reduction wins (1x1 128->512 on 28x28: 1.4x at batch 1, 1.2x at batch
+# 8). On 56x56 it varies from run to run between 1.3x faster and 1.2x slower (256->64: two channel blocks).
+GEMM_MAX_ROW_POINTWISE = 28
+
+# The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
+# has at most GEMM_DOT_MAX_PIXELS output pixels (batch x rows x columns) and at least GEMM_DOT_MIN_TAPS taps
+# per output. Packing touches every weight once more (1-2 ns each here), which the multiply-adds of so few
+# pixels do not repay: a 1x1 map's matrix-vector product is almost only that (dot: 4x faster). A dot tile
+# ends with a reduction across its lanes per output, so it needs a deep reduction to amortise it (1x1
+# 160->960 on 7x7: panels 2x faster; 960->160: dot 1.3x faster); with many pixels its input rows stream
+# from L2 once per block of 4 channels and panels win (3x3 256->256 on 14x14 at batch 1: panels 1.2x).
+GEMM_DOT_MAX_PIXELS = 64
+GEMM_DOT_MIN_TAPS = 192
+
+# Tests only: 'direct', 'gemm' or 'loops' forces that family on every call ('gemm:panel' or 'gemm:dot' also
+# its tile kind); None lets choose() decide.
+FORCE_FAMILY = None
+
 
 class Choice(NamedTuple):
     """How one 2-D call runs (1-D calls arrive lifted to 2-D)."""
 
-    family: str  # 'direct': row-vectorised register tiles over packed slabs; 'loops': plain loops
+    family: str  # 'direct': row-vectorised register tiles over packed slabs; 'gemm': channel-vectorised tiles
+    #              of pixels x output channels (implicit GEMM); 'loops': plain loops
     oc_block: int  # direct: output channels per register tile (8, 4, 2 or 1)
     flat: bool  # direct: tiles over a block's flattened outputs instead of a rows x columns grid
     tile_cols: int  # direct: output columns per register tile
     pointwise_rows: bool  # 1x1, stride 1, no padding, NCHW: each image runs as one long row of H * W pixels
     n_threads: int
     reasons: tuple  # one line per rule that decided something (only when asked for: explain())
+    pack_weights: bool = True  # gemm: weights packed into [K][NR] panels; False: dot tiles on the raw weights
+    gemm_tile: str = ""  # gemm: pixels x output channels ("dot ..." for dot tiles)
 
     @property
     def tile(self):
-        """Output channels x rows x columns of one register tile ('' for the loops)."""
+        """The register tile: direct, output channels x rows x columns; gemm, pixels x output channels."""
+        if self.family == "gemm":
+            return self.gemm_tile
         if self.family != "direct":
             return ""
         return f"{self.oc_block}x{_dispatch.kernels.DIRECT_ACC_ROWS // self.oc_block}x{self.tile_cols}"
@@ -43,14 +78,71 @@ def _oc_block(out_channels_per_group, acc_rows):
     return block
 
 
+def _gemm_reason(weight_shape, out_shape, groups):
+    """Why the channel-vectorised gemm family suits this call, or '' where the direct family is faster."""
+    out_channels_per_group = weight_shape[0] // groups
+    taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
+    # float64 alike (measured: 1x1 on a 1x1 map 5.6x, 1x1 960->160 on 7x7 2x faster than direct; the float64
+    # rows of benchmarks/bench.py, 3x3 on 28x28 and 56x56 maps, stay on the direct family by the row rule)
+    if out_channels_per_group < GEMM_MIN_OUT_CHANNELS or taps < GEMM_MIN_TAPS:
+        return ""
+    w_out = out_shape[3]
+    max_row = GEMM_MAX_ROW_POINTWISE if tuple(weight_shape[2:]) == (1, 1) else GEMM_MAX_ROW
+    if w_out <= max_row:
+        return f"output rows of {w_out} <= {max_row} columns leave the row-vectorised tile's lanes idle"
+    return ""
+
+
+def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why, reasons, forced):
+    """The gemm family's tile kind: dot tiles on the raw weights for few pixels with deep reductions, else
+    panels over weights packed per call."""
+    pixels = out_shape[0] * out_shape[2] * out_shape[3]
+    variant = FORCE_FAMILY.partition(":")[2] if forced and FORCE_FAMILY else ""
+    taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
+    dtype_name = "float32" if itemsize == 4 else "float64"
+    # below AVX-512 only one-pixel dot tiles win (AVX2, 1x1 960->160 on 7x7: 2x4 dot tiles 4x slower
+    # than panels; a 1x1 map at batch 1: the one-pixel tile 2x faster)
+    dot_tiles_pay = kernels.ISA == "avx512" or pixels < kernels.GEMM_DOT_TILE[0]
+    if variant == "dot" or (
+        not variant and pixels <= GEMM_DOT_MAX_PIXELS and taps >= GEMM_DOT_MIN_TAPS and dot_tiles_pay
+    ):
+        mr, nr = kernels.GEMM_DOT_TILE if pixels >= kernels.GEMM_DOT_TILE[0] else kernels.GEMM_DOT_PIXEL_TILE
+        if reasons is not None:
+            reasons.append(
+                f"gemm: {gemm_why}; dot tiles of {mr} pixels x {nr} output channels on the weights as they are: "
+                f"{pixels} pixels (<= {GEMM_DOT_MAX_PIXELS}) of {taps} taps (>= {GEMM_DOT_MIN_TAPS}) would not "
+                f"repay packing them ({_dispatch.ISA}, {dtype_name})"
+            )
+        return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"dot {mr}x{nr}")
+    mr, nr = kernels.GEMM_TILE[dtype_name]
+    if reasons is not None:
+        reasons.append(
+            f"gemm: {gemm_why}; tiles of {mr} pixels x {nr} output channels over weights packed per call "
+            f"({_dispatch.ISA}, {dtype_name})"
+        )
+    return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), True, f"{mr}x{nr}")
+
+
 def choose(
-    x_shape, weight_shape, out_shape, stride, pad_before, dilation, groups, itemsize, nchw, n_threads, why=False
+    x_shape,
+    weight_shape,
+    out_shape,
+    stride,
+    pad_before,
+    dilation,
+    groups,
+    itemsize,
+    nchw,
+    n_threads,
+    why=False,
+    accumulate=False,
 ):
     """Choice for input x_shape (N, C_in, H, W), weight_shape (C_out, C_in/groups, KH, KW) and out_shape.
 
     stride, pad_before (top, left) and dilation are pairs; itemsize 4 (float32) or 8 (float64); nchw says
     input and output are C-contiguous; n_threads is the caller's resolved thread count. why: also say, in
-    Choice.reasons, which rule decided what (explain(); this runs on every call, so only then).
+    Choice.reasons, which rule decided what (explain(); this runs on every call, so only then). accumulate:
+    the call adds into its output (a 3-D fallback), which only the direct and loops families do.
     """
     kernels = _dispatch.kernels
     reasons = [] if why else None
@@ -63,6 +155,14 @@ def choose(
             reasons.append(
                 f"serial: {macs} multiply-adds < {SERIAL_BELOW_MACS}, a thread team costs more than it saves"
             )
+    if FORCE_FAMILY == "loops":
+        return Choice("loops", 0, False, 0, False, n_threads, ("loops: forced",) if why else ())
+    forced_gemm = (FORCE_FAMILY or "").startswith("gemm")
+    # the gemm tiles overwrite their output: calls that add into it stay on the direct family
+    if not accumulate and (FORCE_FAMILY is None or forced_gemm):
+        gemm_why = "forced" if forced_gemm else _gemm_reason(weight_shape, out_shape, groups)
+        if gemm_why:
+            return _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why, reasons, forced_gemm)
     acc_rows = kernels.DIRECT_ACC_ROWS
     oc_block = _oc_block(out_channels_per_group, acc_rows)
     tile_cols = kernels.DIRECT_TILE_COLS[itemsize]
@@ -101,7 +201,17 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
     """
     nchw = x.flags.c_contiguous and out.flags.c_contiguous
     choice = choose(
-        x.shape, weight.shape, out.shape, stride, pad_before, dilation, groups, x.dtype.itemsize, nchw, n_threads
+        x.shape,
+        weight.shape,
+        out.shape,
+        stride,
+        pad_before,
+        dilation,
+        groups,
+        x.dtype.itemsize,
+        nchw,
+        n_threads,
+        accumulate=accumulate,
     )
     kernels = _dispatch.kernels
     stride, pad_before, dilation = tuple(stride), tuple(pad_before), tuple(dilation)
@@ -122,6 +232,11 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
         )
         if target is not out:
             out[...] = target
+        return choice
+    if choice.family == "gemm":
+        kernels.conv2d_gemm(
+            x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads, choice.pack_weights
+        )
         return choice
     if choice.pointwise_rows:
         x = x.reshape(x.shape[0], x.shape[1], 1, -1)
@@ -174,6 +289,7 @@ def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_th
         x.dtype.itemsize,
         False,
         n_threads,
+        accumulate=True,  # 3-D calls run the direct family (conv3d_direct) or its accumulating fallback
     )
     if choice.family == "direct":
         _dispatch.kernels.conv3d_direct(
@@ -278,6 +394,7 @@ def explain(
         n_spatial < 3,
         resolve_n_threads(n_threads),
         why=True,
+        accumulate=n_spatial == 3,  # as convolution() asks for 3-D calls
     )
     if n_spatial == 3:
         choice = choice._replace(

@@ -1,0 +1,302 @@
+# The gemm family's driver: channel-vectorised register tiles (kernels/gemm/tile.h) over per-tile input
+# panels, the batch folded into the pixels, threads split over output-channel blocks and pixel blocks.
+
+
+cdef extern from "kernels/gemm/tile.h" nogil:
+    # the tile shape, defined in the header only
+    int GCONV_GEMM_MR_F32
+    int GCONV_GEMM_NR_F32
+    int GCONV_GEMM_MR_F64
+    int GCONV_GEMM_NR_F64
+    void gconv_gemm_f32(Py_ssize_t k_size, const float* a, Py_ssize_t a_k_stride, const float* w,
+                        const float* bias, float* out, const Py_ssize_t* out_offset,
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate)
+    void gconv_gemm_f64(Py_ssize_t k_size, const double* a, Py_ssize_t a_k_stride, const double* w,
+                        const double* bias, double* out, const Py_ssize_t* out_offset,
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate)
+    int GCONV_DOT_MR
+    int GCONV_DOT_OB
+    int GCONV_DOT_OB_ONE_PIXEL
+    void gconv_dot_f32_tile(Py_ssize_t k_size, const float* a, Py_ssize_t a_m_stride, const float* w,
+                            const float* bias, float* out, const Py_ssize_t* out_offset,
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    void gconv_dot_f32_pixel(Py_ssize_t k_size, const float* a, Py_ssize_t a_m_stride, const float* w,
+                             const float* bias, float* out, const Py_ssize_t* out_offset,
+                             Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    void gconv_dot_f64_tile(Py_ssize_t k_size, const double* a, Py_ssize_t a_m_stride, const double* w,
+                            const double* bias, double* out, const Py_ssize_t* out_offset,
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    void gconv_dot_f64_pixel(Py_ssize_t k_size, const double* a, Py_ssize_t a_m_stride, const double* w,
+                             const double* bias, double* out, const Py_ssize_t* out_offset,
+                             Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+
+
+# The tile shapes for gconv._select: (pixels, output channels) per dtype; dot tiles (unpacked weights) for
+# calls with at least GEMM_DOT_TILE[0] pixels, one-pixel dot tiles below that.
+GEMM_TILE = {"float32": (GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32), "float64": (GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)}
+GEMM_DOT_TILE = (GCONV_DOT_MR, GCONV_DOT_OB)
+GEMM_DOT_PIXEL_TILE = (1, GCONV_DOT_OB_ONE_PIXEL)
+
+
+cdef enum:
+    # Work items wanted per thread before the work is cut finer, so static chunks stay balanced.
+    GEMM_ITEMS_PER_THREAD = 4
+    # Bytes of input panels one work item packs and keeps: they stay in L2 while each weight panel of the
+    # item sweeps over them. Every tile of an item shares one pass over the weights, so with deep
+    # reductions (3x3 512->512: 147 KiB per tile) a small budget re-reads megabytes of weights per tile.
+    GEMM_PANEL_BUDGET = 1024 * 1024
+    # Taps per block of k for panel tiles (BLIS's kc): a block's weights, 256 x NR (32 KiB with AVX-512),
+    # stay in L1 while the item's tiles sweep over them, the tiles' input panels in L2. Measured with
+    # pre-packed weights against 512 taps (64 KiB, past a 48 KiB L1): 1x1 1024->256 on 14x14 1.7x faster,
+    # 3x3 512->512 on 7x7 at batch 8 from 1.4x torch's time to 1.04x.
+    GEMM_MAX_KC = 256
+
+
+include "pack_gemm.pxi"
+
+
+cdef inline void _gemm_tile(Py_ssize_t k_size, const floating* a, Py_ssize_t a_k_stride, const floating* w,
+                            const floating* bias, floating* out, const Py_ssize_t* out_offset,
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n,
+                            int accumulate) noexcept nogil:
+    # the C micro-kernel for this dtype
+    if floating is float:
+        gconv_gemm_f32(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, accumulate)
+    else:
+        gconv_gemm_f64(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, accumulate)
+
+
+cdef inline void _dot_tile(bint one_pixel, Py_ssize_t k_size, const floating* a, Py_ssize_t a_m_stride,
+                           const floating* w, const floating* bias, floating* out, const Py_ssize_t* out_offset,
+                           Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n) noexcept nogil:
+    if floating is float:
+        if one_pixel:
+            gconv_dot_f32_pixel(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+        else:
+            gconv_dot_f32_tile(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+    else:
+        if one_pixel:
+            gconv_dot_f64_pixel(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+        else:
+            gconv_dot_f64_tile(k_size, a, a_m_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n)
+
+
+cdef void _dot_item(const Plan* plan, const GemmPlan* gp, const floating* x, const floating* weight,
+                    const floating* bias, floating* out, floating* rows, Py_ssize_t* offsets,
+                    Py_ssize_t item) noexcept nogil:
+    """One work item of dot tiles: as _gemm_item, reading the weights as they are."""
+    cdef Py_ssize_t chunk = item % gp.n_chunks
+    cdef Py_ssize_t m_block = (item // gp.n_chunks) % gp.n_m_blocks
+    cdef Py_ssize_t g = item // (gp.n_chunks * gp.n_m_blocks)
+    cdef Py_ssize_t tile_first = m_block * gp.tiles_per_block
+    cdef Py_ssize_t n_tiles = min(gp.tiles_per_block, gp.n_m_tiles - tile_first)
+    cdef Py_ssize_t block_first = chunk * gp.blocks_per_chunk
+    cdef Py_ssize_t block_end = min(block_first + gp.blocks_per_chunk, gp.n_n_blocks)
+    cdef Py_ssize_t rows_size = gp.K * gp.mr, ocpg = plan.out_channels_per_group
+    cdef Py_ssize_t t, block, oc_first, m0
+    cdef bint one_pixel = gp.mr == 1
+    for t in range(n_tiles):
+        _pack_dot_rows(plan, gp, x, g, (tile_first + t) * gp.mr, rows + t * rows_size, offsets + t * gp.mr)
+    for block in range(block_first, block_end):
+        oc_first = g * ocpg + block * gp.nr
+        for t in range(n_tiles):
+            m0 = (tile_first + t) * gp.mr
+            _dot_tile(one_pixel, gp.K, rows + t * rows_size, gp.K, weight + oc_first * gp.K,
+                      bias + oc_first if bias != NULL else NULL, out + oc_first * plan.out_stride_c,
+                      offsets + t * gp.mr, plan.out_stride_c, min(gp.mr, gp.M - m0),
+                      min(gp.nr, ocpg - block * gp.nr))
+
+
+cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, const floating* packed_weight,
+                     const floating* bias, floating* out, floating* panels, Py_ssize_t* offsets,
+                     Py_ssize_t* pixel, Py_ssize_t item) noexcept nogil:
+    """One work item: a block of pixel tiles x a chunk of output-channel blocks of group g."""
+    cdef Py_ssize_t chunk = item % gp.n_chunks
+    cdef Py_ssize_t m_block = (item // gp.n_chunks) % gp.n_m_blocks
+    cdef Py_ssize_t g = item // (gp.n_chunks * gp.n_m_blocks)
+    cdef Py_ssize_t tile_first = m_block * gp.tiles_per_block
+    cdef Py_ssize_t n_tiles = min(gp.tiles_per_block, gp.n_m_tiles - tile_first)
+    cdef Py_ssize_t block_first = chunk * gp.blocks_per_chunk
+    cdef Py_ssize_t block_end = min(block_first + gp.blocks_per_chunk, gp.n_n_blocks)
+    cdef Py_ssize_t panel_size = gp.K * gp.mr, ocpg = plan.out_channels_per_group
+    cdef Py_ssize_t t, block, oc_first, m0, k_block, k_first
+    for t in range(n_tiles):
+        _pack_gemm_tile(plan, gp, x, g, (tile_first + t) * gp.mr, panels + t * panel_size, offsets + t * gp.mr,
+                        pixel)
+    # blocks of k outermost, always in the same order: the k_block x NR weights of a block and the
+    # k_block x MR inputs of the item's tiles stay in L2 meanwhile; later blocks add onto the output
+    for k_block in range(gp.n_k_blocks):
+        k_first = k_block * gp.kc
+        for block in range(block_first, block_end):
+            oc_first = g * ocpg + block * gp.nr
+            for t in range(n_tiles):
+                m0 = (tile_first + t) * gp.mr
+                _gemm_tile(min(gp.kc, gp.K - k_first), panels + t * panel_size + k_first * gp.mr, gp.mr,
+                           packed_weight + ((g * gp.n_n_blocks + block) * gp.K + k_first) * gp.nr,
+                           bias + oc_first if bias != NULL else NULL, out + oc_first * plan.out_stride_c,
+                           offsets + t * gp.mr, plan.out_stride_c, min(gp.mr, gp.M - m0),
+                           min(gp.nr, ocpg - block * gp.nr), k_block > 0)
+
+
+cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_threads, bint dot) except -1:
+    """The GEMM view of the call and its work items (tile counts, blocks, chunks) for n_threads threads."""
+    gp.HW = plan.H_out * plan.W_out
+    gp.M = plan.N * gp.HW
+    gp.dot = dot
+    if dot:
+        # fewer pixels than a dot tile (a 1x1 map at batch 1): one-pixel tiles, never a half-empty one
+        if gp.M >= GCONV_DOT_MR:
+            gp.mr, gp.nr = GCONV_DOT_MR, GCONV_DOT_OB
+        else:
+            gp.mr, gp.nr = 1, GCONV_DOT_OB_ONE_PIXEL
+    elif itemsize == 4:
+        gp.mr, gp.nr = GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32
+    else:
+        gp.mr, gp.nr = GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64
+    gp.KHKW = plan.KH * plan.KW
+    gp.K = plan.in_channels_per_group * gp.KHKW
+    if gp.K <= 0:  # conv2d_gemm never gets here with an empty weight (_fill_plan refuses it)
+        raise ValueError("gemm: the weight has no taps (C_in // groups, KH or KW is 0)")
+    # panels: equal blocks of at most GEMM_MAX_KC taps (set by the shape alone, never by the threads)
+    gp.n_k_blocks = 1 if dot else _ceil_div(gp.K, GEMM_MAX_KC)
+    gp.kc = _ceil_div(gp.K, gp.n_k_blocks)
+    gp.n_m_tiles = _ceil_div(gp.M, gp.mr)
+    gp.n_n_blocks = _ceil_div(plan.out_channels_per_group, gp.nr)
+    gp.tiles_per_block = max(1, min(gp.n_m_tiles, GEMM_PANEL_BUDGET // (gp.K * gp.mr * itemsize)))
+    gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+    gp.n_chunks = 1
+    cdef Py_ssize_t wanted = GEMM_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
+    # Cut the larger operand: where the weights outweigh the pixels (small maps), threads share out the
+    # output channels and each reads only its part of the weights; elsewhere they share out the pixels.
+    cdef bint channels_first = plan.out_channels_per_group > gp.M
+    while plan.groups * gp.n_m_blocks * gp.n_chunks < wanted:
+        if (channels_first or gp.tiles_per_block == 1) and gp.n_chunks < gp.n_n_blocks:
+            gp.n_chunks = min(gp.n_n_blocks, 2 * gp.n_chunks)
+        elif gp.tiles_per_block > 1:
+            gp.tiles_per_block = _ceil_div(gp.tiles_per_block, 2)
+            gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+        else:
+            break
+    gp.blocks_per_chunk = _ceil_div(gp.n_n_blocks, gp.n_chunks)
+    gp.n_chunks = _ceil_div(gp.n_n_blocks, gp.blocks_per_chunk)
+    return 0
+
+
+def gemm_plan(x_shape, weight_shape, out_shape, Py_ssize_t groups, int itemsize, int n_threads,
+              bint pack_weights=True):
+    """The gemm family's work split for a call (a dict), for gconv._select's reasons and for tests."""
+    cdef Plan plan
+    cdef GemmPlan gp
+    plan.N, plan.C_in = x_shape[0], x_shape[1]
+    plan.C_out, plan.in_channels_per_group, plan.KH, plan.KW = weight_shape
+    plan.H_out, plan.W_out = out_shape[2], out_shape[3]
+    plan.groups = groups
+    plan.out_channels_per_group = plan.C_out // groups
+    _plan_gemm(&plan, &gp, itemsize, n_threads, not pack_weights)
+    return dict(mr=gp.mr, nr=gp.nr, M=gp.M, K=gp.K, kc=gp.kc, n_k_blocks=gp.n_k_blocks,
+                tiles_per_block=gp.tiles_per_block, n_m_blocks=gp.n_m_blocks,
+                blocks_per_chunk=gp.blocks_per_chunk, n_chunks=gp.n_chunks)
+
+
+def gemm_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups, int n_threads=1):
+    """The [K][NR] weight panels conv2d_gemm packs per call, for a caller that keeps them (a module's cache).
+
+    weight (C_out, C_in // groups, KH, KW), C-contiguous. The result is 1-D and fits this instruction-set
+    level's tile (NR) only: pass it back as conv2d_gemm(..., packed_weight=) to the same kernel module.
+    """
+    cdef Plan plan
+    cdef GemmPlan gp
+    plan.N, plan.H_out, plan.W_out = 1, 1, 1
+    plan.C_out, plan.in_channels_per_group = weight.shape[0], weight.shape[1]
+    plan.KH, plan.KW = weight.shape[2], weight.shape[3]
+    if groups <= 0 or plan.C_out % groups != 0:
+        raise ValueError("gemm_pack_weights: the output channels must be a multiple of groups")
+    plan.groups = groups
+    plan.out_channels_per_group = plan.C_out // groups
+    _plan_gemm(&plan, &gp, sizeof(floating), 1, False)
+    cdef Py_ssize_t n_panels = plan.groups * gp.n_n_blocks, panel
+    packed = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
+    if packed.size == 0:
+        return packed
+    cdef floating[::1] packed_view = packed
+    cdef floating* w_packed = &packed_view[0]
+    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
+    for panel in prange(n_panels, nogil=True, num_threads=team, schedule="static"):
+        _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
+    return packed
+
+
+def conv2d_gemm(
+    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
+    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
+    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
+    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), any strides
+    tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
+    Py_ssize_t groups,
+    int n_threads,
+    bint pack_weights=True,                        # False: dot tiles on the weights as they are
+    const floating[::1] packed_weight=None,        # gemm_pack_weights(weight, groups): skip the packing
+):
+    """Grouped 2-D cross-correlation with implicit zero padding, as a channel-vectorised implicit GEMM.
+
+    Same contract as conv2d_direct (gconv._select checked shapes, dtype and overlap). Per group, the
+    N * H_out * W_out output pixels are the GEMM's rows, the output channels its columns and the taps
+    (input channel, kh, kw) its reduction: each register tile reduces over all taps in one call, so the
+    results do not depend on how the work is shared among threads. pack_weights=False runs dot tiles that
+    read the weights as they are: no per-call packing, for calls with few pixels. packed_weight: the
+    panels gemm_pack_weights made from this weight with this kernel module (the caller keeps them fresh).
+    """
+    cdef Plan plan
+    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
+    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+        return
+    cdef GemmPlan gp
+    _plan_gemm(&plan, &gp, sizeof(floating), n_threads, not pack_weights)
+    cdef Py_ssize_t n_items = plan.groups * gp.n_m_blocks * gp.n_chunks
+    cdef Py_ssize_t n_panels = plan.groups * gp.n_n_blocks
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
+    cdef int pack_team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
+
+    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
+    cdef floating[::1] packed_view
+    cdef floating* w_packed = NULL
+    cdef bint pack_now = pack_weights and packed_weight is None
+    if pack_weights and packed_weight is not None:
+        if packed_weight.shape[0] != n_panels * gp.K * gp.nr:
+            raise ValueError(f"conv2d_gemm: packed_weight has {packed_weight.shape[0]} elements, this weight's "
+                             f"panels {n_panels * gp.K * gp.nr} (packed for another weight or kernel module?)")
+        w_packed = <floating*> &packed_weight[0]  # read only: the tiles never write through it
+    elif pack_now:
+        packed_view = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
+        w_packed = &packed_view[0]
+    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
+    cdef floating* out_ptr = &out[0, 0, 0, 0]
+    cdef Py_ssize_t panel_elements = gp.tiles_per_block * gp.K * gp.mr
+    cdef Py_ssize_t offset_elements = (gp.tiles_per_block + 4) * gp.mr
+    cdef Py_ssize_t item, panel
+    cdef int alloc_failed[1]
+    alloc_failed[0] = 0
+    cdef floating* panels
+    cdef Py_ssize_t* offsets
+    # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
+    if pack_now:
+        for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
+            _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
+    with nogil, parallel(num_threads=team):
+        # this thread's scratch: the item's input panels, its output offsets and 4 * MR pixel indices
+        panels = <floating*> malloc(panel_elements * sizeof(floating))
+        offsets = <Py_ssize_t*> malloc(offset_elements * sizeof(Py_ssize_t))
+        if panels == NULL or offsets == NULL:
+            alloc_failed[0] = 1
+        for item in prange(n_items, schedule="static"):
+            if panels != NULL and offsets != NULL and gp.dot:
+                _dot_item(&plan, &gp, x_ptr, w_ptr, b_ptr, out_ptr, panels, offsets, item)
+            elif panels != NULL and offsets != NULL:
+                _gemm_item(&plan, &gp, x_ptr, w_packed, b_ptr, out_ptr, panels, offsets,
+                           offsets + gp.tiles_per_block * gp.mr, item)
+        free(panels)
+        free(offsets)
+    if alloc_failed[0]:
+        raise MemoryError(f"conv2d: could not allocate {panel_elements * sizeof(floating)} bytes of scratch")

@@ -1,0 +1,288 @@
+/* Channel-vectorised GEMM micro-kernels (the "gemm" family): one source, compiled once per instruction-set
+ * level.
+ *
+ * A convolution is run as out[m][n] = sum_k a[m][k] * w[n][k] + bias[n] per group, with m a pixel of the
+ * whole batch (image, output row, output column), n an output channel and k a tap (input channel, kh, kw).
+ * A register tile is MR pixels x NR output channels, NR a multiple of the vector width: per k the kernel
+ * loads NR weights as vectors from a packed [K][NR] panel (see gemm.pxi's _pack_gemm_weight) and
+ * broadcasts each of the MR input values, as XNNPACK's f32-gemm "broadcast" kernels and BLIS's
+ * micro-kernels do. The input comes as a [K][MR] panel, k_stride apart (packed per tile by the driver,
+ * zeros where a tap falls in the padding). Vectorising along channels keeps every lane busy on the small
+ * maps where a row-vectorised tile (direct/tile.h) has 7 or 1 columns to work on.
+ *
+ * Registers: MR x NR / lanes accumulators + NR / lanes weight vectors + one broadcast must fit the
+ * register file (32 with AVX-512, 16 below it).
+ *
+ * Included after Python.h (Cython puts it first): indices are Py_ssize_t, as everywhere in gconv. */
+#ifndef GCONV_GEMM_TILE_H
+#define GCONV_GEMM_TILE_H
+
+#include "../isa.h"
+
+/* Tile shape per level and dtype, defined here only (gemm.pxi reads these). */
+#if GCONV_VECTOR_BYTES == 64
+/* 8 x 2 vectors: 16 accumulators + 2 weight vectors + broadcasts of 32 registers */
+#define GCONV_GEMM_MR_F32 8
+#define GCONV_GEMM_NR_F32 32
+#define GCONV_GEMM_MR_F64 8
+#define GCONV_GEMM_NR_F64 16
+#else
+/* 6 x 2 vectors: 12 accumulators + 2 weight vectors + 1 broadcast of 16 registers */
+#define GCONV_GEMM_MR_F32 6
+#define GCONV_GEMM_NR_F32 (2 * GCONV_VECTOR_BYTES / 4)
+#define GCONV_GEMM_MR_F64 6
+#define GCONV_GEMM_NR_F64 (2 * GCONV_VECTOR_BYTES / 8)
+#endif
+
+GCONV_STATIC_ASSERT(GCONV_GEMM_NR_F32 % (GCONV_VECTOR_BYTES / 4) == 0, gemm_nr_f32_is_whole_vectors);
+GCONV_STATIC_ASSERT(GCONV_GEMM_NR_F64 % (GCONV_VECTOR_BYTES / 8) == 0, gemm_nr_f64_is_whole_vectors);
+
+#define GCONV_GEMM_PARAMS(T)                                                                         \
+    Py_ssize_t k_size, const T *GCONV_RESTRICT a, Py_ssize_t a_k_stride, const T *GCONV_RESTRICT w,  \
+        const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out, const Py_ssize_t *GCONV_RESTRICT out_offset, \
+        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate
+
+/* a: input panel, a[k * a_k_stride + m] for pixel m of the tile (all MR rows are read; rows past n_m must
+ *    hold finite values, the driver writes zeros there).
+ * w: packed weights w[k * NR + j] (channels past n_n are zeros).
+ * bias: bias of the tile's first channel, or NULL.
+ * out: output of the tile's first channel; pixel m, channel j is out[out_offset[m] + j * out_channel_stride].
+ * n_m <= MR pixels and n_n <= NR channels are stored.
+ * accumulate: add the tile to what out holds (an earlier block of k) instead of to the bias. */
+
+/* Store a finished tile kept in memory as tile[m][j]. A channels-last output (channel stride 1) with every
+ * channel present is stored straight from the registers by the caller instead. */
+#define GCONV_DEFINE_GEMM_STORE(T)                                                                   \
+    GCONV_INLINE void gconv_gemm_store_##T(const T *GCONV_RESTRICT tile, Py_ssize_t nr,              \
+                                           const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,      \
+                                           const Py_ssize_t *GCONV_RESTRICT out_offset,              \
+                                           Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, \
+                                           int accumulate)                                           \
+    {                                                                                                \
+        Py_ssize_t m, j;                                                                             \
+        for (m = 0; m < n_m; m++) {                                                                  \
+            T *dst = out + out_offset[m];                                                            \
+            const T *src = tile + m * nr;                                                            \
+            if (accumulate)                                                                          \
+                for (j = 0; j < n_n; j++) dst[j * out_channel_stride] += src[j];                     \
+            else if (bias)                                                                           \
+                for (j = 0; j < n_n; j++) dst[j * out_channel_stride] = src[j] + bias[j];            \
+            else                                                                                     \
+                for (j = 0; j < n_n; j++) dst[j * out_channel_stride] = src[j];                      \
+        }                                                                                            \
+    }
+
+GCONV_DEFINE_GEMM_STORE(float)
+GCONV_DEFINE_GEMM_STORE(double)
+
+#if defined(__GNUC__) || defined(__clang__)
+/* Explicit vector accumulators (GCC/clang vector extensions): the compiler keeps them in registers, loads
+ * the weights as vectors and broadcasts the input scalar into the fused multiply-adds. */
+#define GCONV_DEFINE_GEMM(T, NAME, MR, NR)                                                           \
+    static void NAME(GCONV_GEMM_PARAMS(T))                                                           \
+    {                                                                                                \
+        typedef gconv_vec_##T vec;                                                                   \
+        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), VPR = NR / LANES };                           \
+        vec acc[MR][VPR];                                                                            \
+        int m, v;                                                                                    \
+        Py_ssize_t k;                                                                                \
+        for (m = 0; m < MR; m++)                                                                     \
+            for (v = 0; v < VPR; v++) acc[m][v] = (vec){0};                                          \
+        for (k = 0; k < k_size; k++, a += a_k_stride, w += NR) {                                     \
+            vec b[VPR];                                                                              \
+            for (v = 0; v < VPR; v++) memcpy(&b[v], w + v * LANES, sizeof(vec));                     \
+            for (m = 0; m < MR; m++) {                                                               \
+                const T am = a[m];                                                                   \
+                for (v = 0; v < VPR; v++) acc[m][v] += am * b[v];                                    \
+            }                                                                                        \
+        }                                                                                            \
+        if (out_channel_stride == 1 && n_n == NR) { /* channels-last, whole tile: from registers */  \
+            vec bv[VPR];                                                                             \
+            for (v = 0; v < VPR; v++) {                                                              \
+                bv[v] = (vec){0};                                                                    \
+                if (bias && !accumulate) memcpy(&bv[v], bias + v * LANES, sizeof(vec));              \
+            }                                                                                        \
+            for (m = 0; m < n_m; m++)                                                                \
+                for (v = 0; v < VPR; v++) {                                                          \
+                    vec y = acc[m][v] + bv[v];                                                       \
+                    if (accumulate) {                                                                \
+                        vec previous;                                                                \
+                        memcpy(&previous, out + out_offset[m] + v * LANES, sizeof(vec));             \
+                        y += previous;                                                               \
+                    }                                                                                \
+                    memcpy(out + out_offset[m] + v * LANES, &y, sizeof(vec));                        \
+                }                                                                                    \
+            return;                                                                                  \
+        }                                                                                            \
+        {                                                                                            \
+            T tile[MR][NR];                                                                          \
+            memcpy(tile, acc, sizeof(tile));                                                         \
+            if (n_m == MR && out_offset[MR - 1] - out_offset[0] == MR - 1) {                         \
+                /* the MR pixels are consecutive in memory (NCHW, one image): each channel's MR      \
+                 * outputs are one contiguous run, written as such */                                \
+                Py_ssize_t j;                                                                        \
+                T *dst = out + out_offset[0];                                                        \
+                for (j = 0; j < n_n; j++, dst += out_channel_stride) {                               \
+                    const T b = bias && !accumulate ? bias[j] : (T)0;                                \
+                    T run[MR];                                                                       \
+                    if (accumulate) memcpy(run, dst, sizeof(run));                                   \
+                    for (m = 0; m < MR; m++) run[m] = (accumulate ? run[m] : b) + tile[m][j];        \
+                    memcpy(dst, run, sizeof(run));                                                   \
+                }                                                                                    \
+                return;                                                                              \
+            }                                                                                        \
+            gconv_gemm_store_##T(&tile[0][0], NR, bias, out, out_offset, out_channel_stride, n_m, n_n,  \
+                                 accumulate);                                                        \
+        }                                                                                            \
+    }
+#else
+#define GCONV_DEFINE_GEMM(T, NAME, MR, NR)                                                           \
+    static void NAME(GCONV_GEMM_PARAMS(T))                                                           \
+    {                                                                                                \
+        T tile[MR][NR];                                                                              \
+        int m, j;                                                                                    \
+        Py_ssize_t k;                                                                                \
+        for (m = 0; m < MR; m++)                                                                     \
+            for (j = 0; j < NR; j++) tile[m][j] = 0;                                                 \
+        for (k = 0; k < k_size; k++, a += a_k_stride, w += NR)                                       \
+            for (m = 0; m < MR; m++)                                                                 \
+                for (j = 0; j < NR; j++) tile[m][j] += a[m] * w[j];                                  \
+        gconv_gemm_store_##T(&tile[0][0], NR, bias, out, out_offset, out_channel_stride, n_m, n_n,   \
+                             accumulate);                                                            \
+    }
+#endif
+
+GCONV_DEFINE_GEMM(float, gconv_gemm_f32, GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32)
+GCONV_DEFINE_GEMM(double, gconv_gemm_f64, GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)
+
+
+/* Dot tiles: the same product with the weights as they are, vectorised along k instead.
+ *
+ * Where a call has few pixels (a 1x1 map, a 7x7 map at batch 1) packing the weights costs more than the
+ * multiply-adds; these tiles read each output channel's C-contiguous row of K weights once per tile and
+ * its pixels' [K] input rows, accumulate lane-wise and reduce the lanes at the end (in the fixed order
+ * of gconv_lane_sum_*, so a result never depends on the work split). MR pixels x OB channels; ragged
+ * tails re-read the last valid row (their results are not stored), so nothing past the arrays is touched.
+ *
+ * a: input rows, a[m * a_m_stride + k]; w: weights of the tile's first channel, w[o * K + k]. */
+#define GCONV_DOT_PARAMS(T)                                                                          \
+    Py_ssize_t k_size, const T *GCONV_RESTRICT a, Py_ssize_t a_m_stride, const T *GCONV_RESTRICT w,  \
+        const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out, const Py_ssize_t *GCONV_RESTRICT out_offset, \
+        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n
+
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_DOT_MR 4 /* 4 x 4 accumulators + 4 weight vectors + an input vector of 32 registers */
+#define GCONV_DOT_OB 4
+#else
+#define GCONV_DOT_MR 2 /* 2 x 4 accumulators + 4 weight vectors + 2 input vectors of 16 registers */
+#define GCONV_DOT_OB 4
+#endif
+#define GCONV_DOT_OB_ONE_PIXEL 8 /* one pixel (matrix-vector): 8 channels, to keep loads in flight */
+
+#if defined(__GNUC__) || defined(__clang__)
+/* The sum of a vector's lanes, halving it in registers (the fixed order of adds is the result's). */
+typedef float gconv_vec4_float __attribute__((vector_size(16)));
+typedef float gconv_vec8_float __attribute__((vector_size(32)));
+typedef double gconv_vec2_double __attribute__((vector_size(16)));
+typedef double gconv_vec4_double __attribute__((vector_size(32)));
+
+GCONV_INLINE float gconv_lane_sum_float(gconv_vec_float v)
+{
+    gconv_vec4_float q;
+#if GCONV_VECTOR_BYTES == 64
+    gconv_vec8_float lo, hi;
+    gconv_vec4_float a, b;
+    memcpy(&lo, &v, 32);
+    memcpy(&hi, (const char *)&v + 32, 32);
+    lo += hi;
+    memcpy(&a, &lo, 16);
+    memcpy(&b, (const char *)&lo + 16, 16);
+    q = a + b;
+#elif GCONV_VECTOR_BYTES == 32
+    gconv_vec4_float a, b;
+    memcpy(&a, &v, 16);
+    memcpy(&b, (const char *)&v + 16, 16);
+    q = a + b;
+#else
+    memcpy(&q, &v, 16);
+#endif
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+GCONV_INLINE double gconv_lane_sum_double(gconv_vec_double v)
+{
+    gconv_vec2_double q;
+#if GCONV_VECTOR_BYTES == 64
+    gconv_vec4_double lo, hi;
+    gconv_vec2_double a, b;
+    memcpy(&lo, &v, 32);
+    memcpy(&hi, (const char *)&v + 32, 32);
+    lo += hi;
+    memcpy(&a, &lo, 16);
+    memcpy(&b, (const char *)&lo + 16, 16);
+    q = a + b;
+#elif GCONV_VECTOR_BYTES == 32
+    gconv_vec2_double a, b;
+    memcpy(&a, &v, 16);
+    memcpy(&b, (const char *)&v + 16, 16);
+    q = a + b;
+#else
+    memcpy(&q, &v, 16);
+#endif
+    return q[0] + q[1];
+}
+
+#define GCONV_DEFINE_DOT(T, NAME, MR, OB)                                                            \
+    static void NAME(GCONV_DOT_PARAMS(T))                                                            \
+    {                                                                                                \
+        typedef gconv_vec_##T vec;                                                                   \
+        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T) };                                             \
+        const T *a_row[MR];                                                                          \
+        const T *w_row[OB];                                                                          \
+        vec acc[MR][OB];                                                                             \
+        T sum[MR][OB];                                                                               \
+        int m, o;                                                                                    \
+        Py_ssize_t k, k_vec = k_size - k_size % LANES;                                               \
+        for (m = 0; m < MR; m++) a_row[m] = a + (m < n_m ? m : n_m - 1) * a_m_stride;                \
+        for (o = 0; o < OB; o++) w_row[o] = w + (o < n_n ? o : n_n - 1) * k_size;                    \
+        for (m = 0; m < MR; m++)                                                                     \
+            for (o = 0; o < OB; o++) acc[m][o] = (vec){0};                                           \
+        for (k = 0; k < k_vec; k += LANES) {                                                         \
+            vec wv[OB];                                                                              \
+            for (o = 0; o < OB; o++) memcpy(&wv[o], w_row[o] + k, sizeof(vec));                      \
+            for (m = 0; m < MR; m++) {                                                               \
+                vec av;                                                                              \
+                memcpy(&av, a_row[m] + k, sizeof(vec));                                              \
+                for (o = 0; o < OB; o++) acc[m][o] += av * wv[o];                                    \
+            }                                                                                        \
+        }                                                                                            \
+        for (m = 0; m < MR; m++)                                                                     \
+            for (o = 0; o < OB; o++) {                                                               \
+                sum[m][o] = gconv_lane_sum_##T(acc[m][o]);                                           \
+                for (k = k_vec; k < k_size; k++) sum[m][o] += a_row[m][k] * w_row[o][k];             \
+            }                                                                                        \
+        for (m = 0; m < n_m; m++)                                                                    \
+            for (o = 0; o < n_n; o++)                                                                \
+                out[out_offset[m] + o * out_channel_stride] = sum[m][o] + (bias ? bias[o] : (T)0);  \
+    }
+#else
+#define GCONV_DEFINE_DOT(T, NAME, MR, OB)                                                            \
+    static void NAME(GCONV_DOT_PARAMS(T))                                                            \
+    {                                                                                                \
+        int m, o;                                                                                    \
+        Py_ssize_t k;                                                                                \
+        for (m = 0; m < n_m; m++)                                                                    \
+            for (o = 0; o < n_n; o++) {                                                              \
+                T s = 0;                                                                             \
+                for (k = 0; k < k_size; k++) s += a[m * a_m_stride + k] * w[o * k_size + k];         \
+                out[out_offset[m] + o * out_channel_stride] = s + (bias ? bias[o] : (T)0);           \
+            }                                                                                        \
+    }
+#endif
+
+GCONV_DEFINE_DOT(float, gconv_dot_f32_tile, GCONV_DOT_MR, GCONV_DOT_OB)
+GCONV_DEFINE_DOT(float, gconv_dot_f32_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
+GCONV_DEFINE_DOT(double, gconv_dot_f64_tile, GCONV_DOT_MR, GCONV_DOT_OB)
+GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
+
+#endif

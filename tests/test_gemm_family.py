@@ -1,0 +1,248 @@
+"""The gemm family (channel-vectorised implicit GEMM), forced on edge shapes at every ISA level built."""
+
+import numpy as np
+import pytest
+
+import gconv
+from gconv import _dispatch, _select
+from reference import conv_reference
+
+LEVELS = gconv.available_isas()
+
+CASES = [
+    # x shape, weight shape, kwargs: ragged pixel tiles (M % MR) and channel blocks (C_out % NR), 1x1 maps,
+    # batch 1 and 5 (tiles straddle images), groups, strides, padding, dilation
+    ((1, 16, 7, 7), (40, 16, 1, 1), dict()),  # 49 pixels, 40 channels
+    ((5, 24, 7, 7), (33, 24, 1, 1), dict()),  # batch folded, straddling tiles
+    ((1, 70, 1, 1), (130, 70, 1, 1), dict()),  # 1x1 map, batch 1 (matrix-vector)
+    ((5, 24, 1, 1), (96, 24, 1, 1), dict()),  # 1x1 map, batch 5
+    ((2, 32, 14, 14), (48, 32, 1, 1), dict(stride=2)),  # strided 1x1
+    ((1, 12, 9, 11), (24, 12, 3, 3), dict(padding=1)),  # dense 3x3, padding
+    ((5, 12, 9, 11), (24, 6, 3, 3), dict(stride=2, padding=1, dilation=(1, 2), groups=2)),
+    ((2, 16, 8, 8), (20, 16, 2, 2), dict(stride=2)),  # 2x2 stride-2 downsampling
+    ((1, 9, 6, 5), (6, 3, 3, 1), dict(padding=(2, 0), groups=3)),  # tiny groups, tall kernel
+    ((3, 8, 5, 6), (8, 1, 3, 3), dict(padding=1, groups=8)),  # depthwise (one lane per block)
+    ((1, 5, 4, 4), (3, 5, 3, 3), dict(stride=3, padding=2, dilation=2)),  # padding wider than the map
+    ((2, 4, 30), (8, 4, 7), dict(padding="same", dilation=3)),  # conv1d
+    ((1, 3, 2, 2), (2, 3, 5, 5), dict(padding=2)),  # kernel larger than the map
+    ((2, 120, 5, 5), (40, 120, 3, 3), dict(padding=1)),  # 1080 taps: 5 blocks of k
+]
+
+
+@pytest.fixture(params=LEVELS)
+def isa(request):
+    previous = _dispatch.set_isa(request.param)
+    yield request.param
+    _dispatch.set_isa(previous)
+
+
+@pytest.fixture(params=["gemm:panel", "gemm:dot"])
+def gemm_forced(request):
+    # both tile kinds: weights packed into panels, and dot tiles on the weights as they are
+    previous = _select.FORCE_FAMILY
+    _select.FORCE_FAMILY = request.param
+    yield request.param
+    _select.FORCE_FAMILY = previous
+
+
+def _tolerance(dtype):
+    return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+
+
+def _case(rng, x_shape, w_shape, dtype, bias=True):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_matches_the_reference(isa, gemm_forced, dtype):
+    rng = np.random.default_rng(0)
+    for i, (x_shape, w_shape, kwargs) in enumerate(CASES):
+        x, w, b = _case(rng, x_shape, w_shape, dtype, bias=i % 3 != 2)
+        fn = gconv.conv1d if len(w_shape) == 3 else gconv.conv2d
+        got = fn(x, w, b, **kwargs)
+        np.testing.assert_allclose(
+            got, conv_reference(x, w, b, **kwargs), **_tolerance(dtype), err_msg=f"{isa} {x_shape} {w_shape} {kwargs}"
+        )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_reads_and_writes_channels_last_and_views(isa, gemm_forced, dtype):
+    rng = np.random.default_rng(1)
+    for x_shape, w_shape, kwargs in [c for c in CASES if len(c[1]) == 4]:
+        x, w, b = _case(rng, x_shape, w_shape, dtype)
+        expected = conv_reference(x, w, b, **kwargs)
+        x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        out_last = np.empty(np.array(expected.shape)[[0, 2, 3, 1]], dtype).transpose(0, 3, 1, 2)
+        got = gconv.conv2d(x_last, w, b, out=out_last, **kwargs)
+        assert got is out_last
+        np.testing.assert_allclose(out_last, expected, **_tolerance(dtype), err_msg=f"{isa} {w_shape} NHWC")
+        # a strided view as input
+        wide = np.zeros(x.shape[:3] + (2 * x.shape[3],), dtype)
+        wide[..., ::2] = x
+        np.testing.assert_allclose(
+            gconv.conv2d(wide[..., ::2], w, b, **kwargs), expected, **_tolerance(dtype), err_msg=f"{isa} {w_shape} view"
+        )
+
+
+def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
+    # the kernel's contract (out any strides), below what gconv.conv2d's out= accepts
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        x, w, b = _case(rng, (3, 12, 5, 7), (20, 6, 3, 3), dtype)
+        expected = conv_reference(x, w, b, stride=(1, 2), padding=1, groups=2)
+        target = np.full((3, 24, expected.shape[2], 2 * expected.shape[3]), np.nan, dtype)
+        view = target[:, 1:-3, :, ::2]
+        for pack_weights in (True, False):
+            view[...] = np.nan
+            kernels.conv2d_gemm(x, w, b, view, (1, 2), (1, 1), (1, 1), 2, 2, pack_weights)
+            np.testing.assert_allclose(view, expected, **_tolerance(dtype), err_msg=f"{isa} {dtype} {pack_weights}")
+            untouched = np.ones(target.shape, bool)
+            untouched[:, 1:-3, :, ::2] = False
+            assert np.isnan(target[untouched]).all()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        ((1, 240, 1, 1), (960, 240, 1, 1), dict()),  # split over output-channel blocks
+        ((8, 64, 14, 14), (96, 64, 3, 3), dict(padding=1)),  # split over pixel blocks
+        ((5, 24, 7, 7), (33, 24, 1, 1), dict(stride=2)),
+        ((2, 130, 6, 6), (40, 130, 3, 3), dict(padding=1)),  # blocks of k
+    ],
+)
+def test_gemm_results_do_not_depend_on_the_thread_count(isa, gemm_forced, shape):
+    x_shape, w_shape, kwargs = shape
+    rng = np.random.default_rng(2)
+    x, w, b = _case(rng, x_shape, w_shape, np.float32)
+    one = gconv.conv2d(x, w, b, n_threads=1, **kwargs)
+    for n_threads in (2, 3):
+        np.testing.assert_array_equal(gconv.conv2d(x, w, b, n_threads=n_threads, **kwargs), one)
+
+
+def test_gemm_work_split_follows_the_larger_operand():
+    kernels = _dispatch.kernels
+    # a 1x1 map: the weights dominate, so threads share out output-channel blocks
+    plan = kernels.gemm_plan((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), 1, 4, 2)
+    assert plan["n_chunks"] > 1 and plan["n_m_blocks"] == 1
+    # many pixels: threads share out pixel blocks and each keeps every channel block
+    plan = kernels.gemm_plan((8, 64, 56, 56), (64, 64, 1, 1), (8, 64, 56, 56), 1, 4, 2)
+    assert plan["n_m_blocks"] >= 8 and plan["n_chunks"] == 1
+    # one thread: one chunk of channels, pixel blocks only as the scratch budget asks; k in equal blocks
+    plan = kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1)
+    assert plan["n_chunks"] == 1 and plan["M"] == 49 and plan["K"] == 960
+    assert plan["n_k_blocks"] == 4 and plan["kc"] == 240
+    assert kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1, False)["n_k_blocks"] == 1
+
+
+def test_gemm_dot_tiles_cover_ragged_k_and_one_pixel_calls(isa):
+    # K not a multiple of the vector width (the scalar tail), 1 to 5 pixels (one-pixel tiles below a dot tile)
+    rng = np.random.default_rng(5)
+    previous = _select.FORCE_FAMILY
+    _select.FORCE_FAMILY = "gemm:dot"
+    try:
+        for n in (1, 2, 3, 5):
+            for c_in, c_out in ((1, 3), (17, 9), (37, 70)):
+                x, w, b = _case(rng, (n, c_in, 1, 1), (c_out, c_in, 1, 1), np.float64)
+                np.testing.assert_allclose(gconv.conv2d(x, w, b), conv_reference(x, w, b), rtol=1e-11, atol=1e-11)
+    finally:
+        _select.FORCE_FAMILY = previous
+
+
+def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
+    f32 = 4  # itemsize
+    small = _select.choose(
+        (1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1, why=True
+    )
+    assert small.family == "gemm" and any(r.startswith("gemm:") for r in small.reasons)
+    se = _select.choose((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+    assert se.family == "gemm" and not se.pack_weights  # a matrix-vector product: never pack the weights
+    assert se.tile == "dot 1x8"
+    many = _select.choose((8, 256, 14, 14), (256, 256, 3, 3), (8, 256, 14, 14), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
+    assert many.family == "gemm" and many.pack_weights
+    long_rows = _select.choose(
+        (1, 64, 56, 56), (64, 64, 3, 3), (1, 64, 56, 56), (1, 1), (1, 1), (1, 1), 1, f32, True, 1
+    )
+    assert long_rows.family == "direct"
+    depthwise = _select.choose(
+        (1, 960, 7, 7), (960, 1, 3, 3), (1, 960, 7, 7), (1, 1), (1, 1), (1, 1), 960, f32, True, 1
+    )
+    assert depthwise.family == "direct"
+    f64 = _select.choose((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, 8, True, 1)
+    assert f64.family == "gemm"
+    f64_rows = _select.choose((8, 64, 28, 28), (64, 64, 3, 3), (8, 64, 28, 28), (1, 1), (1, 1), (1, 1), 1, 8, True, 1)
+    assert f64_rows.family == "direct"  # benchmarks/bench.py's 'dense 3x3 f64' row keeps its family
+    narrow = _select.choose((8, 32, 14, 14), (16, 32, 1, 1), (8, 16, 14, 14), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+    assert narrow.family == "direct"  # 16 output channels fill half a tile
+
+
+def test_force_family_overrides_the_rule():
+    args = ((1, 64, 56, 56), (64, 64, 3, 3), (1, 64, 56, 56), (1, 1), (1, 1), (1, 1), 1, 4, True, 1)
+    previous = _select.FORCE_FAMILY
+    try:
+        for family in ("gemm", "direct", "loops"):
+            _select.FORCE_FAMILY = family
+            assert _select.choose(*args).family == family
+        for variant, packed in (("panel", True), ("dot", False)):
+            _select.FORCE_FAMILY = f"gemm:{variant}"
+            assert _select.choose(*args).pack_weights == packed
+    finally:
+        _select.FORCE_FAMILY = previous
+
+
+def test_gemm_runs_on_weights_packed_beforehand(isa):
+    # the hook for a cache of packed weights: same results, and a mismatched packing is refused
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        x, w, b = _case(rng, (2, 12, 6, 6), (40, 6, 3, 3), dtype)
+        expected = np.empty((2, 40, 6, 6), dtype)
+        kernels.conv2d_gemm(x, w, b, expected, (1, 1), (1, 1), (1, 1), 2, 1)
+        packed = kernels.gemm_pack_weights(w, 2, 2)
+        got = np.empty_like(expected)
+        kernels.conv2d_gemm(x, w, b, got, (1, 1), (1, 1), (1, 1), 2, 2, True, packed)
+        np.testing.assert_array_equal(got, expected)
+        with pytest.raises(ValueError, match="packed_weight has"):
+            kernels.conv2d_gemm(x, w, b, got, (1, 1), (1, 1), (1, 1), 2, 1, True, packed[:-1])
+        with pytest.raises(ValueError, match="multiple of groups"):
+            kernels.gemm_pack_weights(w, 3)
+        with pytest.raises(ValueError, match="no taps"):
+            kernels.gemm_pack_weights(np.ones((4, 0, 3, 3), dtype), 1)
+
+
+def test_gemm_kernel_handles_empty_outputs():
+    kernels = _dispatch.kernels
+    w = np.ones((6, 4, 1, 1), np.float32)
+    out = np.empty((0, 6, 5, 5), np.float32)
+    kernels.conv2d_gemm(
+        np.zeros((0, 4, 5, 5), np.float32), w, np.empty(0, np.float32), out, (1, 1), (0, 0), (1, 1), 1, 2
+    )
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        kernels.conv2d_gemm(
+            np.zeros((1, 5, 5, 5), np.float32),
+            w,
+            np.empty(0, np.float32),
+            np.empty((1, 6, 5, 5), np.float32),
+            (1, 1),
+            (0, 0),
+            (1, 1),
+            1,
+            1,
+        )
+
+
+def test_gemm_agrees_with_torch(gemm_forced):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    for x_shape, w_shape, kwargs in [
+        ((2, 32, 7, 7), (64, 32, 3, 3), dict(padding=1, stride=2)),
+        ((3, 40, 1, 1), (72, 40, 1, 1), dict()),
+    ]:
+        x, w, b = _case(rng, x_shape, w_shape, np.float32)
+        expected = torch.nn.functional.conv2d(
+            torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), **kwargs
+        ).numpy()
+        np.testing.assert_allclose(gconv.conv2d(x, w, b, **kwargs), expected, rtol=1e-4, atol=1e-4)
