@@ -192,12 +192,13 @@ def choose(
     return Choice("direct", oc_block, flat, tile_cols, pointwise_rows, n_threads, tuple(reasons or ()))
 
 
-def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, accumulate=False):
+def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, accumulate=False, weight_cache=None):
     """Run a checked 2-D convolution into out by the chosen kernel; the only caller of the forward kernels.
 
     x (N, C_in, H, W) any strides, weight C-contiguous, bias (C_out,) or (0,), out (N, C_out, H_out, W_out)
     any strides, all one dtype; stride, pad_before (top, left), dilation pairs of ints. accumulate: add the
-    result to out instead of overwriting it.
+    result to out instead of overwriting it. weight_cache: a module's PackedWeights, so that the gemm family
+    packs its weights once rather than per call.
     """
     nchw = x.flags.c_contiguous and out.flags.c_contiguous
     choice = choose(
@@ -234,8 +235,11 @@ def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads
             out[...] = target
         return choice
     if choice.family == "gemm":
+        packed = None
+        if weight_cache is not None and choice.pack_weights:
+            packed = weight_cache.panels(kernels, weight, groups, choice.n_threads)
         kernels.conv2d_gemm(
-            x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads, choice.pack_weights
+            x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads, choice.pack_weights, packed
         )
         return choice
     if choice.pointwise_rows:
@@ -269,7 +273,7 @@ def _as_2d(x_shape, weight_shape, out_shape):
     )
 
 
-def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads):
+def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, weight_cache=None):
     """A checked 2-D or 3-D convolution into out (the arrays' ranks say which), as conv2d's arguments.
 
     A 3-D convolution runs the 2-D tiles with each depth tap as an input channel of its own
@@ -278,7 +282,7 @@ def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_th
     plane through it, an image's planes as one batch, added into out.
     """
     if x.ndim == 4:
-        return conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads)
+        return conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, weight_cache=weight_cache)
     n, depth_out = out.shape[0], out.shape[2]
     choice = choose(
         *_as_2d(x.shape, weight.shape, out.shape),

@@ -49,14 +49,27 @@ def _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op):
 
 
 def convolution(
-    x, weight, bias, stride, padding, dilation, groups, n_spatial, op, n_threads=None, out=None, source=None
+    x,
+    weight,
+    bias,
+    stride,
+    padding,
+    dilation,
+    groups,
+    n_spatial,
+    op,
+    n_threads=None,
+    out=None,
+    source=None,
+    weight_cache=None,
 ):
     """torch.nn.functional.conv{n_spatial}d on NumPy arrays: checks in torch's order, then the kernel.
 
     stride and dilation are tuples of ints, padding a tuple of ints, 'same'/'valid', or a tuple of
     (before, after) pairs (the module path's explicit padding), groups an int. out, when given, receives the
     result (its shape and dtype, C-contiguous or channels-last, no overlap). source: the caller's own input
-    when x is a padded copy of it (a padding mode), which out must not overlap either.
+    when x is a padded copy of it (a padding mode), which out must not overlap either. weight_cache: a
+    module's PackedWeights (gconv._weight_cache), reused while its weights are unchanged.
     """
     string_padding = isinstance(padding, str)
     if not string_padding:
@@ -117,6 +130,7 @@ def convolution(
             lifted.dilation,
             groups,
             resolve_n_threads(n_threads),
+            weight_cache=weight_cache,
         )
 
     return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op, source)

@@ -28,6 +28,7 @@ from ._padding import pad, unpad_grad
 from ._parameter_lock import ParameterLock
 from ._threads import resolve_n_threads
 from ._typing import FloatArray, IntOrTuple, Padding, Shape
+from ._weight_cache import PackedWeights
 from .functional import convolution, transposed_convolution
 
 RNG = Union[None, int, np.random.Generator]  # seeds the initialisation
@@ -68,6 +69,12 @@ class _Module:
         """This module's ParameterLock, made on first use (copies and unpickled modules get their own)."""
         lock = self.__dict__.get("_param_lock")
         return lock if lock is not None else self.__dict__.setdefault("_param_lock", ParameterLock())
+
+    def _packed_weights(self) -> PackedWeights:
+        """This module's weights as the gemm family packs them, kept while they are unchanged (made on first
+        use; copies and unpickled modules get their own)."""
+        cache = self.__dict__.get("_packed")
+        return cache if cache is not None else self.__dict__.setdefault("_packed", PackedWeights())
 
     def _parameters_now(self) -> tuple[Any, Any]:
         """(weight, bias) as the module held them at one instant, though another thread may reassign them."""
@@ -429,6 +436,7 @@ class _Convolution(_ConvNd):
                 n_threads,
                 out,
                 source=input,
+                weight_cache=self._packed_weights(),
             )
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
         # changes the gradient); the padded copy is made again there rather than kept alive here

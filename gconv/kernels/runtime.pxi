@@ -43,6 +43,20 @@ def openmp_library():
     return gconv_openmp_library().decode("utf-8", "surrogateescape")
 
 
+def same_bytes(a, b):
+    """Whether two C-contiguous arrays hold the same bytes (memcmp, GIL released): a weight cache's check."""
+    cdef const unsigned char[::1] a_bytes = a.reshape(-1).view(np.uint8)
+    cdef const unsigned char[::1] b_bytes = b.reshape(-1).view(np.uint8)
+    if a_bytes.shape[0] != b_bytes.shape[0]:
+        return False
+    if a_bytes.shape[0] == 0:
+        return True
+    cdef int differ
+    with nogil:
+        differ = memcmp(&a_bytes[0], &b_bytes[0], a_bytes.shape[0])
+    return differ == 0
+
+
 def parallel_team_size(int n_threads):
     """Threads an OpenMP parallel region asked for n_threads really runs with (1 without OpenMP)."""
     cdef int team[1]

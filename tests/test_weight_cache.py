@@ -1,0 +1,86 @@
+"""A module's gemm weight panels are packed once and reused, yet never stale: every write is seen by the next call."""
+
+import copy
+import threading
+
+import numpy as np
+import pytest
+
+import gconv
+from gconv import _dispatch, _select
+from reference import conv_reference
+
+
+@pytest.fixture
+def gemm_panels():
+    previous = _select.FORCE_FAMILY
+    _select.FORCE_FAMILY = "gemm:panel"  # the family and tile kind that packs its weights
+    yield
+    _select.FORCE_FAMILY = previous
+
+
+def _module_and_input(dtype=np.float32):
+    m = gconv.Conv2d(48, 64, 3, padding=1, groups=2, dtype=dtype, rng=0)
+    x = np.random.default_rng(1).standard_normal((2, 48, 7, 7)).astype(dtype)
+    return m, x
+
+
+def _want(m, x):
+    return conv_reference(x, m.weight, m.bias, 1, 1, 1, 2)
+
+
+def test_panels_are_packed_once_and_reused(gemm_panels):
+    m, x = _module_and_input()
+    np.testing.assert_allclose(m(x), _want(m, x), rtol=1e-4, atol=1e-4)
+    first = m._packed_weights()._entry[2]
+    m(x)
+    assert m._packed_weights()._entry[2] is first  # unchanged weights: the same panels
+
+
+@pytest.mark.parametrize("write", ["in place", "slice", "assignment", "load_state_dict", "reset_parameters"])
+def test_every_kind_of_write_is_seen_by_the_next_call(gemm_panels, write):
+    m, x = _module_and_input(np.float64)
+    m(x)
+    if write == "in place":
+        m.weight *= 0.5
+    elif write == "slice":
+        m.weight[3, 1, 2, 0] += 1.0  # one element
+    elif write == "assignment":
+        m.weight = np.random.default_rng(2).standard_normal(m.weight.shape)
+    elif write == "load_state_dict":
+        m.load_state_dict({"weight": np.ones_like(m.weight), "bias": m.bias})
+    else:
+        m.reset_parameters(rng=5)
+    np.testing.assert_allclose(m(x), _want(m, x), rtol=1e-10, atol=1e-10)
+
+
+def test_copies_start_with_an_empty_cache_and_isa_changes_repack(gemm_panels):
+    m, x = _module_and_input()
+    m(x)
+    clone = copy.deepcopy(m)
+    assert clone._packed_weights()._entry is None
+    np.testing.assert_array_equal(clone(x), m(x))
+    for level in gconv.available_isas():  # another build's panels have another tile: never reused across
+        previous = _dispatch.set_isa(level)
+        try:
+            np.testing.assert_allclose(m(x), _want(m, x), rtol=1e-4, atol=1e-4)
+        finally:
+            _dispatch.set_isa(previous)
+
+
+def test_threads_sharing_a_module_get_the_right_answer(gemm_panels):
+    m, x = _module_and_input(np.float64)
+    want = _want(m, x)
+    errors = []
+
+    def work():
+        for _ in range(20):
+            if not np.allclose(m(x, n_threads=1), want, rtol=1e-10, atol=1e-10):
+                errors.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
