@@ -426,7 +426,19 @@ def max_errors(rows):
     return worst
 
 
-def print_setting(totals, classes, worst, impls, ceiling):
+def time_lost(rows, n):
+    """The layers that cost gconv the most time over the fastest peer, occurrences in all networks counted."""
+    lost = []
+    for r in rows:
+        if "best_peer" in r:
+            excess = (r["gconv_ms"] - r[f"{r['best_peer']}_ms"]) * sum(r["networks"].values())
+            lost.append((excess, r))
+    lost.sort(key=lambda item: -item[0])
+    return [dict(layer=r["layer"], excess_ms=excess, ratio_vs_best_peer=r["ratio_vs_best_peer"],
+                 best_peer=r["best_peer"], networks=r["networks"]) for excess, r in lost[:n]]
+
+
+def print_setting(totals, classes, worst, lost, impls, ceiling):
     print(f"  {'network':<16} {'layers':>6} {'GFLOP':>6} " + " ".join(f"{impl + ' ms':>11}" for impl in impls)
           + f" {'g/best':>7} {'g/best/layer':>12} {'g/best min':>10} {'gconv GF/s':>10} {'best GF/s':>9} {'%ceil':>5}")
     for net in totals.values():
@@ -448,6 +460,11 @@ def print_setting(totals, classes, worst, impls, ceiling):
             nets = ", ".join(f"{n} x{c}" for n, c in r["networks"].items())
             print(f"    {r['ratio_vs_best_peer']:6.2f}  {r['layer']:<32} gconv {r['gconv_ms']:.3f} ms, "
                   f"{r['best_peer']} {r[r['best_peer'] + '_ms']:.3f} ms  ({nets})")
+    if lost:
+        print("  most time lost to the fastest peer, (gconv - best) x occurrences in all networks:")
+        for r in lost:
+            nets = ", ".join(f"{n} x{c}" for n, c in r["networks"].items())
+            print(f"    {r['excess_ms']:8.3f} ms  {r['layer']:<32} ratio {r['ratio_vs_best_peer']:5.2f}  ({nets})")
 
 
 def machine_info(note):
@@ -489,7 +506,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="three layers per network, two rounds: a smoke run")
     parser.add_argument("--only", help="only the layers whose name (e.g. 'dw 3x3', '@7x7') or class (e.g. "
                         "'1x1 on a 1x1 map') contains this text; network totals then cover those layers only")
-    parser.add_argument("--worst", type=int, default=10, help="how many of the worst layers to list")
+    parser.add_argument("--worst", type=int, default=10,
+                        help="how many of the worst layers (by ratio, and by time lost) to list")
     parser.add_argument("--note", help="a note on the machine or the run, kept in the JSON")
     parser.add_argument("--json", help="write the results here (e.g. benchmarks/results/networks-<machine>.json)")
     args = parser.parse_args(argv)
@@ -529,26 +547,36 @@ def main(argv=None):
     run_start = time.perf_counter()
     for batch in args.batch:
         for n_threads in args.threads:
-            limits = threadpool_limits(n_threads, user_api="blas") if threadpool_limits else contextlib.nullcontext()
-            with limits:
-                ceiling = gemm_ceiling(np.float32, n_threads)
+            def ceiling_now():
+                limits = threadpool_limits(n_threads, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+                with limits:
+                    return gemm_ceiling(np.float32, n_threads)
+            ceilings = [ceiling_now()]
             print(f"\nbatch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}: sgemm ceiling "
-                  f"(NumPy matmul, 1536x1536 float32) {ceiling:.0f} GFLOP/s", flush=True)
+                  f"(NumPy matmul, 1536x1536 float32) {ceilings[0]:.0f} GFLOP/s", flush=True)
             rows = time_layers(layers, impls, batch, n_threads, rounds, min_time,
                                args.settle if n_threads > 1 else 0.0)
+            # measured again after the layers; the larger counts (other processes only ever lower it)
+            ceilings.append(ceiling_now())
+            ceiling = max(ceilings)
+            print(f"  sgemm ceiling before / after the layers: {ceilings[0]:.0f} / {ceilings[1]:.0f} GFLOP/s; "
+                  f"% of ceiling below is of {ceiling:.0f}")
             totals = network_totals(rows, titles, impls, batch, ceiling)
             classes = class_totals(rows)
             worst = sorted((r for r in rows if "ratio_vs_best_peer" in r), key=lambda r: -r["ratio_vs_best_peer"])
             worst = worst[:args.worst]
-            print_setting(totals, classes, worst, impls, ceiling)
+            lost = time_lost(rows, args.worst)
+            print_setting(totals, classes, worst, lost, impls, ceiling)
             errors = max_errors(rows)
             print("  max relative error vs the reference (torch if installed): "
                   + ", ".join(f"{impl} {e:.1e}" for impl, e in errors.items()), flush=True)
             settings.append({"batch": batch, "threads": n_threads, "gemm_ceiling_gflops": ceiling,
+                             "gemm_ceiling_before_after_gflops": ceilings,
                              "max_rel_err": errors,
                              "networks": totals, "classes": classes,
                              "worst_layers": [{k: r[k] for k in ("layer", "ratio_vs_best_peer", "best_peer", "networks")}
                                               for r in worst],
+                             "most_time_lost": lost,
                              "layers": rows})
 
     if peers:
