@@ -497,6 +497,8 @@ def main(argv=None):
     parser.add_argument("--networks", nargs="+", help="networks by torchvision builder name (default: all in the table)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--settings", nargs="+", metavar="BATCH:THREADS",
+                        help="exact (batch, threads) pairs instead of every --batch x --threads, e.g. 1:1 8:1 1:2")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per layer (default 7, --quick 2)")
     parser.add_argument("--min-time", type=float, help="seconds of repeated calls per round (default 0.02, --quick 0.005)")
     parser.add_argument("--settle", type=float, default=0.05,
@@ -512,6 +514,13 @@ def main(argv=None):
     parser.add_argument("--json", help="write the results here (e.g. benchmarks/results/networks-<machine>.json)")
     args = parser.parse_args(argv)
 
+    if args.settings:
+        try:
+            pairs = [tuple(int(v) for v in item.split(":")) for item in args.settings]
+        except ValueError:
+            parser.error(f"--settings takes BATCH:THREADS pairs, got {args.settings}")
+    else:
+        pairs = [(batch, n_threads) for batch in args.batch for n_threads in args.threads]
     rounds = args.rounds or (2 if args.quick else 7)
     min_time = args.min_time if args.min_time is not None else (0.005 if args.quick else 0.02)
     with open(args.layers) as f:
@@ -545,39 +554,39 @@ def main(argv=None):
 
     settings = []
     run_start = time.perf_counter()
-    for batch in args.batch:
-        for n_threads in args.threads:
-            def ceiling_now():
-                limits = threadpool_limits(n_threads, user_api="blas") if threadpool_limits else contextlib.nullcontext()
-                with limits:
-                    return gemm_ceiling(np.float32, n_threads)
-            ceilings = [ceiling_now()]
-            print(f"\nbatch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}: sgemm ceiling "
-                  f"(NumPy matmul, 1536x1536 float32) {ceilings[0]:.0f} GFLOP/s", flush=True)
-            rows = time_layers(layers, impls, batch, n_threads, rounds, min_time,
-                               args.settle if n_threads > 1 else 0.0)
-            # measured again after the layers; the larger counts (other processes only ever lower it)
-            ceilings.append(ceiling_now())
-            ceiling = max(ceilings)
-            print(f"  sgemm ceiling before / after the layers: {ceilings[0]:.0f} / {ceilings[1]:.0f} GFLOP/s; "
-                  f"% of ceiling below is of {ceiling:.0f}")
-            totals = network_totals(rows, titles, impls, batch, ceiling)
-            classes = class_totals(rows)
-            worst = sorted((r for r in rows if "ratio_vs_best_peer" in r), key=lambda r: -r["ratio_vs_best_peer"])
-            worst = worst[:args.worst]
-            lost = time_lost(rows, args.worst)
-            print_setting(totals, classes, worst, lost, impls, ceiling)
-            errors = max_errors(rows)
-            print("  max relative error vs the reference (torch if installed): "
-                  + ", ".join(f"{impl} {e:.1e}" for impl, e in errors.items()), flush=True)
-            settings.append({"batch": batch, "threads": n_threads, "gemm_ceiling_gflops": ceiling,
-                             "gemm_ceiling_before_after_gflops": ceilings,
-                             "max_rel_err": errors,
-                             "networks": totals, "classes": classes,
-                             "worst_layers": [{k: r[k] for k in ("layer", "ratio_vs_best_peer", "best_peer", "networks")}
-                                              for r in worst],
-                             "most_time_lost": lost,
-                             "layers": rows})
+    def ceiling_now(n_threads):
+        limits = threadpool_limits(n_threads, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+        with limits:
+            return gemm_ceiling(np.float32, n_threads)
+
+    for batch, n_threads in pairs:
+        ceilings = [ceiling_now(n_threads)]
+        print(f"\nbatch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}: sgemm ceiling "
+              f"(NumPy matmul, 1536x1536 float32) {ceilings[0]:.0f} GFLOP/s", flush=True)
+        rows = time_layers(layers, impls, batch, n_threads, rounds, min_time,
+                           args.settle if n_threads > 1 else 0.0)
+        # measured again after the layers; the larger counts (other processes only ever lower it)
+        ceilings.append(ceiling_now(n_threads))
+        ceiling = max(ceilings)
+        print(f"  sgemm ceiling before / after the layers: {ceilings[0]:.0f} / {ceilings[1]:.0f} GFLOP/s; "
+              f"% of ceiling below is of {ceiling:.0f}")
+        totals = network_totals(rows, titles, impls, batch, ceiling)
+        classes = class_totals(rows)
+        worst = sorted((r for r in rows if "ratio_vs_best_peer" in r), key=lambda r: -r["ratio_vs_best_peer"])
+        worst = worst[:args.worst]
+        lost = time_lost(rows, args.worst)
+        print_setting(totals, classes, worst, lost, impls, ceiling)
+        errors = max_errors(rows)
+        print("  max relative error vs the reference (torch if installed): "
+              + ", ".join(f"{impl} {e:.1e}" for impl, e in errors.items()), flush=True)
+        settings.append({"batch": batch, "threads": n_threads, "gemm_ceiling_gflops": ceiling,
+                         "gemm_ceiling_before_after_gflops": ceilings,
+                         "max_rel_err": errors,
+                         "networks": totals, "classes": classes,
+                         "worst_layers": [{k: r[k] for k in ("layer", "ratio_vs_best_peer", "best_peer", "networks")}
+                                          for r in worst],
+                         "most_time_lost": lost,
+                         "layers": rows})
 
     if peers:
         print("\nt(gconv) / t(fastest peer) per network, conv layers summed (markdown, as in the README):\n")
