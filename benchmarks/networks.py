@@ -350,7 +350,8 @@ def time_layers(layers, impls, batch, n_threads, rounds, min_time, settle, progr
         for impl, (call, out) in calls.items():
             errors[impl] = float(np.abs(out - reference).max()) / scale
             if errors[impl] > TOLERANCE:
-                raise AssertionError(f"{impl} differs from the reference on {describe(spec)}: rel. error {errors[impl]}")
+                raise AssertionError(f"{impl} differs from the reference on {describe(spec)}: "
+                                     f"relative error {errors[impl]}")
         times = round_times({impl: call for impl, (call, _) in calls.items()}, rounds, min_time, settle)
         med = {impl: statistics.median(t) for impl, t in times.items()}
         flop = 2.0 * macs(spec, batch)
@@ -448,12 +449,14 @@ def print_setting(totals, classes, worst, lost, impls, ceiling):
         cells = " ".join(f"{net[f'{impl}_ms']:11.2f}" if f"{impl}_ms" in net else f"{'-':>11}" for impl in impls)
         best = net.get("best_peer")
         print(f"  {net['title']:<16} {net['conv_layers']:6d} {net['gflop']:6.2f} {cells} "
-              f"{net.get('ratio_vs_best_peer', float('nan')):7.2f} {net.get('ratio_vs_best_per_layer', float('nan')):12.2f} "
+              f"{net.get('ratio_vs_best_peer', float('nan')):7.2f} "
+              f"{net.get('ratio_vs_best_per_layer', float('nan')):12.2f} "
               f"{net.get('ratio_vs_best_peer_min', float('nan')):10.2f} "
               f"{net['gconv_gflops']:10.1f} {net[f'{best}_gflops'] if best else float('nan'):9.1f} "
               f"{net.get('gconv_pct_of_ceiling', float('nan')):5.0f}")
     if classes:
-        print(f"  {'layer class (distinct layers)':<46} {'n':>3} {'gconv ms':>9} {'best ms':>9} {'ratio':>6} {'worst':>6}")
+        print(f"  {'layer class (distinct layers)':<46} {'n':>3} {'gconv ms':>9} {'best ms':>9} {'ratio':>6} "
+              f"{'worst':>6}")
         for name, c in classes.items():
             print(f"  {name:<46} {c['layers']:3d} {c['gconv_ms']:9.3f} {c['best_peer_ms']:9.3f} {c['ratio']:6.2f} "
                   f"{c['worst_ratio']:6.2f}")
@@ -517,13 +520,15 @@ def main(argv=None):
         os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default=LAYERS_JSON, help="layer table (default: %(default)s)")
-    parser.add_argument("--networks", nargs="+", help="networks by torchvision builder name (default: all in the table)")
+    parser.add_argument("--networks", nargs="+",
+                        help="networks by torchvision builder name (default: all in the table)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--settings", nargs="+", metavar="BATCH:THREADS",
                         help="exact (batch, threads) pairs instead of every --batch x --threads, e.g. 1:1 8:1 1:2")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per layer (default 7, --quick 2)")
-    parser.add_argument("--min-time", type=float, help="seconds of repeated calls per round (default 0.02, --quick 0.005)")
+    parser.add_argument("--min-time", type=float,
+                        help="seconds of repeated calls per round (default 0.02, --quick 0.005)")
     parser.add_argument("--settle", type=float, default=0.05,
                         help="seconds to wait before each timing with more than one thread, so the previous "
                              "implementation's spinning workers stop (default %(default)s)")
@@ -558,7 +563,8 @@ def main(argv=None):
 
     print(f"gconv {gconv.__version__}  kernels={gconv.kernel_isa()}  openmp={gconv.openmp_enabled()}  "
           f"cpu={machine_info(None)['cpu']}  cores={os.cpu_count()}  numpy {np.__version__}")
-    print(f"{len(names)} networks, {len(layers)} distinct Conv2d layers{' (quick: 3 per network)' if args.quick else ''}; "
+    quick = " (quick: 3 per network)" if args.quick else ""
+    print(f"{len(names)} networks, {len(layers)} distinct Conv2d layers{quick}; "
           f"layers from {os.path.relpath(args.layers)} (torchvision {table['torchvision']}, {table['image_size']}px)")
     print(f"implementations: {', '.join(f'{i} {v}' for i, v in versions(peers).items())}")
     for peer, why in skipped.items():
