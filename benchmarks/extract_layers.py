@@ -9,6 +9,7 @@ benchmarks/requirements.txt):
     python benchmarks/extract_layers.py                       # the default networks -> benchmarks/network_layers.json
     python benchmarks/extract_layers.py --networks resnet18 googlenet --out /tmp/layers.json
 """
+
 import argparse
 import contextlib
 import json
@@ -64,6 +65,7 @@ def _tolerant_register_fake():
                 if not missing_op(error):
                     raise
                 return fn
+
         return register
 
     torch.library.register_fake = tolerant
@@ -102,7 +104,7 @@ def conv_layers(model, image_size=IMAGE_SIZE):
             "groups": module.groups,
             "bias": module.bias is not None,
             "padding_mode": module.padding_mode,
-            "input": list(x.shape[1:]),      # (C, H, W): the benchmark chooses the batch
+            "input": list(x.shape[1:]),  # (C, H, W): the benchmark chooses the batch
             "output": list(output.shape[1:]),
         }
         key = json.dumps(row, sort_keys=True)
@@ -142,13 +144,16 @@ def _dumps(table):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", nargs="+", default=list(NETWORKS),
-                        help="torchvision builder names (default: %(default)s)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "network_layers.json"))
+    parser.add_argument(
+        "--networks", nargs="+", default=list(NETWORKS), help="torchvision builder names (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "network_layers.json")
+    )
     args = parser.parse_args(argv)
 
     import torch
+
     torch.manual_seed(0)
     torchvision = import_torchvision()
     networks = {}
@@ -157,13 +162,18 @@ def main(argv=None):
         layers = conv_layers(model)
         n_convs = sum(r["count"] for r in layers)
         gmacs = sum(macs(r) * r["count"] for r in layers) / 1e9
-        networks[name] = {"title": NETWORKS.get(name, name), "conv_layers": n_convs, "conv_gmacs": round(gmacs, 4),
-                          "layers": layers}
-        print(f"{name:<20} {n_convs:3d} Conv2d calls, {len(layers):3d} distinct, {gmacs:.3f} GMAC at batch 1",
-              flush=True)
+        networks[name] = {
+            "title": NETWORKS.get(name, name),
+            "conv_layers": n_convs,
+            "conv_gmacs": round(gmacs, 4),
+            "layers": layers,
+        }
+        print(
+            f"{name:<20} {n_convs:3d} Conv2d calls, {len(layers):3d} distinct, {gmacs:.3f} GMAC at batch 1", flush=True
+        )
     table = {
         "about": "Every torch.nn.Conv2d call of a batch-1 forward pass at 224x224 (random weights), merged by "
-                 "shape and hyper-parameters with its count; written by benchmarks/extract_layers.py",
+        "shape and hyper-parameters with its count; written by benchmarks/extract_layers.py",
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "image_size": IMAGE_SIZE,

@@ -21,6 +21,7 @@ A peer that is not installed is skipped with a note (benchmarks/requirements.txt
     python benchmarks/networks.py --only "@7x7" --networks resnet50 mobilenet_v3_large   # one layer class
     python benchmarks/networks.py --networks resnet50 mobilenet_v2 --peers torch ort --rounds 9
 """
+
 import argparse
 import contextlib
 import io
@@ -48,6 +49,7 @@ TOLERANCE = 1e-3
 
 
 # ---- layers ---------------------------------------------------------------------------------
+
 
 def layer_key(spec):
     """What makes two layers the same work: hyper-parameters and input shape, not their names or counts."""
@@ -137,16 +139,26 @@ def layer_class(spec):
 # ---- implementations: make(spec, x, w, b, n_threads) -> (call, result) ----------------------------
 # call() is what is timed; result() runs once and returns the output as a NumPy array, for the check.
 
+
 def make_gconv(spec, x, w, b, n_threads):
-    m = gconv.Conv2d(spec["in_channels"], spec["out_channels"], spec["kernel_size"], spec["stride"],
-                     spec["padding"] if isinstance(spec["padding"], str) else tuple(spec["padding"]),
-                     spec["dilation"], spec["groups"], bias=b is not None, padding_mode=spec["padding_mode"])
+    m = gconv.Conv2d(
+        spec["in_channels"],
+        spec["out_channels"],
+        spec["kernel_size"],
+        spec["stride"],
+        spec["padding"] if isinstance(spec["padding"], str) else tuple(spec["padding"]),
+        spec["dilation"],
+        spec["groups"],
+        bias=b is not None,
+        padding_mode=spec["padding_mode"],
+    )
     m.weight[...] = w
     if b is not None:
         m.bias[...] = b
 
     def call():
         return m(x, n_threads=n_threads)
+
     return call, call
 
 
@@ -155,9 +167,17 @@ def make_torch(spec, x, w, b, n_threads):
 
     torch.set_num_threads(n_threads)
     padding = spec["padding"] if isinstance(spec["padding"], str) else tuple(spec["padding"])
-    m = torch.nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]), tuple(spec["stride"]),
-                        padding, tuple(spec["dilation"]), spec["groups"], bias=b is not None,
-                        padding_mode=spec["padding_mode"])
+    m = torch.nn.Conv2d(
+        spec["in_channels"],
+        spec["out_channels"],
+        tuple(spec["kernel_size"]),
+        tuple(spec["stride"]),
+        padding,
+        tuple(spec["dilation"]),
+        spec["groups"],
+        bias=b is not None,
+        padding_mode=spec["padding_mode"],
+    )
     with torch.no_grad():
         m.weight.copy_(torch.from_numpy(w))
         if b is not None:
@@ -168,6 +188,7 @@ def make_torch(spec, x, w, b, n_threads):
     def call():
         with torch.no_grad():
             return m(xt)
+
     return call, lambda: call().numpy()
 
 
@@ -179,12 +200,24 @@ def onnx_conv_model(spec, x_shape, w, b):
         raise NotImplementedError("ONNX Conv pads with zeros only")
     top, left, bottom, right = pads(spec)
     inputs = ["x", "w"] + (["b"] if b is not None else [])
-    node = helper.make_node("Conv", inputs, ["y"], kernel_shape=list(spec["kernel_size"]),
-                            strides=list(spec["stride"]), pads=[top, left, bottom, right],
-                            dilations=list(spec["dilation"]), group=spec["groups"])
+    node = helper.make_node(
+        "Conv",
+        inputs,
+        ["y"],
+        kernel_shape=list(spec["kernel_size"]),
+        strides=list(spec["stride"]),
+        pads=[top, left, bottom, right],
+        dilations=list(spec["dilation"]),
+        group=spec["groups"],
+    )
     initializers = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
-    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=initializers)
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8  # onnx 1.23 writes IR 14 by default, newer than onnxruntime 1.31 reads; opset 13 needs 7
     return model.SerializeToString()
@@ -203,6 +236,7 @@ def make_ort(spec, x, w, b, n_threads):
 
     def call():
         return session.run(None, feed)[0]
+
     return call, call
 
 
@@ -216,8 +250,11 @@ def make_openvino(spec, x, w, b, n_threads):
         _OV_CORE.append(ov.Core())
     core = _OV_CORE[0]
     model = core.read_model(io.BytesIO(onnx_conv_model(spec, x.shape, w, b)))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
+    )
     request = compiled.create_infer_request()
     request.set_input_tensor(ov.Tensor(x, shared_memory=True))  # no copy of the input per call
 
@@ -227,6 +264,7 @@ def make_openvino(spec, x, w, b, n_threads):
     def result():
         call()
         return np.array(request.get_output_tensor().data)
+
     return call, result
 
 
@@ -249,6 +287,7 @@ def available_peers(requested):
 
 # ---- per-call overhead of the module path ------------------------------------------------------
 
+
 def _per_call_us(fn, number=200, repeat=25):
     # the minimum over many short repeats: a fixed per-call cost is what is asked, and on a shared machine
     # every longer window also holds time slices taken by other processes
@@ -266,9 +305,19 @@ def module_overhead(peers):
     """
     from gconv import _select
 
-    spec = {"in_channels": 1, "out_channels": 1, "kernel_size": [1, 1], "stride": [1, 1], "padding": [0, 0],
-            "dilation": [1, 1], "groups": 1, "bias": True, "padding_mode": "zeros", "input": [1, 1, 1],
-            "output": [1, 1, 1]}
+    spec = {
+        "in_channels": 1,
+        "out_channels": 1,
+        "kernel_size": [1, 1],
+        "stride": [1, 1],
+        "padding": [0, 0],
+        "dilation": [1, 1],
+        "groups": 1,
+        "bias": True,
+        "padding_mode": "zeros",
+        "input": [1, 1, 1],
+        "output": [1, 1, 1],
+    }
     x = np.ones((1, 1, 1, 1), np.float32)
     w = np.ones((1, 1, 1, 1), np.float32)
     b = np.zeros(1, np.float32)
@@ -284,7 +333,8 @@ def module_overhead(peers):
             _select.conv2d = real
     if hasattr(_select, "choose"):
         result["gconv_choose_us"] = _per_call_us(
-            lambda: _select.choose(x.shape, w.shape, (1, 1, 1, 1), (1, 1), (0, 0), (1, 1), 1, x.dtype, True, 1))
+            lambda: _select.choose(x.shape, w.shape, (1, 1, 1, 1), (1, 1), (0, 0), (1, 1), 1, x.dtype, True, 1)
+        )
     for peer in peers:
         peer_call, _ = MAKERS[peer](spec, x, w, b, 1)
         result[f"{peer}_us"] = _per_call_us(peer_call)
@@ -292,6 +342,7 @@ def module_overhead(peers):
 
 
 # ---- the run ---------------------------------------------------------------------------------
+
 
 def round_times(funcs, rounds, min_time, settle):
     """bench.py's timing, keeping every round: warm-up, then round by round each implementation repeats its
@@ -329,8 +380,10 @@ def time_layers(layers, impls, batch, n_threads, rounds, min_time, settle, progr
         rng = np.random.default_rng(i)
         x = rng.standard_normal((batch, *spec["input"])).astype(np.float32)
         fan_in = spec["in_channels"] // spec["groups"] * spec["kernel_size"][0] * spec["kernel_size"][1]
-        w = (rng.standard_normal((spec["out_channels"], spec["in_channels"] // spec["groups"], *spec["kernel_size"]))
-             / np.sqrt(fan_in)).astype(np.float32)
+        w = (
+            rng.standard_normal((spec["out_channels"], spec["in_channels"] // spec["groups"], *spec["kernel_size"]))
+            / np.sqrt(fan_in)
+        ).astype(np.float32)
         b = rng.standard_normal(spec["out_channels"]).astype(np.float32) if spec["bias"] else None
         calls, errors, failed = {}, {}, {}
         reference = None
@@ -347,16 +400,24 @@ def time_layers(layers, impls, batch, n_threads, rounds, min_time, settle, progr
                 reference = out
             calls[impl] = (call, out)
         scale = max(1e-30, float(np.abs(reference).max()))
-        for impl, (call, out) in calls.items():
+        for impl, (_call, out) in calls.items():
             errors[impl] = float(np.abs(out - reference).max()) / scale
             if errors[impl] > TOLERANCE:
-                raise AssertionError(f"{impl} differs from the reference on {describe(spec)}: "
-                                     f"relative error {errors[impl]}")
+                raise AssertionError(
+                    f"{impl} differs from the reference on {describe(spec)}: relative error {errors[impl]}"
+                )
         times = round_times({impl: call for impl, (call, _) in calls.items()}, rounds, min_time, settle)
         med = {impl: statistics.median(t) for impl, t in times.items()}
         flop = 2.0 * macs(spec, batch)
-        row = {"layer": describe(spec), "class": layer_class(spec), "spec": spec, "networks": entry["networks"],
-               "names": entry["names"], "gflop": flop / 1e9, "max_rel_err": errors}
+        row = {
+            "layer": describe(spec),
+            "class": layer_class(spec),
+            "spec": spec,
+            "networks": entry["networks"],
+            "names": entry["names"],
+            "gflop": flop / 1e9,
+            "max_rel_err": errors,
+        }
         if failed:
             row["failed"] = failed
         for impl, t in times.items():
@@ -372,8 +433,11 @@ def time_layers(layers, impls, batch, n_threads, rounds, min_time, settle, progr
         if (i + 1) % progress_every == 0 or i + 1 == len(layers):
             cells = "  ".join(f"{impl} {_ms(row.get(f'{impl}_ms'))}" for impl in impls)
             ratio = f"{row['ratio_vs_best_peer']:5.2f}" if "ratio_vs_best_peer" in row else "    -"
-            print(f"  [{i + 1:3d}/{len(layers)}] {row['layer']:<32} {cells}  g/best {ratio}  "
-                  f"({time.perf_counter() - start:4.0f} s)", flush=True)
+            print(
+                f"  [{i + 1:3d}/{len(layers)}] {row['layer']:<32} {cells}  g/best {ratio}  "
+                f"({time.perf_counter() - start:4.0f} s)",
+                flush=True,
+            )
     return rows
 
 
@@ -438,34 +502,52 @@ def time_lost(rows, n):
             excess = (r["gconv_ms"] - r[f"{r['best_peer']}_ms"]) * sum(r["networks"].values())
             lost.append((excess, r))
     lost.sort(key=lambda item: -item[0])
-    return [dict(layer=r["layer"], excess_ms=excess, ratio_vs_best_peer=r["ratio_vs_best_peer"],
-                 best_peer=r["best_peer"], networks=r["networks"]) for excess, r in lost[:n]]
+    return [
+        dict(
+            layer=r["layer"],
+            excess_ms=excess,
+            ratio_vs_best_peer=r["ratio_vs_best_peer"],
+            best_peer=r["best_peer"],
+            networks=r["networks"],
+        )
+        for excess, r in lost[:n]
+    ]
 
 
 def print_setting(totals, classes, worst, lost, impls, ceiling):
-    print(f"  {'network':<16} {'layers':>6} {'GFLOP':>6} " + " ".join(f"{impl + ' ms':>11}" for impl in impls)
-          + f" {'g/best':>7} {'g/best/layer':>12} {'g/best min':>10} {'gconv GF/s':>10} {'best GF/s':>9} {'%ceil':>5}")
+    print(
+        f"  {'network':<16} {'layers':>6} {'GFLOP':>6} "
+        + " ".join(f"{impl + ' ms':>11}" for impl in impls)
+        + f" {'g/best':>7} {'g/best/layer':>12} {'g/best min':>10} {'gconv GF/s':>10} {'best GF/s':>9} {'%ceil':>5}"
+    )
     for net in totals.values():
         cells = " ".join(f"{net[f'{impl}_ms']:11.2f}" if f"{impl}_ms" in net else f"{'-':>11}" for impl in impls)
         best = net.get("best_peer")
-        print(f"  {net['title']:<16} {net['conv_layers']:6d} {net['gflop']:6.2f} {cells} "
-              f"{net.get('ratio_vs_best_peer', float('nan')):7.2f} "
-              f"{net.get('ratio_vs_best_per_layer', float('nan')):12.2f} "
-              f"{net.get('ratio_vs_best_peer_min', float('nan')):10.2f} "
-              f"{net['gconv_gflops']:10.1f} {net[f'{best}_gflops'] if best else float('nan'):9.1f} "
-              f"{net.get('gconv_pct_of_ceiling', float('nan')):5.0f}")
+        print(
+            f"  {net['title']:<16} {net['conv_layers']:6d} {net['gflop']:6.2f} {cells} "
+            f"{net.get('ratio_vs_best_peer', float('nan')):7.2f} "
+            f"{net.get('ratio_vs_best_per_layer', float('nan')):12.2f} "
+            f"{net.get('ratio_vs_best_peer_min', float('nan')):10.2f} "
+            f"{net['gconv_gflops']:10.1f} {net[f'{best}_gflops'] if best else float('nan'):9.1f} "
+            f"{net.get('gconv_pct_of_ceiling', float('nan')):5.0f}"
+        )
     if classes:
-        print(f"  {'layer class (distinct layers)':<46} {'n':>3} {'gconv ms':>9} {'best ms':>9} {'ratio':>6} "
-              f"{'worst':>6}")
+        print(
+            f"  {'layer class (distinct layers)':<46} {'n':>3} {'gconv ms':>9} {'best ms':>9} {'ratio':>6} {'worst':>6}"
+        )
         for name, c in classes.items():
-            print(f"  {name:<46} {c['layers']:3d} {c['gconv_ms']:9.3f} {c['best_peer_ms']:9.3f} {c['ratio']:6.2f} "
-                  f"{c['worst_ratio']:6.2f}")
+            print(
+                f"  {name:<46} {c['layers']:3d} {c['gconv_ms']:9.3f} {c['best_peer_ms']:9.3f} {c['ratio']:6.2f} "
+                f"{c['worst_ratio']:6.2f}"
+            )
     if worst:
         print("  worst layers by t(gconv) / t(fastest peer):")
         for r in worst:
             nets = ", ".join(f"{n} x{c}" for n, c in r["networks"].items())
-            print(f"    {r['ratio_vs_best_peer']:6.2f}  {r['layer']:<32} gconv {r['gconv_ms']:.3f} ms, "
-                  f"{r['best_peer']} {r[r['best_peer'] + '_ms']:.3f} ms  ({nets})")
+            print(
+                f"    {r['ratio_vs_best_peer']:6.2f}  {r['layer']:<32} gconv {r['gconv_ms']:.3f} ms, "
+                f"{r['best_peer']} {r[r['best_peer'] + '_ms']:.3f} ms  ({nets})"
+            )
     if lost:
         print("  most time lost to the fastest peer, (gconv - best) x occurrences in all networks:")
         for r in lost:
@@ -504,8 +586,12 @@ def machine_info(note):
 def versions(peers):
     found = {"gconv": gconv.__version__, "gconv_isa": gconv.kernel_isa(), "numpy": np.__version__}
     try:  # the commit measured, when run from a checkout
-        found["gconv_commit"] = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                               text=True, timeout=10).stdout.strip() or "?"
+        found["gconv_commit"] = (
+            subprocess.run(
+                ["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "?"
+        )
     except (OSError, subprocess.SubprocessError):
         pass
     for peer in peers:
@@ -520,24 +606,38 @@ def main(argv=None):
         os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default=LAYERS_JSON, help="layer table (default: %(default)s)")
-    parser.add_argument("--networks", nargs="+",
-                        help="networks by torchvision builder name (default: all in the table)")
+    parser.add_argument(
+        "--networks", nargs="+", help="networks by torchvision builder name (default: all in the table)"
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--settings", nargs="+", metavar="BATCH:THREADS",
-                        help="exact (batch, threads) pairs instead of every --batch x --threads, e.g. 1:1 8:1 1:2")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        metavar="BATCH:THREADS",
+        help="exact (batch, threads) pairs instead of every --batch x --threads, e.g. 1:1 8:1 1:2",
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per layer (default 7, --quick 2)")
-    parser.add_argument("--min-time", type=float,
-                        help="seconds of repeated calls per round (default 0.02, --quick 0.005)")
-    parser.add_argument("--settle", type=float, default=0.05,
-                        help="seconds to wait before each timing with more than one thread, so the previous "
-                             "implementation's spinning workers stop (default %(default)s)")
+    parser.add_argument(
+        "--min-time", type=float, help="seconds of repeated calls per round (default 0.02, --quick 0.005)"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.05,
+        help="seconds to wait before each timing with more than one thread, so the previous "
+        "implementation's spinning workers stop (default %(default)s)",
+    )
     parser.add_argument("--peers", nargs="+", default=list(PEER_NAMES), choices=PEER_NAMES)
     parser.add_argument("--quick", action="store_true", help="three layers per network, two rounds: a smoke run")
-    parser.add_argument("--only", help="only the layers whose name (e.g. 'dw 3x3', '@7x7') or class (e.g. "
-                        "'1x1 on a 1x1 map') contains this text; network totals then cover those layers only")
-    parser.add_argument("--worst", type=int, default=10,
-                        help="how many of the worst layers (by ratio, and by time lost) to list")
+    parser.add_argument(
+        "--only",
+        help="only the layers whose name (e.g. 'dw 3x3', '@7x7') or class (e.g. "
+        "'1x1 on a 1x1 map') contains this text; network totals then cover those layers only",
+    )
+    parser.add_argument(
+        "--worst", type=int, default=10, help="how many of the worst layers (by ratio, and by time lost) to list"
+    )
     parser.add_argument("--note", help="a note on the machine or the run, kept in the JSON")
     parser.add_argument("--json", help="write the results here (e.g. benchmarks/results/networks-<machine>.json)")
     args = parser.parse_args(argv)
@@ -561,16 +661,23 @@ def main(argv=None):
     except ImportError:
         threadpool_limits = None
 
-    print(f"gconv {gconv.__version__}  kernels={gconv.kernel_isa()}  openmp={gconv.openmp_enabled()}  "
-          f"cpu={machine_info(None)['cpu']}  cores={os.cpu_count()}  numpy {np.__version__}")
+    print(
+        f"gconv {gconv.__version__}  kernels={gconv.kernel_isa()}  openmp={gconv.openmp_enabled()}  "
+        f"cpu={machine_info(None)['cpu']}  cores={os.cpu_count()}  numpy {np.__version__}"
+    )
     quick = " (quick: 3 per network)" if args.quick else ""
-    print(f"{len(names)} networks, {len(layers)} distinct Conv2d layers{quick}; "
-          f"layers from {os.path.relpath(args.layers)} (torchvision {table['torchvision']}, {table['image_size']}px)")
+    print(
+        f"{len(names)} networks, {len(layers)} distinct Conv2d layers{quick}; "
+        f"layers from {os.path.relpath(args.layers)} (torchvision {table['torchvision']}, {table['image_size']}px)"
+    )
     print(f"implementations: {', '.join(f'{i} {v}' for i, v in versions(peers).items())}")
     for peer, why in skipped.items():
         print(f"note: peer {peer} skipped ({why})")
-    print(f"median of {rounds} interleaved rounds of >= {min_time * 1e3:.0f} ms; ratios are t(gconv) / t(other), "
-          "< 1 means gconv is faster", flush=True)
+    print(
+        f"median of {rounds} interleaved rounds of >= {min_time * 1e3:.0f} ms; ratios are t(gconv) / t(other), "
+        "< 1 means gconv is faster",
+        flush=True,
+    )
 
     overhead = module_overhead(peers)
     parts = [f"gconv {overhead['gconv_us']:.1f} us"]
@@ -583,6 +690,7 @@ def main(argv=None):
 
     settings = []
     run_start = time.perf_counter()
+
     def ceiling_now(n_threads):
         limits = threadpool_limits(n_threads, user_api="blas") if threadpool_limits else contextlib.nullcontext()
         with limits:
@@ -590,32 +698,47 @@ def main(argv=None):
 
     for batch, n_threads in pairs:
         ceilings = [ceiling_now(n_threads)]
-        print(f"\nbatch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}: sgemm ceiling "
-              f"(NumPy matmul, 1536x1536 float32) {ceilings[0]:.0f} GFLOP/s", flush=True)
-        rows = time_layers(layers, impls, batch, n_threads, rounds, min_time,
-                           args.settle if n_threads > 1 else 0.0)
+        print(
+            f"\nbatch {batch}, {n_threads} thread{'s' if n_threads > 1 else ''}: sgemm ceiling "
+            f"(NumPy matmul, 1536x1536 float32) {ceilings[0]:.0f} GFLOP/s",
+            flush=True,
+        )
+        rows = time_layers(layers, impls, batch, n_threads, rounds, min_time, args.settle if n_threads > 1 else 0.0)
         # measured again after the layers; the larger counts (other processes only ever lower it)
         ceilings.append(ceiling_now(n_threads))
         ceiling = max(ceilings)
-        print(f"  sgemm ceiling before / after the layers: {ceilings[0]:.0f} / {ceilings[1]:.0f} GFLOP/s; "
-              f"% of ceiling below is of {ceiling:.0f}")
+        print(
+            f"  sgemm ceiling before / after the layers: {ceilings[0]:.0f} / {ceilings[1]:.0f} GFLOP/s; "
+            f"% of ceiling below is of {ceiling:.0f}"
+        )
         totals = network_totals(rows, titles, impls, batch, ceiling)
         classes = class_totals(rows)
         worst = sorted((r for r in rows if "ratio_vs_best_peer" in r), key=lambda r: -r["ratio_vs_best_peer"])
-        worst = worst[:args.worst]
+        worst = worst[: args.worst]
         lost = time_lost(rows, args.worst)
         print_setting(totals, classes, worst, lost, impls, ceiling)
         errors = max_errors(rows)
-        print("  max relative error vs the reference (torch if installed): "
-              + ", ".join(f"{impl} {e:.1e}" for impl, e in errors.items()), flush=True)
-        settings.append({"batch": batch, "threads": n_threads, "gemm_ceiling_gflops": ceiling,
-                         "gemm_ceiling_before_after_gflops": ceilings,
-                         "max_rel_err": errors,
-                         "networks": totals, "classes": classes,
-                         "worst_layers": [{k: r[k] for k in ("layer", "ratio_vs_best_peer", "best_peer", "networks")}
-                                          for r in worst],
-                         "most_time_lost": lost,
-                         "layers": rows})
+        print(
+            "  max relative error vs the reference (torch if installed): "
+            + ", ".join(f"{impl} {e:.1e}" for impl, e in errors.items()),
+            flush=True,
+        )
+        settings.append(
+            {
+                "batch": batch,
+                "threads": n_threads,
+                "gemm_ceiling_gflops": ceiling,
+                "gemm_ceiling_before_after_gflops": ceilings,
+                "max_rel_err": errors,
+                "networks": totals,
+                "classes": classes,
+                "worst_layers": [
+                    {k: r[k] for k in ("layer", "ratio_vs_best_peer", "best_peer", "networks")} for r in worst
+                ],
+                "most_time_lost": lost,
+                "layers": rows,
+            }
+        )
 
     if peers:
         print("\nt(gconv) / t(fastest peer) per network, conv layers summed (markdown, as in the README):\n")
@@ -624,17 +747,32 @@ def main(argv=None):
         for key, label in (("ratio_vs_best_peer", ""), ("ratio_vs_best_peer_min", ", min")):
             for s in settings:
                 cells = [f"{s['networks'][name].get(key, float('nan')):.2f}" for name in titles]
-                print(f"| batch {s['batch']}, {s['threads']} thread{'s' if s['threads'] > 1 else ''}{label} | "
-                      + " | ".join(cells) + " |")
+                print(
+                    f"| batch {s['batch']}, {s['threads']} thread{'s' if s['threads'] > 1 else ''}{label} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
     print(f"total {time.perf_counter() - run_start:.0f} s")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            f.write(dumps_results({"argv": sys.argv, "machine": machine_info(args.note), "versions": versions(peers),
-                                   "skipped_peers": skipped, "quick": args.quick, "rounds": rounds,
-                                   "min_time_s": min_time, "layer_table": {"torchvision": table["torchvision"],
-                                                                           "image_size": table["image_size"]},
-                                   "overhead": overhead, "settings": settings}) + "\n")
+            f.write(
+                dumps_results(
+                    {
+                        "argv": sys.argv,
+                        "machine": machine_info(args.note),
+                        "versions": versions(peers),
+                        "skipped_peers": skipped,
+                        "quick": args.quick,
+                        "rounds": rounds,
+                        "min_time_s": min_time,
+                        "layer_table": {"torchvision": table["torchvision"], "image_size": table["image_size"]},
+                        "overhead": overhead,
+                        "settings": settings,
+                    }
+                )
+                + "\n"
+            )
         print("wrote", args.json)
     return 0
 
