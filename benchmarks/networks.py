@@ -333,7 +333,7 @@ def module_overhead(peers):
             _select.conv2d = real
     if hasattr(_select, "choose"):
         result["gconv_choose_us"] = _per_call_us(
-            lambda: _select.choose(x.shape, w.shape, (1, 1, 1, 1), (1, 1), (0, 0), (1, 1), 1, x.dtype, True, 1)
+            lambda: _select.choose(x.shape, w.shape, (1, 1, 1, 1), (1, 1), (0, 0), (1, 1), 1, x.dtype.itemsize, True, 1)
         )
     for peer in peers:
         peer_call, _ = MAKERS[peer](spec, x, w, b, 1)

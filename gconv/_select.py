@@ -82,6 +82,11 @@ def _gemm_reason(weight_shape, out_shape, groups):
     """Why the channel-vectorised gemm family suits this call, or '' where the direct family is faster."""
     out_channels_per_group = weight_shape[0] // groups
     taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
+    if out_shape[2] * out_shape[3] == 1:
+        # A 1x1 output map (squeeze-excitation layers) keeps one of the row tile's lanes busy, whatever the
+        # channels: measured 1x1 672->28, 28->672, 480->20, 240->10 at batch 1 and 8, gemm 37-58 us against
+        # direct's 52-267 us, most of what is left being the per-call path.
+        return "a 1x1 output map would keep one lane of the row-vectorised tile busy"
     # float64 alike (measured: 1x1 on a 1x1 map 5.6x, 1x1 960->160 on 7x7 2x faster than direct; the float64
     # rows of benchmarks/bench.py, 3x3 on 28x28 and 56x56 maps, stay on the direct family by the row rule)
     if out_channels_per_group < GEMM_MIN_OUT_CHANNELS or taps < GEMM_MIN_TAPS:

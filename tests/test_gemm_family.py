@@ -177,6 +177,11 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     assert f64_rows.family == "direct"  # benchmarks/bench.py's 'dense 3x3 f64' row keeps its family
     narrow = _select.choose((8, 32, 14, 14), (16, 32, 1, 1), (8, 16, 14, 14), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
     assert narrow.family == "direct"  # 16 output channels fill half a tile
+    for c_in, c_out in ((672, 28), (20, 480)):  # squeeze-excitation layers on a 1x1 map, whatever their widths
+        se_narrow = _select.choose(
+            (8, c_in, 1, 1), (c_out, c_in, 1, 1), (8, c_out, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1
+        )
+        assert se_narrow.family == "gemm"
 
 
 def test_force_family_overrides_the_rule():
