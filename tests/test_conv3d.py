@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from faces import check_common_nn_configs, raises_as_torch
 
 import gconv
 from reference import conv_reference, conv_transpose_reference
@@ -191,44 +192,13 @@ ERRORS = [
 ]
 
 
-class _Gconv:
-    nn = gconv
-    F = gconv
-    arr = staticmethod(lambda a: a)
-
-
 @pytest.mark.parametrize("case", range(len(ERRORS)))
 def test_errors_match_torch(case):
-    call, kind, message = ERRORS[case]
-    with pytest.raises(kind) as ours:
-        call(_Gconv)
-    assert str(ours.value) == message
-    torch = pytest.importorskip("torch")
-
-    class Torch:
-        nn = torch.nn
-        F = torch.nn.functional
-        arr = staticmethod(torch.from_numpy)
-
-    with pytest.raises(kind) as theirs:
-        call(Torch)
-    assert str(theirs.value).split("\n")[0] == message
+    raises_as_torch(*ERRORS[case])
 
 
 def test_torch_common_nn_configs():
-    torch = pytest.importorskip("torch")
-    from torch_configs import conv_module_configs
-
-    configs = conv_module_configs(("Conv3d", "ConvTranspose3d"))
-    assert len(configs) >= 4, configs
-    for name, cls, args, kwargs, input_size in configs:
-        tm = getattr(torch.nn, cls)(*args, dtype=torch.float64, **kwargs)
-        gm = getattr(gconv, cls).from_torch(tm)
-        x = np.random.default_rng(2).standard_normal(input_size)
-        with torch.no_grad():
-            want = tm(torch.from_numpy(x)).numpy()
-        np.testing.assert_allclose(gm(x), want, **TOL[np.float64], err_msg=name)
-        assert repr(gm) == repr(tm), name
+    check_common_nn_configs(("Conv3d", "ConvTranspose3d"), (np.float64,), TOL)
 
 
 def test_huge_dilation_runs_as_loops_over_depth_planes():
