@@ -25,6 +25,8 @@ GEMM_DOT_TILE: tuple[int, int]
 """The gemm family's dot tile (pixels, output channels)."""
 GEMM_DOT_PIXEL_TILE: tuple[int, int]
 """The gemm family's one-pixel dot tile (1, output channels)."""
+GEMM_POINTWISE_TILE: dict[str, tuple[int, int]]
+"""The gemm family's pointwise tile (output channels, pixels), by dtype name."""
 
 def openmp_enabled() -> bool: ...
 def omp_max_threads() -> int: ...
@@ -90,6 +92,14 @@ def conv2d_gemm(
     n_threads: int,
     pack_weights: bool = True,
     packed_weight: _Floats | None = None,
+) -> None: ...
+def conv2d_pointwise(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    groups: int,
+    n_threads: int,
 ) -> None: ...
 def conv2d_loops(
     x: _Floats,
