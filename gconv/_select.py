@@ -46,7 +46,8 @@ GEMM_DOT_MIN_TAPS = 192
 # 64->256, 256->64, 24->144 on 56x56, 32->16, 16->96 on 112x112 1.5-2x faster than the direct tile
 # (8 accumulators of 16 registers) and 1.2-2.5x faster than panels (whose NCHW stores are runs of 6 per
 # channel); 96->576, 576->96 on 14x14 1.2x faster than panels; 64->64 on 10x10 1.25x at batch 1 and 8.
-# AVX-512 keeps its measured rules (its direct tile has 16 accumulators of 32 registers).
+# The baseline (SSE) build alike: 1.2-1.7x faster than either. AVX-512 keeps its measured rules (its direct
+# tile has 16 accumulators of 32 registers).
 POINTWISE_MIN_PIXELS = 100
 # A 7x7 map fills 49 of its 64 strip pixels, while panels fold the batch into their pixels: pointwise tiles
 # only at batch 1 there (960->160, 160->960, 576->160 on 7x7: 1.07-1.12x faster at batch 1, even at
