@@ -308,10 +308,12 @@ class _ConvNd(_Module):
             type(weight) is np.ndarray
             and weight.shape == expected
             and weight.dtype in SUPPORTED_DTYPES
-            and (bias is None or (type(bias) is np.ndarray and bias.shape == (self.out_channels,)))
-            and (bias is None or bias.dtype in SUPPORTED_DTYPES)
+            and (
+                bias is None
+                or (type(bias) is np.ndarray and bias.shape == (self.out_channels,) and bias.dtype in SUPPORTED_DTYPES)
+            )
         ):
-            return weight, bias  # what every call has: the checks below, at a fraction of their cost
+            return weight, bias  # what every call has: the checks below pass, found at a fraction of their cost
         for name, value, shape in (("weight", weight, expected), ("bias", bias, (self.out_channels,))):
             if value is None and name == "bias":
                 continue
