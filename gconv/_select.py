@@ -231,28 +231,47 @@ def choose(
     return Choice("direct", oc_block, flat, tile_cols, pointwise_rows, n_threads, tuple(reasons or ()))
 
 
-def conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, accumulate=False, weight_cache=None):
+def conv2d(
+    x,
+    weight,
+    bias,
+    out,
+    stride,
+    pad_before,
+    dilation,
+    groups,
+    n_threads,
+    accumulate=False,
+    weight_cache=None,
+    choices=None,
+):
     """Run a checked 2-D convolution into out by the chosen kernel; the only caller of the forward kernels.
 
     x (N, C_in, H, W) any strides, weight C-contiguous, bias (C_out,) or (0,), out (N, C_out, H_out, W_out)
     any strides, all one dtype; stride, pad_before (top, left), dilation pairs of ints. accumulate: add the
     result to out instead of overwriting it. weight_cache: a module's PackedWeights, so that the gemm family
-    packs its weights once rather than per call.
+    packs its weights once rather than per call. choices: a dict the caller keeps for calls of these same
+    shapes, dtype, geometry and groups (a module's plan), remembering choose() by what else it reads.
     """
     nchw = x.flags.c_contiguous and out.flags.c_contiguous
-    choice = choose(
-        x.shape,
-        weight.shape,
-        out.shape,
-        stride,
-        pad_before,
-        dilation,
-        groups,
-        x.dtype.itemsize,
-        nchw,
-        n_threads,
-        accumulate=accumulate,
-    )
+    remembered = (nchw, n_threads, accumulate, FORCE_FAMILY, _dispatch.ISA)
+    choice = choices.get(remembered) if choices is not None else None
+    if choice is None:
+        choice = choose(
+            x.shape,
+            weight.shape,
+            out.shape,
+            stride,
+            pad_before,
+            dilation,
+            groups,
+            x.dtype.itemsize,
+            nchw,
+            n_threads,
+            accumulate=accumulate,
+        )
+        if choices is not None:
+            choices[remembered] = choice
     kernels = _dispatch.kernels
     stride, pad_before, dilation = tuple(stride), tuple(pad_before), tuple(dilation)
     if choice.family == "loops":
@@ -315,16 +334,28 @@ def _as_2d(x_shape, weight_shape, out_shape):
     )
 
 
-def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, weight_cache=None):
+def convolution(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, weight_cache=None, choices=None):
     """A checked 2-D or 3-D convolution into out (the arrays' ranks say which), as conv2d's arguments.
 
     A 3-D convolution runs the 2-D tiles with each depth tap as an input channel of its own
     (conv3d_direct). Where even one tile's input would not fit in scratch (huge dilations), it runs as
     2-D loops over depth planes instead: for each kernel depth tap, the output planes that read an input
-    plane through it, an image's planes as one batch, added into out.
+    plane through it, an image's planes as one batch, added into out. choices: as conv2d's, for 2-D calls.
     """
     if x.ndim == 4:
-        return conv2d(x, weight, bias, out, stride, pad_before, dilation, groups, n_threads, weight_cache=weight_cache)
+        return conv2d(
+            x,
+            weight,
+            bias,
+            out,
+            stride,
+            pad_before,
+            dilation,
+            groups,
+            n_threads,
+            weight_cache=weight_cache,
+            choices=choices,
+        )
     n, depth_out = out.shape[0], out.shape[2]
     choice = choose(
         *_as_2d(x.shape, weight.shape, out.shape),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import SupportsIndex
+from typing import NamedTuple, SupportsIndex
 
 import numpy as np
 
@@ -48,6 +48,91 @@ def _check_sizes_and_dtype(x, x_shape, weight, n_spatial, op):
     return dtype
 
 
+class _Layout(NamedTuple):
+    """How a call's arrays are allocated and coerced, decided once its checks have passed (both directions)."""
+
+    is_batched: bool
+    out_shape: tuple[int, ...]  # batched
+    dtype: np.dtype  # the computing dtype: the input's, in native byte order
+    channels_last: bool  # the batched input is channels-last, so the output is allocated so too
+    copy_input: bool  # the kernels need a C-contiguous copy of the input (gconv._layout.input_needs_copy)
+    empty: bool  # the output has no elements: nothing to compute
+
+
+class _ForwardPlan(NamedTuple):
+    """Everything convolution() derives from its arguments' shapes, strides, dtypes and hyper-parameters."""
+
+    layout: _Layout
+    stride: tuple[int, ...]  # the geometry lifted to the kernels' rank
+    pad_before: tuple[int, ...]
+    dilation: tuple[int, ...]
+    choices: dict  # _select.conv2d's memo of choose() for these shapes (the thread count, ISA, ... as keys)
+
+
+def _plain(value):
+    """Whether value is an int, a str or a tuple of such (nested): hashable and unchangeable in place."""
+    if type(value) is tuple:
+        return all(_plain(v) for v in value)
+    return type(value) in (int, str)
+
+
+class ForwardPlans:
+    """A module's memo of convolution()'s checks and choices: the plan of the last few distinct calls.
+
+    Every check convolution() makes, and the kernel choice, depends only on the input's shape, strides,
+    dtype and alignment, the weight's and bias's shapes, strides and dtypes, and the hyper-parameters (stride,
+    padding, dilation, groups); the key holds all of these by value, so a call that differs in any of them (a
+    new input shape, m.stride reassigned, a weight of another dtype) misses and is checked in full, raising
+    exactly what an unmemoised call raises. A hit skips the checks, which passed for this key, and runs the
+    rest as every call does: the output allocated or out= checked, the thread count resolved, the arrays
+    read as they are now. Plans are kept and used only for plain hyper-parameters (ints, strings and tuples
+    of them, which nothing can change in place). Threads may race here: a plan is immutable, its choices
+    only gain entries that any thread would compute alike.
+    """
+
+    __slots__ = ("_plans",)
+    MAX_PLANS = 8  # distinct calls kept per module; then the memo starts again
+
+    def __init__(self) -> None:
+        self._plans: dict = {}
+
+    def plan(self, x, weight, bias, stride, padding, dilation, groups, n_spatial, op):
+        """_plan_convolution(...) of these arguments: remembered, or checked now (raising what it raises)."""
+        key = (
+            op,
+            x.shape,
+            x.strides,
+            x.dtype,
+            x.flags.aligned,
+            weight.shape,
+            weight.strides,
+            weight.dtype,
+            None if bias is None else (bias.shape, bias.strides, bias.dtype),
+            stride,
+            padding,
+            dilation,
+            groups,
+        )
+        try:
+            kept = self._plans.get(key)
+        except TypeError:  # an unhashable hyper-parameter (a list assigned to m.stride): checked every call
+            kept = None
+        # Equal is not enough for the hyper-parameters: 1.0 == 1 and True == 1, yet a float stride is refused.
+        # The module's own tuples (the same objects call after call) pass at once; others must be plain.
+        hyper = (stride, padding, dilation, groups)
+        if kept is not None and (all(map(operator.is_, kept[0], hyper)) or _plain(hyper)):
+            return kept[1]
+        plan = _plan_convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op)
+        if _plain(hyper):  # hashable too
+            if len(self._plans) >= self.MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = (hyper, plan)
+        return plan
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (type(self), ())  # a copy or a pickle starts empty: the memo is no part of a module's state
+
+
 def convolution(
     x,
     weight,
@@ -62,6 +147,7 @@ def convolution(
     out=None,
     source=None,
     weight_cache=None,
+    plans=None,
 ):
     """torch.nn.functional.conv{n_spatial}d on NumPy arrays: checks in torch's order, then the kernel.
 
@@ -69,8 +155,34 @@ def convolution(
     (before, after) pairs (the module path's explicit padding), groups an int. out, when given, receives the
     result (its shape and dtype, C-contiguous or channels-last, no overlap). source: the caller's own input
     when x is a padded copy of it (a padding mode), which out must not overlap either. weight_cache: a
-    module's PackedWeights (gconv._weight_cache), reused while its weights are unchanged.
+    module's PackedWeights (gconv._weight_cache), reused while its weights are unchanged. plans: a module's
+    ForwardPlans, which lets a call like an earlier one skip the checks and the kernel choice.
     """
+    plan = (plans.plan if plans is not None else _plan_convolution)(
+        x, weight, bias, stride, padding, dilation, groups, n_spatial, op
+    )
+
+    def compute(x_c, w_c, b_c, out_batched):
+        # Conv1d is the 2-D kernel over a height-1 image: views, no copies. Conv3d runs over depth planes.
+        _select.convolution(
+            _geometry.lift(x_c),
+            _geometry.lift(w_c),
+            b_c,
+            _geometry.lift(out_batched),
+            plan.stride,
+            plan.pad_before,
+            plan.dilation,
+            groups,
+            resolve_n_threads(n_threads),
+            weight_cache=weight_cache,
+            choices=plan.choices,
+        )
+
+    return _run(plan.layout, compute, x, weight, bias, out, op, source)
+
+
+def _plan_convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op):
+    """convolution()'s checks, in torch's order, and what they decide: its _ForwardPlan."""
     string_padding = isinstance(padding, str)
     if not string_padding:
         check_dtypes_match(x, bias, "bias", late_style=False)
@@ -116,33 +228,13 @@ def convolution(
     # torch quirk kept for parity: an input with zero channels gives an output with zero channels.
     c_out = weight.shape[0] if c_in != 0 else 0
     out_shape = (n, c_out) + geometry.output_shape(x_batched.shape[2:])
-
-    def compute(x_c, w_c, b_c, out_batched):
-        # Conv1d is the 2-D kernel over a height-1 image: views, no copies. Conv3d runs over depth planes.
-        lifted = geometry.lifted()
-        _select.convolution(
-            _geometry.lift(x_c),
-            _geometry.lift(w_c),
-            b_c,
-            _geometry.lift(out_batched),
-            lifted.stride,
-            lifted.pad_before,
-            lifted.dilation,
-            groups,
-            resolve_n_threads(n_threads),
-            weight_cache=weight_cache,
-        )
-
-    return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op, source)
+    layout = _layout(x_batched, is_batched, weight, bias, out_shape, dtype, op)
+    lifted = geometry.lifted()
+    return _ForwardPlan(layout, lifted.stride, lifted.pad_before, lifted.dilation, {})
 
 
-def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op, source=None):
-    """Allocate (or check) the output, coerce the arrays where the kernels need it, and compute into it.
-
-    compute(x, weight, bias, out) gets batched arrays of one dtype: x as the kernels can read it in place or
-    a copy, weight C-contiguous, bias (C,) or (0,), out batched (a view of the caller's when unbatched).
-    The output keeps a channels-last input's memory format, as torch's does.
-    """
+def _layout(x_batched, is_batched, weight, bias, out_shape, dtype, op):
+    """The allocation checks of a call whose other checks have passed, and its _Layout."""
     n_elements = _geometry.size(out_shape)
     check_allocation(n_elements * dtype.itemsize, f"{op}: the output of size", out_shape)
     x_channels_last = is_channels_last(x_batched)
@@ -150,8 +242,19 @@ def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype,
     for name, a, copied in (("input", x_batched, copy_input), ("weight", weight, True), ("bias", bias, True)):
         if a is not None and copied and not (a.flags.c_contiguous and a.dtype == dtype):
             check_allocation(a.size * dtype.itemsize, f"{op}: a contiguous copy of {name}", a.shape)
+    return _Layout(is_batched, out_shape, dtype, x_channels_last, copy_input, n_elements == 0)
+
+
+def _run(layout, compute, x, weight, bias, out, op, source=None):
+    """Allocate (or check) the output, coerce the arrays where the kernels need it, and compute into it.
+
+    compute(x, weight, bias, out) gets batched arrays of one dtype: x as the kernels can read it in place or
+    a copy, weight C-contiguous, bias (C,) or (0,), out batched (a view of the caller's when unbatched).
+    The output keeps a channels-last input's memory format, as torch's does.
+    """
+    is_batched, out_shape, dtype = layout.is_batched, layout.out_shape, layout.dtype
     if out is None:
-        if x_channels_last and is_batched:
+        if layout.channels_last and is_batched:
             ndim = len(out_shape)
             out = np.empty((out_shape[0], *out_shape[2:], out_shape[1]), dtype=dtype).transpose(
                 0, ndim - 1, *range(1, ndim - 1)
@@ -164,12 +267,12 @@ def _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype,
         result = out
         if not is_batched:
             out = out[np.newaxis]
-    if n_elements == 0:
+    if layout.empty:
         return result
-    x_c = coerce(x_batched, dtype) if copy_input else x_batched
+    x_batched = x if is_batched else x[np.newaxis]
+    x_c = coerce(x_batched, dtype) if layout.copy_input else x_batched
     b_c = coerce(bias, dtype) if bias is not None else np.empty(0, dtype=dtype)
     compute(x_c, coerce(weight, dtype), b_c, out)
-    return result
     return result
 
 
@@ -211,6 +314,7 @@ def transposed_convolution(
             f"every size must be positive"
         )
     out_shape = (n, weight.shape[1] * groups) + out_spatial
+    layout = _layout(x_batched, is_batched, weight, bias, out_shape, dtype, op)
 
     def compute(x_c, w_c, b_c, out_batched):
         target = _geometry.lift(out_batched)
@@ -218,7 +322,7 @@ def transposed_convolution(
         if b_c.size:
             target += b_c.reshape(1, -1, *(1,) * (target.ndim - 2))
 
-    return _run(compute, x, x_batched, is_batched, weight, bias, out, out_shape, dtype, op)
+    return _run(layout, compute, x, weight, bias, out, op)
 
 
 def _int_args(op, n_spatial, **values):

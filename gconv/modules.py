@@ -29,7 +29,7 @@ from ._parameter_lock import ParameterLock
 from ._threads import resolve_n_threads
 from ._typing import FloatArray, IntOrTuple, Padding, Shape
 from ._weight_cache import PackedWeights
-from .functional import convolution, transposed_convolution
+from .functional import ForwardPlans, convolution, transposed_convolution
 
 RNG = Union[None, int, np.random.Generator]  # seeds the initialisation
 _M = TypeVar("_M", bound="_Module")
@@ -75,6 +75,12 @@ class _Module:
         use; copies and unpickled modules get their own)."""
         cache = self.__dict__.get("_packed")
         return cache if cache is not None else self.__dict__.setdefault("_packed", PackedWeights())
+
+    def _forward_plans(self) -> ForwardPlans:
+        """This module's memo of its calls' checks and kernel choices, keyed on what they depend on (made on
+        first use; copies and unpickled modules get their own)."""
+        plans = self.__dict__.get("_plans")
+        return plans if plans is not None else self.__dict__.setdefault("_plans", ForwardPlans())
 
     def _parameters_now(self) -> tuple[Any, Any]:
         """(weight, bias) as the module held them at one instant, though another thread may reassign them."""
@@ -298,6 +304,16 @@ class _ConvNd(_Module):
         wrong one here; the caller holds the parameter lock and uses these same arrays."""
         weight, bias = self._parameters_now()
         expected = self._weight_shape()
+        if (
+            type(weight) is np.ndarray
+            and weight.shape == expected
+            and weight.dtype in SUPPORTED_DTYPES
+            and (
+                bias is None
+                or (type(bias) is np.ndarray and bias.shape == (self.out_channels,) and bias.dtype in SUPPORTED_DTYPES)
+            )
+        ):
+            return weight, bias  # what every call has: the checks below pass, found at a fraction of their cost
         for name, value, shape in (("weight", weight, expected), ("bias", bias, (self.out_channels,))):
             if value is None and name == "bias":
                 continue
@@ -437,6 +453,7 @@ class _Convolution(_ConvNd):
                 out,
                 source=input,
                 weight_cache=self._packed_weights(),
+                plans=self._forward_plans(),
             )
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
         # changes the gradient); the padded copy is made again there rather than kept alive here
