@@ -25,6 +25,8 @@ GEMM_DOT_TILE: tuple[int, int]
 """The gemm family's dot tile (pixels, output channels)."""
 GEMM_DOT_PIXEL_TILE: tuple[int, int]
 """The gemm family's one-pixel dot tile (1, output channels)."""
+DWCONV_TILE: dict[int, tuple[int, int]]
+"""The dwconv family's tile (channels, output columns), by itemsize."""
 
 def openmp_enabled() -> bool: ...
 def omp_max_threads() -> int: ...
@@ -90,6 +92,20 @@ def conv2d_gemm(
     n_threads: int,
     pack_weights: bool = True,
     packed_weight: _Floats | None = None,
+) -> None: ...
+def dwconv_scratch_bytes(
+    W: int, W_out: int, kernel_size: _Pair, stride: _Pair, dilation: _Pair, itemsize: int
+) -> int: ...
+def conv2d_dwconv(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    stride: _Pair,
+    pad_before: _Pair,
+    dilation: _Pair,
+    groups: int,
+    n_threads: int,
 ) -> None: ...
 def conv2d_loops(
     x: _Floats,
