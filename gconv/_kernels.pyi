@@ -25,6 +25,8 @@ GEMM_DOT_TILE: tuple[int, int]
 """The gemm family's dot tile (pixels, output channels)."""
 GEMM_DOT_PIXEL_TILE: tuple[int, int]
 """The gemm family's one-pixel dot tile (1, output channels)."""
+GEMM_POINTWISE_TILE: dict[str, tuple[int, int]]
+"""The gemm family's pointwise tile (output channels, pixels), by dtype name."""
 DWCONV_TILE: dict[int, tuple[int, int]]
 """The dwconv family's tile (channels, output columns), by itemsize."""
 
@@ -92,6 +94,14 @@ def conv2d_gemm(
     n_threads: int,
     pack_weights: bool = True,
     packed_weight: _Floats | None = None,
+) -> None: ...
+def conv2d_pointwise(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    groups: int,
+    n_threads: int,
 ) -> None: ...
 def dwconv_scratch_bytes(
     W: int, W_out: int, kernel_size: _Pair, stride: _Pair, dilation: _Pair, itemsize: int

@@ -36,9 +36,10 @@ def isa(request):
     _dispatch.set_isa(previous)
 
 
-@pytest.fixture(params=["gemm:panel", "gemm:dot"])
+@pytest.fixture(params=["gemm:panel", "gemm:dot", "gemm:pointwise"])
 def gemm_forced(request):
-    # both tile kinds: weights packed into panels, and dot tiles on the weights as they are
+    # every tile kind: weights packed into panels, dot tiles on the weights as they are, and pointwise tiles
+    # (1x1 at stride 1 on NCHW maps; other calls run on panels)
     previous = _select.FORCE_FAMILY
     _select.FORCE_FAMILY = request.param
     yield request.param
@@ -112,6 +113,7 @@ def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
         ((8, 64, 14, 14), (96, 64, 3, 3), dict(padding=1)),  # split over pixel blocks
         ((5, 24, 7, 7), (33, 24, 1, 1), dict(stride=2)),
         ((2, 130, 6, 6), (40, 130, 3, 3), dict(padding=1)),  # blocks of k
+        ((1, 40, 9, 9), (50, 40, 1, 1), dict()),  # pointwise: strips, then channel tiles, shared out
     ],
 )
 def test_gemm_results_do_not_depend_on_the_thread_count(isa, gemm_forced, shape):
@@ -175,8 +177,8 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     assert f64.family == "gemm"
     f64_rows = _select.choose((8, 64, 28, 28), (64, 64, 3, 3), (8, 64, 28, 28), (1, 1), (1, 1), (1, 1), 1, 8, True, 1)
     assert f64_rows.family == "direct"  # benchmarks/bench.py's 'dense 3x3 f64' row keeps its family
-    narrow = _select.choose((8, 32, 14, 14), (16, 32, 1, 1), (8, 16, 14, 14), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
-    assert narrow.family == "direct"  # 16 output channels fill half a tile
+    narrow = _select.choose((8, 32, 14, 14), (16, 32, 1, 1), (8, 16, 14, 14), (1, 1), (0, 0), (1, 1), 1, f32, False, 1)
+    assert narrow.family == "direct"  # 16 output channels fill half a tile (channels-last: no pointwise tiles)
     for c_in, c_out in ((672, 28), (20, 480)):  # squeeze-excitation layers on a 1x1 map, whatever their widths
         se_narrow = _select.choose(
             (8, c_in, 1, 1), (c_out, c_in, 1, 1), (8, c_out, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1
@@ -251,3 +253,112 @@ def test_gemm_agrees_with_torch(gemm_forced):
             torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), **kwargs
         ).numpy()
         np.testing.assert_allclose(gconv.conv2d(x, w, b, **kwargs), expected, rtol=1e-4, atol=1e-4)
+
+
+POINTWISE_CASES = [
+    # x shape, weight shape, groups: ragged channel tiles (C_out per group % 6, fewer than 6), ragged and
+    # short pixel strips (H * W % 16, fewer than 16), batch, groups, maps whose rows alias in L1 (32x32:
+    # every strip row in one set, so the first channel tile copies them for the others)
+    ((1, 16, 7, 7), (40, 16, 1, 1), 1),
+    ((3, 5, 4, 4), (6, 5, 1, 1), 1),
+    ((2, 12, 3, 5), (3, 12, 1, 1), 1),
+    ((2, 9, 1, 1), (13, 9, 1, 1), 1),
+    ((2, 12, 6, 6), (21, 4, 1, 1), 3),
+    ((1, 24, 32, 32), (20, 24, 1, 1), 1),
+    ((2, 40, 1, 37), (7, 40, 1, 1), 1),
+]
+
+
+@pytest.fixture
+def pointwise_forced():
+    previous = _select.FORCE_FAMILY
+    _select.FORCE_FAMILY = "gemm:pointwise"
+    yield
+    _select.FORCE_FAMILY = previous
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_tiles_match_the_reference(isa, pointwise_forced, dtype):
+    rng = np.random.default_rng(7)
+    for i, (x_shape, w_shape, groups) in enumerate(POINTWISE_CASES):
+        x, w, b = _case(rng, x_shape, w_shape, dtype, bias=i % 2 == 0)
+        expected = conv_reference(x, w, b, groups=groups)
+        for n_threads in (1, 3):
+            got = gconv.conv2d(x, w, b, groups=groups, n_threads=n_threads)
+            np.testing.assert_allclose(got, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {w_shape}")
+        assert "pointwise" in gconv.explain(x_shape, w_shape, groups=groups, dtype=dtype)
+
+
+def test_pointwise_kernel_reads_and_writes_channel_views_and_nothing_else(isa):
+    # batch and channel strides are free (a channel slice of NCHW arrays); every map stays pixel-contiguous
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(8)
+    for dtype in (np.float32, np.float64):
+        x_wide, w, b = _case(rng, (2, 26, 5, 7), (14, 13, 1, 1), dtype)
+        x = x_wide[:, ::2]
+        expected = conv_reference(x, w, b)
+        target = np.full((2, 20, 5, 7), np.nan, dtype)
+        view = target[:, 2:16]
+        kernels.conv2d_pointwise(x, w, b, view, 1, 2)
+        np.testing.assert_allclose(view, expected, **_tolerance(dtype), err_msg=f"{isa} {dtype}")
+        untouched = np.ones(target.shape, bool)
+        untouched[:, 2:16] = False
+        assert np.isnan(target[untouched]).all()
+
+
+def test_pointwise_kernel_refuses_maps_that_are_not_pixel_contiguous():
+    kernels = _dispatch.kernels
+    x = np.ones((1, 4, 5, 6), np.float32)
+    w = np.ones((3, 4, 1, 1), np.float32)
+    no_bias = np.empty(0, np.float32)
+    with pytest.raises(ValueError, match="pixel-contiguous"):
+        kernels.conv2d_pointwise(
+            x.transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2), w, no_bias, np.empty((1, 3, 5, 6), np.float32), 1, 1
+        )
+    with pytest.raises(ValueError, match="pixel-contiguous"):
+        kernels.conv2d_pointwise(x, w, no_bias, np.empty((1, 3, 5, 12), np.float32)[..., ::2], 1, 1)
+    with pytest.raises(ValueError, match="1x1"):
+        kernels.conv2d_pointwise(
+            x, np.ones((3, 4, 3, 3), np.float32), no_bias, np.empty((1, 3, 3, 4), np.float32), 1, 1
+        )
+
+
+def test_select_runs_pointwise_tiles_below_avx512_on_nchw_maps(monkeypatch):
+    f32 = 4
+    args = ((1, 64, 56, 56), (256, 64, 1, 1), (1, 256, 56, 56), (1, 1), (0, 0), (1, 1), 1, f32)
+    kernels = _dispatch.kernels
+    if kernels.ISA != "avx512":
+        nchw = _select.choose(*args, True, 1, why=True)
+        assert nchw.family == "gemm" and nchw.pointwise_rows and nchw.tile.startswith("pointwise")
+        assert any("pointwise tiles" in reason for reason in nchw.reasons)
+    # channels-last, padded, strided, 3-D (accumulating) and 1x1-map calls keep their rules
+    assert not _select.choose(*args, False, 1).pointwise_rows
+    assert _select.choose(*args, True, 1, accumulate=True).family == "direct"
+    padded = ((1, 64, 56, 56), (256, 64, 1, 1), (1, 256, 58, 58), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
+    assert _select.choose(*padded).family == "direct"
+    se = ((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+    assert _select.choose(*se).tile == "dot 1x8"
+    # AVX-512 keeps its measured rules: direct on long rows
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
+    assert _select.choose(*args, True, 1).family == "direct"
+
+
+class _IsaAs:
+    """A kernel module that reports another instruction-set level (choose() reads only constants)."""
+
+    def __init__(self, kernels, isa):
+        self._kernels, self.ISA = kernels, isa
+
+    def __getattr__(self, name):
+        return getattr(self._kernels, name)
+
+
+def test_select_keeps_panels_for_batched_7x7_maps():
+    # panels fold the batch into their pixels; a 7x7 map fills 49 of a strip's 64 pixels
+    f32 = 4
+    batched = ((8, 960, 7, 7), (160, 960, 1, 1), (8, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+    choice = _select.choose(*batched)
+    assert choice.family == "gemm" and not choice.pointwise_rows
+    if _dispatch.kernels.ISA != "avx512":
+        one = ((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+        assert _select.choose(*one).pointwise_rows

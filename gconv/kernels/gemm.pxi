@@ -29,6 +29,15 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     void gconv_dot_f64_pixel(Py_ssize_t k_size, const double* a, Py_ssize_t a_m_stride, const double* w,
                              const double* bias, double* out, const Py_ssize_t* out_offset,
                              Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
+    int GCONV_PW_MR
+    int GCONV_PW_NR_F32
+    int GCONV_PW_NR_F64
+    void gconv_pw_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* w,
+                      const float* bias, float* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
+                      Py_ssize_t n_p)
+    void gconv_pw_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy, const double* w,
+                      const double* bias, double* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
+                      Py_ssize_t n_p)
 
 
 # The tile shapes for gconv._select: (pixels, output channels) per dtype; dot tiles (unpacked weights) for
@@ -36,6 +45,8 @@ cdef extern from "kernels/gemm/tile.h" nogil:
 GEMM_TILE = {"float32": (GCONV_GEMM_MR_F32, GCONV_GEMM_NR_F32), "float64": (GCONV_GEMM_MR_F64, GCONV_GEMM_NR_F64)}
 GEMM_DOT_TILE = (GCONV_DOT_MR, GCONV_DOT_OB)
 GEMM_DOT_PIXEL_TILE = (1, GCONV_DOT_OB_ONE_PIXEL)
+# pointwise tiles (1x1 on pixel-contiguous maps): (output channels, pixels) per dtype
+GEMM_POINTWISE_TILE = {"float32": (GCONV_PW_MR, GCONV_PW_NR_F32), "float64": (GCONV_PW_MR, GCONV_PW_NR_F64)}
 
 
 cdef enum:
@@ -300,3 +311,171 @@ def conv2d_gemm(
         free(offsets)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {panel_elements * sizeof(floating)} bytes of scratch")
+
+
+cdef struct PointwisePlan:
+    # per image and group: K = C_in / groups rows of HW pixels, cut into strips of nr pixels (one tile
+    # wide) and the output channels into tiles of GCONV_PW_MR; a work item is (image, group, block of
+    # strips, chunk of channel tiles), item = ((n * groups + g) * n_p_blocks + p_block) * n_chunks + chunk
+    Py_ssize_t K, HW, nr, n_strips, strips_per_block, n_p_blocks, n_c_tiles, tiles_per_chunk, n_chunks
+    # the first channel tile of a strip copies its rows for the others: where K rows at the input's channel
+    # stride fall into too few L1 sets to stay there (maps of 32x32 pixels: one set), see _rows_alias
+    bint copy_rows
+
+
+cdef inline void _pw_tile(Py_ssize_t k_size, const floating* x, Py_ssize_t x_k_stride, floating* x_copy,
+                          const floating* w, const floating* bias, floating* out, Py_ssize_t out_channel_stride,
+                          Py_ssize_t n_c, Py_ssize_t n_p) noexcept nogil:
+    # the C micro-kernel for this dtype
+    if floating is float:
+        gconv_pw_f32(k_size, x, x_k_stride, x_copy, w, bias, out, out_channel_stride, n_c, n_p)
+    else:
+        gconv_pw_f64(k_size, x, x_k_stride, x_copy, w, bias, out, out_channel_stride, n_c, n_p)
+
+
+cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const floating* x, const floating* weight,
+                          const floating* bias, floating* out, floating* rows, Py_ssize_t item) noexcept nogil:
+    """One work item: each strip of the block against each channel tile of the chunk."""
+    cdef Py_ssize_t chunk = item % pp.n_chunks
+    cdef Py_ssize_t p_block = (item // pp.n_chunks) % pp.n_p_blocks
+    cdef Py_ssize_t g = (item // (pp.n_chunks * pp.n_p_blocks)) % plan.groups
+    cdef Py_ssize_t n = item // (pp.n_chunks * pp.n_p_blocks * plan.groups)
+    cdef Py_ssize_t ocpg = plan.out_channels_per_group, nr = pp.nr
+    cdef Py_ssize_t tile_first = chunk * pp.tiles_per_chunk
+    cdef Py_ssize_t tile_end = min(tile_first + pp.tiles_per_chunk, pp.n_c_tiles)
+    cdef Py_ssize_t strip_end = min((p_block + 1) * pp.strips_per_block, pp.n_strips)
+    cdef const floating* x_group = x + n * plan.x_stride_n + g * pp.K * plan.x_stride_c
+    cdef Py_ssize_t strip, t, k, p, p0, n_p, c0, oc_first
+    cdef const floating* src
+    cdef Py_ssize_t src_stride
+    cdef floating* copy
+    for strip in range(p_block * pp.strips_per_block, strip_end):
+        p0 = strip * nr
+        n_p = min(nr, pp.HW - p0)
+        if n_p < nr:
+            # the ragged last strip: its rows with zeros after them, so that no tile reads past a row
+            for k in range(pp.K):
+                for p in range(n_p):
+                    rows[k * nr + p] = x_group[k * plan.x_stride_c + p0 + p]
+                for p in range(n_p, nr):
+                    rows[k * nr + p] = 0
+            src, src_stride, copy = rows, nr, NULL
+        else:
+            # the first tile reads the rows in place and copies them for the others
+            src, src_stride, copy = x_group + p0, plan.x_stride_c, NULL
+            if pp.copy_rows and tile_end - tile_first > 1:
+                copy = rows
+        for t in range(tile_first, tile_end):
+            c0 = t * GCONV_PW_MR
+            oc_first = g * ocpg + c0
+            _pw_tile(pp.K, src, src_stride, copy, weight + oc_first * pp.K,
+                     bias + oc_first if bias != NULL else NULL,
+                     out + n * plan.out_stride_n + oc_first * plan.out_stride_c + p0, plan.out_stride_c,
+                     min(GCONV_PW_MR, ocpg - c0), n_p)
+            if copy != NULL:
+                src, src_stride, copy = rows, nr, NULL
+
+
+cdef enum:
+    # L1 data cache geometry the row-copy rule assumes: 64 sets of 64-byte lines, 8 ways (32 KiB; 48 KiB
+    # L1s have 12 ways, so the rule errs on the side of copying there)
+    L1_SETS = 64
+    L1_WAYS = 8
+
+
+cdef bint _rows_alias(Py_ssize_t k_size, Py_ssize_t row_bytes) noexcept nogil:
+    """Whether k_size rows row_bytes apart (one line each) overflow the L1 sets they map to.
+
+    Measured (AVX2, one strip of 16 pixels, rows read once per channel tile): 1x1 128->128 on 32x32 (one
+    set) 1.2x faster with the copy, 256->64 on 56x56 (16 sets) 1.1x; 32->16 on 112x112 (4 sets, 32 rows
+    fit) and 128->256 on 56x56 1.05-1.1x slower with it.
+    """
+    cdef unsigned long long sets = 0
+    cdef Py_ssize_t k, n_sets = 0
+    for k in range(L1_SETS):
+        sets |= 1ULL << (((k * row_bytes) // 64) % L1_SETS)
+    for k in range(L1_SETS):
+        n_sets += (sets >> k) & 1
+    return k_size > L1_WAYS * n_sets
+
+
+cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsize, int n_threads) except -1:
+    """The strips and channel tiles of a pointwise call and its work items for n_threads threads."""
+    pp.copy_rows = _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
+    pp.K = plan.in_channels_per_group
+    pp.HW = plan.H_out * plan.W_out
+    pp.nr = GCONV_PW_NR_F32 if itemsize == 4 else GCONV_PW_NR_F64
+    pp.n_strips = _ceil_div(pp.HW, pp.nr)
+    pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, GCONV_PW_MR)
+    pp.strips_per_block = pp.n_strips
+    pp.n_p_blocks = 1
+    pp.tiles_per_chunk = pp.n_c_tiles
+    pp.n_chunks = 1
+    cdef Py_ssize_t wanted = GEMM_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
+    # threads share out strips first (each strip's rows are read once per item); channel tiles only
+    # where an image has fewer strips than the threads want (small maps)
+    while plan.N * plan.groups * pp.n_p_blocks * pp.n_chunks < wanted:
+        if pp.strips_per_block > 1:
+            pp.strips_per_block = _ceil_div(pp.strips_per_block, 2)
+            pp.n_p_blocks = _ceil_div(pp.n_strips, pp.strips_per_block)
+        elif pp.tiles_per_chunk > 1:
+            pp.tiles_per_chunk = _ceil_div(pp.tiles_per_chunk, 2)
+            pp.n_chunks = _ceil_div(pp.n_c_tiles, pp.tiles_per_chunk)
+        else:
+            break
+    return 0
+
+
+cdef bint _pixels_contiguous(Py_ssize_t H, Py_ssize_t W, Py_ssize_t stride_h, Py_ssize_t stride_w) noexcept:
+    # pixel h * W + w lies h * W + w elements after pixel 0 (NCHW, or a view that keeps every map whole)
+    return (W <= 1 or stride_w == 1) and (H <= 1 or stride_h == W)
+
+
+def conv2d_pointwise(
+    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), each map pixel-contiguous
+    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, 1, 1)
+    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
+    floating[:, :, :, :] out not None,             # OUT (N, C_out, H, W), each map pixel-contiguous
+    Py_ssize_t groups,
+    int n_threads,
+):
+    """Grouped 1x1 convolution, stride 1, no padding, as per-image products out[c][p] = w[c][:] . x[:][p].
+
+    The gemm family's pointwise tiles (kernels/gemm/tile.h): the input rows are read in place and each
+    output row is stored whole. Batch and channel strides are free; within a map the H * W pixels must be
+    contiguous (NCHW or a channel/batch view of it), as gconv._select sends. Each output is reduced over
+    all taps in one tile, in order, so the results do not depend on how the work is shared among threads.
+    """
+    cdef Plan plan
+    _fill_plan(&plan, x, weight, bias, out, (1, 1), (0, 0), (1, 1), groups)
+    if plan.KH != 1 or plan.KW != 1 or plan.H_out != plan.H or plan.W_out != plan.W:
+        raise ValueError("conv2d_pointwise: the weight must be 1x1 and the output as large as the input")
+    if not (_pixels_contiguous(plan.H, plan.W, plan.x_stride_h, plan.x_stride_w)
+            and _pixels_contiguous(plan.H, plan.W, plan.out_stride_h, plan.out_stride_w)):
+        raise ValueError("conv2d_pointwise: input and output maps must be pixel-contiguous (NCHW)")
+    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+        return
+    cdef PointwisePlan pp
+    _plan_pointwise(&plan, &pp, sizeof(floating), n_threads)
+    cdef Py_ssize_t n_items = plan.N * plan.groups * pp.n_p_blocks * pp.n_chunks
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
+    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
+    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
+    cdef floating* out_ptr = &out[0, 0, 0, 0]
+    cdef Py_ssize_t rows_elements = pp.K * pp.nr
+    cdef Py_ssize_t item
+    cdef int alloc_failed[1]
+    alloc_failed[0] = 0
+    cdef floating* rows
+    with nogil, parallel(num_threads=team):
+        # this thread's copy of one strip's rows (a ragged strip's, zero-padded)
+        rows = <floating*> malloc(rows_elements * sizeof(floating))
+        if rows == NULL:
+            alloc_failed[0] = 1
+        for item in prange(n_items, schedule="static"):
+            if rows != NULL:
+                _pointwise_item(&plan, &pp, x_ptr, w_ptr, b_ptr, out_ptr, rows, item)
+        free(rows)
+    if alloc_failed[0]:
+        raise MemoryError(f"conv2d: could not allocate {rows_elements * sizeof(floating)} bytes of scratch")

@@ -285,4 +285,100 @@ GCONV_DEFINE_DOT(float, gconv_dot_f32_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 GCONV_DEFINE_DOT(double, gconv_dot_f64_tile, GCONV_DOT_MR, GCONV_DOT_OB)
 GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 
+/* Pointwise tiles: a 1x1, stride-1, unpadded convolution on pixel-contiguous maps (NCHW) is per image and
+ * group the plain product out[c][p] = sum_k w[c][k] * x[k][p] + bias[c], p running over the image's H * W
+ * pixels. A register tile is MR output channels x PW_VECTORS vectors of pixels: per k it loads the
+ * vectors of input row k in place and broadcasts each of the MR channels' weights from the weight rows as
+ * they are, as BLIS's and MLAS's sgemm kernels do with their packed panels. Nothing is packed per call
+ * and each output row is stored straight from the registers, where the implicit-GEMM tile above (pixels
+ * x channels) stores an NCHW output as runs of MR values per channel.
+ *
+ * Registers: MR x PW_VECTORS accumulators + PW_VECTORS input vectors + one broadcast (15 of 16 below
+ * AVX-512; AVX-512 is not chosen for these tiles, see gconv._select, but computes them alike).
+ *
+ * x: input rows, x[k * x_k_stride + p] for pixel p < PW_VECTORS * lanes of the tile (all of them are read).
+ * x_copy: NULL, or where the tile also writes the rows it reads, x_copy[k * NR + p] (the next tiles of the
+ *    same pixels read that copy: K rows one cache line apart each can map to few L1 sets, as with
+ *    maps of 32x32 or 64x64 pixels, and the copy does not).
+ * w: weights of the tile's first channel, w[c * k_size + k] (rows past n_c are not read).
+ * bias: bias of the tile's first channel, or NULL. out: out[c * out_channel_stride + p].
+ * n_c <= MR channels and n_p <= NR pixels are stored. */
+#define GCONV_PW_MR 6
+#define GCONV_PW_VECTORS 2
+#define GCONV_PW_NR_F32 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 4)
+#define GCONV_PW_NR_F64 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 8)
+
+#define GCONV_PW_PARAMS(T)                                                                           \
+    Py_ssize_t k_size, const T *GCONV_RESTRICT x, Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,   \
+        const T *GCONV_RESTRICT w, const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,              \
+        Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t n_p
+
+#if defined(__GNUC__) || defined(__clang__)
+#define GCONV_DEFINE_PW(T, NAME)                                                                     \
+    static void NAME(GCONV_PW_PARAMS(T))                                                             \
+    {                                                                                                \
+        typedef gconv_vec_##T vec;                                                                   \
+        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), MR = GCONV_PW_MR, NV = GCONV_PW_VECTORS,      \
+               NR = NV * LANES };                                                                    \
+        const T *w_row[GCONV_PW_MR];                                                                 \
+        vec acc[GCONV_PW_MR][GCONV_PW_VECTORS];                                                      \
+        int c, v;                                                                                    \
+        Py_ssize_t k, p;                                                                             \
+        /* a ragged tile repeats its last channel (computed, not stored): one loop for every tile */ \
+        for (c = 0; c < MR; c++) w_row[c] = w + (c < n_c ? c : n_c - 1) * k_size;                    \
+        for (c = 0; c < MR; c++)                                                                     \
+            for (v = 0; v < NV; v++) acc[c][v] = (vec){0};                                           \
+        if (x_copy) {                                                                                \
+            for (k = 0; k < k_size; k++, x += x_k_stride, x_copy += NR) {                            \
+                vec b[GCONV_PW_VECTORS];                                                             \
+                for (v = 0; v < NV; v++) {                                                           \
+                    memcpy(&b[v], x + v * LANES, sizeof(vec));                                       \
+                    memcpy(x_copy + v * LANES, &b[v], sizeof(vec));                                  \
+                }                                                                                    \
+                for (c = 0; c < MR; c++) {                                                           \
+                    const T a = w_row[c][k];                                                         \
+                    for (v = 0; v < NV; v++) acc[c][v] += a * b[v];                                  \
+                }                                                                                    \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (k = 0; k < k_size; k++, x += x_k_stride) {                                          \
+                vec b[GCONV_PW_VECTORS];                                                             \
+                for (v = 0; v < NV; v++) memcpy(&b[v], x + v * LANES, sizeof(vec));                  \
+                for (c = 0; c < MR; c++) {                                                           \
+                    const T a = w_row[c][k];                                                         \
+                    for (v = 0; v < NV; v++) acc[c][v] += a * b[v];                                  \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+        for (c = 0; c < n_c; c++, out += out_channel_stride) {                                       \
+            vec y[GCONV_PW_VECTORS];                                                                 \
+            const T b = bias ? bias[c] : (T)0;                                                       \
+            for (v = 0; v < NV; v++) y[v] = acc[c][v] + b;                                           \
+            if (n_p == NR)                                                                           \
+                memcpy(out, y, sizeof(y));                                                           \
+            else                                                                                     \
+                for (p = 0; p < n_p; p++) out[p] = y[p / LANES][p % LANES];                          \
+        }                                                                                            \
+    }
+#else
+#define GCONV_DEFINE_PW(T, NAME)                                                                     \
+    static void NAME(GCONV_PW_PARAMS(T))                                                             \
+    {                                                                                                \
+        enum { NR = GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / sizeof(T) };                             \
+        Py_ssize_t c, k, p;                                                                          \
+        if (x_copy)                                                                                  \
+            for (k = 0; k < k_size; k++)                                                             \
+                for (p = 0; p < NR; p++) x_copy[k * NR + p] = x[k * x_k_stride + p];                 \
+        for (c = 0; c < n_c; c++)                                                                    \
+            for (p = 0; p < n_p; p++) {                                                              \
+                T s = 0;                                                                             \
+                for (k = 0; k < k_size; k++) s += w[c * k_size + k] * x[k * x_k_stride + p];         \
+                out[c * out_channel_stride + p] = s + (bias ? bias[c] : (T)0);                       \
+            }                                                                                        \
+    }
+#endif
+
+GCONV_DEFINE_PW(float, gconv_pw_f32)
+GCONV_DEFINE_PW(double, gconv_pw_f64)
+
 #endif
