@@ -27,6 +27,8 @@ GEMM_DOT_PIXEL_TILE: tuple[int, int]
 """The gemm family's one-pixel dot tile (1, output channels)."""
 GEMM_POINTWISE_TILE: dict[str, tuple[int, int]]
 """The gemm family's pointwise tile (output channels, pixels), by dtype name."""
+DWCONV_TILE: dict[int, tuple[int, int]]
+"""The dwconv family's tile (channels, output columns), by itemsize."""
 
 def openmp_enabled() -> bool: ...
 def omp_max_threads() -> int: ...
@@ -98,6 +100,20 @@ def conv2d_pointwise(
     weight: _Floats,
     bias: _Floats,
     out: _Floats,
+    groups: int,
+    n_threads: int,
+) -> None: ...
+def dwconv_scratch_bytes(
+    W: int, W_out: int, kernel_size: _Pair, stride: _Pair, dilation: _Pair, itemsize: int
+) -> int: ...
+def conv2d_dwconv(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    stride: _Pair,
+    pad_before: _Pair,
+    dilation: _Pair,
     groups: int,
     n_threads: int,
 ) -> None: ...

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gconv
-from gconv import _geometry, _select, _threads
+from gconv import _dispatch, _geometry, _select, _threads
 
 
 def test_same_padding_puts_the_odd_extra_after():
@@ -104,8 +104,14 @@ def test_forward_keeps_no_padded_copy_alive(padding_mode):
 def test_explain_names_the_family_tile_and_rules(tmp_path):
     text = gconv.explain((1, 960, 7, 7), (960, 1, 3, 3), padding=1, groups=960, n_threads=1)
     first = text.splitlines()[0]
-    assert "direct family" in first and "tile 1x8x" in first and "-> (1, 960, 7, 7)" in first
-    assert any(line.startswith("  - flat:") for line in text.splitlines())
+    assert "dwconv family" in first and "-> (1, 960, 7, 7)" in first
+    assert any(line.startswith("  - dwconv: depthwise (960 groups") for line in text.splitlines())
+    wide = gconv.explain((1, 32, 9, 40), (32, 1, 3, 3), padding=1, groups=32, n_threads=1)
+    assert ("direct family" if _dispatch.ISA == "avx512" else "dwconv family") in wide.splitlines()[0]
+    # one output channel per group from two inputs: the direct family's flat one-channel tiles
+    flat = gconv.explain((1, 8, 9, 40), (4, 2, 3, 3), padding=1, groups=4, n_threads=1)
+    assert "direct family" in flat.splitlines()[0] and "tile 1x8x" in flat.splitlines()[0]
+    assert any(line.startswith("  - flat:") for line in flat.splitlines())
     serial = gconv.explain((1, 2, 4, 4), (2, 2, 1, 1), n_threads=2)
     assert "1 thread(s)" in serial and "serial:" in serial
     run = subprocess.run(

@@ -1,0 +1,272 @@
+# The dwconv family's driver: channel-vectorised depthwise tiles (kernels/dwconv/tile.h) over per-item
+# [row][column][channel] slabs of one channel block; threads split over images, channel blocks and row blocks.
+
+cdef extern from "kernels/dwconv/tile.h" nogil:
+    # the tile shape, defined in the header only
+    int GCONV_DW_OWT
+    int GCONV_DW_CB_F32
+    int GCONV_DW_CB_F64
+    void gconv_dw_f32(Py_ssize_t n_taps, const float* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                      Py_ssize_t n_tiles, const float* w, const float* bias, float* out)
+    void gconv_dw_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                      Py_ssize_t n_tiles, const double* w, const double* bias, double* out)
+
+cdef extern from "kernels/dwconv/transpose.h" nogil:
+    void gconv_transpose_float(const float* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols, float* dst,
+                               Py_ssize_t ds)
+    void gconv_transpose_double(const double* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols, double* dst,
+                                Py_ssize_t ds)
+
+
+# The tile shape for gconv._select and the tests: (channels, output columns) by itemsize.
+DWCONV_TILE = {4: (GCONV_DW_CB_F32, GCONV_DW_OWT), 8: (GCONV_DW_CB_F64, GCONV_DW_OWT)}
+
+
+cdef enum:
+    # Work items wanted per thread before row blocks are split further, so static chunks stay balanced.
+    DW_ITEMS_PER_THREAD = 4
+    # Bytes of scratch one work item uses (slab, staged input rows, outputs): a block of rows of one channel
+    # block stays in L2 while its tiles run. Each block re-packs the (KH - 1) * dilation rows it shares with
+    # the next, so not much smaller.
+    DW_SCRATCH_BUDGET = 256 * 1024
+
+
+cdef struct DwPlan:
+    # channel block (one vector) and tile width; n_cb blocks cover the channels, the last zero-filled
+    Py_ssize_t cb, n_cb, owt, n_ow_tiles, n_taps
+    # slab: slab_rows x slab_cols pixels of cb channels; column j holds input column j - pad_left
+    Py_ssize_t slab_cols, slab_row_len, slab_rows, slab_size
+    # per-thread scratch besides the slab: NCHW input rows before they are spread out, the block's outputs
+    Py_ssize_t stage_size, block_out_size
+    # work item = (n * n_cb + channel block) * n_row_blocks + row block
+    Py_ssize_t rows_per_block, n_row_blocks
+
+
+cdef inline Py_ssize_t _dw_slab_rows(const Plan* plan, Py_ssize_t out_rows) noexcept nogil:
+    return (out_rows - 1) * plan.stride_h + (plan.KH - 1) * plan.dilation_h + 1
+
+
+cdef Py_ssize_t _set_dw_rows(const Plan* plan, DwPlan* dp, Py_ssize_t rows_per_block) noexcept nogil:
+    """Row blocks of rows_per_block output rows, and the scratch they take; returns its elements (capped)."""
+    dp.rows_per_block = rows_per_block
+    dp.n_row_blocks = _ceil_div(plan.H_out, rows_per_block)
+    dp.slab_rows = _dw_slab_rows(plan, rows_per_block)
+    dp.slab_size = _size_product(dp.slab_rows, dp.slab_row_len)
+    dp.stage_size = _size_product(dp.slab_rows, _size_product(plan.W, dp.cb))
+    dp.block_out_size = _size_product(_size_product(rows_per_block, plan.W_out) + dp.owt, dp.cb)
+    return min(SIZE_CAP, dp.slab_size + dp.stage_size + dp.block_out_size)
+
+
+cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_threads) noexcept nogil:
+    """Channel blocks, slab shape and row blocks for n_threads threads."""
+    dp.cb = GCONV_DW_CB_F32 if itemsize == 4 else GCONV_DW_CB_F64
+    dp.owt = GCONV_DW_OWT
+    dp.n_cb = _ceil_div(plan.C_out, dp.cb)
+    dp.n_ow_tiles = _ceil_div(plan.W_out, dp.owt)
+    dp.n_taps = plan.KH * plan.KW
+    # every column the last tile reads, also past the row (zeros): no tile is cut short
+    dp.slab_cols = _size_product(dp.n_ow_tiles * dp.owt - 1, plan.stride_w) + (plan.KW - 1) * plan.dilation_w + 1
+    dp.slab_row_len = _size_product(dp.slab_cols, dp.cb)
+    cdef Py_ssize_t wanted = DW_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
+    cdef Py_ssize_t rows = plan.H_out
+    while rows > 1 and _size_product(_set_dw_rows(plan, dp, rows), itemsize) > DW_SCRATCH_BUDGET:
+        rows = _ceil_div(rows, 2)
+    while rows > 1 and plan.N * dp.n_cb * _ceil_div(plan.H_out, rows) < wanted:
+        rows = _ceil_div(rows, 2)
+    _set_dw_rows(plan, dp, rows)
+
+
+def dwconv_scratch_bytes(Py_ssize_t W, Py_ssize_t W_out, tuple kernel_size, tuple stride, tuple dilation,
+                         int itemsize):
+    """Bytes of per-thread scratch for one output row, the least the dwconv family needs: gconv._select's rule."""
+    cdef Plan plan
+    cdef DwPlan dp
+    plan.KH, plan.KW = kernel_size
+    plan.stride_h, plan.stride_w = stride
+    plan.dilation_h, plan.dilation_w = dilation
+    plan.N, plan.C_out, plan.H_out, plan.W, plan.W_out = 1, 1, 1, W, W_out
+    _plan_dw(&plan, &dp, itemsize, 1)
+    return _size_product(_set_dw_rows(&plan, &dp, 1), itemsize)
+
+
+cdef void _pack_dw_slab(const Plan* plan, const DwPlan* dp, const floating* x, floating* slab, floating* stage,
+                        Py_ssize_t n, Py_ssize_t c0, Py_ssize_t n_valid, Py_ssize_t ih0,
+                        Py_ssize_t n_rows) noexcept nogil:
+    """slab[r][j][lane] = x[n, c0 + lane, ih0 + r, j - pad_left], zeros in the padding and past the channels.
+
+    stage: scratch for dp.stage_size elements (NCHW rows transposed in one go before they are spread out).
+    """
+    cdef Py_ssize_t cb = dp.cb, cols = dp.slab_cols, row_len = dp.slab_row_len, W = plan.W
+    cdef Py_ssize_t xs_c = plan.x_stride_c, xs_h = plan.x_stride_h, xs_w = plan.x_stride_w
+    # the slab rows that hold input rows, [r_lo, r_hi), and the slab columns that hold input columns, [j_lo, j_hi)
+    cdef Py_ssize_t r_lo = min(n_rows, max(0, -ih0)), r_hi = max(r_lo, min(n_rows, plan.H - ih0))
+    cdef Py_ssize_t j_lo = min(cols, plan.pad_left), j_hi = max(j_lo, min(cols, plan.pad_left + W))
+    cdef Py_ssize_t n_cols = j_hi - j_lo, n_pixels = (r_hi - r_lo) * W
+    cdef Py_ssize_t r, j, lane, p
+    cdef floating* dst
+    cdef const floating* src
+    memset(slab, 0, r_lo * row_len * sizeof(floating))
+    memset(slab + r_hi * row_len, 0, (n_rows - r_hi) * row_len * sizeof(floating))
+    for r in range(r_lo, r_hi):
+        memset(slab + r * row_len, 0, j_lo * cb * sizeof(floating))
+        memset(slab + r * row_len + j_hi * cb, 0, (cols - j_hi) * cb * sizeof(floating))
+    if n_cols == 0:
+        return
+    # the first input element the slab holds (j_lo == pad_left here)
+    cdef const floating* x_first = x + n * plan.x_stride_n + c0 * xs_c + (ih0 + r_lo) * xs_h
+    if xs_c != 1 and xs_w == 1 and xs_h == W and n_cols == W:
+        # NCHW planes, whole rows: the block's rows of each channel are one run, transposed in one go (a
+        # 7-column row alone would not fill one register block), then spread into the padded slab rows
+        _transpose(x_first, xs_c, n_valid, n_pixels, stage, cb)
+        if n_valid < cb:
+            for p in range(n_pixels):
+                for lane in range(n_valid, cb):
+                    stage[p * cb + lane] = 0
+        for r in range(r_lo, r_hi):
+            memcpy(slab + r * row_len + j_lo * cb, stage + (r - r_lo) * W * cb, W * cb * sizeof(floating))
+        return
+    for r in range(r_lo, r_hi):
+        dst = slab + r * row_len + j_lo * cb
+        src = x_first + (r - r_lo) * xs_h
+        if xs_c == 1:  # channels-last: each pixel's channels are one run
+            for j in range(n_cols):
+                memcpy(dst + j * cb, src + j * xs_w, n_valid * sizeof(floating))
+        elif xs_w == 1:  # NCHW rows that the slab holds only in part (a stride skips the last columns)
+            _transpose(src, xs_c, n_valid, n_cols, dst, cb)
+        else:
+            for lane in range(n_valid):
+                for j in range(n_cols):
+                    dst[j * cb + lane] = src[lane * xs_c + j * xs_w]
+        for j in range(n_cols):
+            for lane in range(n_valid, cb):
+                dst[j * cb + lane] = 0
+
+
+cdef void _dw_item(const Plan* plan, const DwPlan* dp, const floating* x, const floating* w_packed,
+                   const floating* b_packed, floating* out, const Py_ssize_t* tap_offset, floating* slab,
+                   floating* stage, floating* block_out, Py_ssize_t item) noexcept nogil:
+    """One work item: a block of output rows of one channel block of image n.
+
+    block_out: scratch for the block's outputs, [row][column][lane] at a pitch of W_out columns (a row's
+    last tile runs past it, into the next row's place, which that row's tiles then overwrite).
+    """
+    cdef Py_ssize_t row_block = item % dp.n_row_blocks
+    cdef Py_ssize_t block = (item // dp.n_row_blocks) % dp.n_cb
+    cdef Py_ssize_t n = item // (dp.n_row_blocks * dp.n_cb)
+    cdef Py_ssize_t cb = dp.cb, c0 = block * cb, n_valid = min(cb, plan.C_out - c0), W_out = plan.W_out
+    cdef Py_ssize_t oh0 = row_block * dp.rows_per_block
+    cdef Py_ssize_t n_rows = min(dp.rows_per_block, plan.H_out - oh0)
+    cdef Py_ssize_t col_step = plan.stride_w * cb
+    cdef Py_ssize_t os_c = plan.out_stride_c, os_h = plan.out_stride_h, os_w = plan.out_stride_w
+    cdef Py_ssize_t r, t, lane, ow
+    cdef const floating* row
+    cdef const floating* w_block = w_packed + block * dp.n_taps * cb
+    cdef floating* dst
+    _pack_dw_slab(plan, dp, x, slab, stage, n, c0, n_valid, oh0 * plan.stride_h - plan.pad_top,
+                  _dw_slab_rows(plan, n_rows))
+    for r in range(n_rows):
+        row = slab + r * plan.stride_h * dp.slab_row_len
+        _dw_row(dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block, b_packed + c0,
+                block_out + r * W_out * cb)
+    dst = out + n * plan.out_stride_n + c0 * os_c + oh0 * os_h
+    if os_c != 1 and os_w == 1 and (os_h == W_out or n_rows == 1):
+        # NCHW: the block's rows of each channel are one run, transposed out in one go
+        _transpose(block_out, cb, n_rows * W_out, n_valid, dst, os_c)
+        return
+    for r in range(n_rows):
+        if os_c == 1:  # channels-last: each pixel's channels are one run
+            for ow in range(W_out):
+                memcpy(dst + r * os_h + ow * os_w, block_out + (r * W_out + ow) * cb, n_valid * sizeof(floating))
+        elif os_w == 1:
+            _transpose(block_out + r * W_out * cb, cb, W_out, n_valid, dst + r * os_h, os_c)
+        else:
+            for lane in range(n_valid):
+                for ow in range(W_out):
+                    dst[lane * os_c + r * os_h + ow * os_w] = block_out[(r * W_out + ow) * cb + lane]
+
+
+cdef inline void _transpose(const floating* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols, floating* dst,
+                            Py_ssize_t ds) noexcept nogil:
+    # dst[c * ds + r] = src[r * ss + c], in register blocks where the ISA allows
+    if floating is float:
+        gconv_transpose_float(src, ss, rows, cols, dst, ds)
+    else:
+        gconv_transpose_double(src, ss, rows, cols, dst, ds)
+
+
+cdef inline void _dw_row(Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                         Py_ssize_t n_tiles, const floating* w, const floating* bias, floating* out) noexcept nogil:
+    # the C micro-kernel for this dtype
+    if floating is float:
+        gconv_dw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+    else:
+        gconv_dw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+
+
+def conv2d_dwconv(
+    const floating[:, :, :, :] x not None,         # IN  (N, C, H, W), any strides (NCHW, NHWC, views)
+    const floating[:, :, :, ::1] weight not None,  # IN  (C, 1, KH, KW)
+    const floating[::1] bias not None,             # IN  (C,), or (0,) for no bias
+    floating[:, :, :, :] out not None,             # OUT (N, C, H_out, W_out), any strides
+    tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
+    Py_ssize_t groups,                             # == C
+    int n_threads,
+):
+    """Depthwise 2-D cross-correlation (groups == C_in == C_out) with implicit zero padding, vectorised
+    along the channels.
+
+    Same contract as conv2d_direct (gconv._select checked shapes, dtype and overlap); overwrites out. Each
+    output is its taps' multiply-adds in one fixed order, whatever the work split.
+    """
+    cdef Plan plan
+    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
+    if plan.C_in != groups or plan.C_out != groups:
+        raise ValueError("conv2d_dwconv: depthwise only (groups == in_channels == out_channels)")
+    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+        return
+    cdef DwPlan dp
+    _plan_dw(&plan, &dp, sizeof(floating), n_threads)
+    cdef Py_ssize_t n_items = plan.N * dp.n_cb * dp.n_row_blocks
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
+    cdef Py_ssize_t scratch_size = dp.slab_size + dp.stage_size + dp.block_out_size
+    if scratch_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
+        raise ValueError("conv2d_dwconv: even one output row's scratch exceeds the limit (use conv2d_direct)")
+
+    # weights [block][tap][lane] and bias [block * cb + lane], zeros past the channels
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t taps = dp.n_taps, t, block
+    w_packed = np.zeros(dp.n_cb * taps * dp.cb, dtype=dtype)
+    b_packed = np.zeros(dp.n_cb * dp.cb, dtype=dtype)
+    if bias.shape[0] != 0:
+        b_packed[: plan.C_out] = bias
+    cdef floating[::1] w_packed_view = w_packed
+    cdef const floating* w_source = &weight[0, 0, 0, 0]
+    for block in range(dp.n_cb):
+        _transpose(w_source + block * dp.cb * taps, taps, min(dp.cb, plan.C_out - block * dp.cb), taps,
+                   &w_packed_view[block * taps * dp.cb], dp.cb)
+    cdef Py_ssize_t[::1] tap_offset = np.empty(taps, dtype=np.intp)
+    for t in range(taps):
+        tap_offset[t] = ((t // plan.KW) * plan.dilation_h * dp.slab_row_len
+                         + (t % plan.KW) * plan.dilation_w * dp.cb)
+    cdef const floating[::1] b_view = b_packed
+    cdef const floating* w_ptr = &w_packed_view[0]
+    cdef const floating* b_ptr = &b_view[0]
+    cdef const Py_ssize_t* offset_ptr = &tap_offset[0]
+    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef floating* out_ptr = &out[0, 0, 0, 0]
+    cdef Py_ssize_t item
+    cdef int alloc_failed[1]
+    alloc_failed[0] = 0
+    cdef floating* slab
+    with nogil, parallel(num_threads=team):
+        # this thread's scratch: slab, staged input rows, the block's outputs
+        slab = <floating*> malloc(scratch_size * sizeof(floating))
+        if slab == NULL:
+            alloc_failed[0] = 1
+        for item in prange(n_items, schedule="static"):
+            if slab != NULL:
+                _dw_item(&plan, &dp, x_ptr, w_ptr, b_ptr, out_ptr, offset_ptr, slab, slab + dp.slab_size,
+                         slab + dp.slab_size + dp.stage_size, item)
+        free(slab)
+    if alloc_failed[0]:
+        raise MemoryError(f"conv2d: could not allocate {scratch_size * sizeof(floating)} bytes of scratch")

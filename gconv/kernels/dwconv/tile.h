@@ -1,0 +1,83 @@
+/* Channel-vectorised depthwise micro-kernels (the "dwconv" family): one source, compiled once per
+ * instruction-set level.
+ *
+ * A depthwise convolution (groups == C_in == C_out) has one input channel and KH x KW taps per output: too
+ * few multiply-adds per output for the row-vectorised tiles (direct/tile.h) to amortise their per-channel
+ * work on small maps, and 7- or 14-column rows leave their lanes idle. These tiles vectorise along the
+ * channels instead, as XNNPACK's f32-dwconv and oneDNN's nChw16c depthwise kernels do: the driver packs a
+ * block of CB channels into a [row][column][CB] slab (zero padding in it), and a tile is OWT output
+ * columns of one output row x CB channels, each tap one weight vector times OWT input vectors.
+ *
+ * Registers: OWT accumulators + one weight vector + one input vector (9 of 16 with AVX2). OWT = 7 divides
+ * every map width of the usual networks (112, 56, 28, 14, 7), so their rows have no ragged tile.
+ *
+ * Included after Python.h (Cython puts it first): indices are Py_ssize_t, as everywhere in gconv. */
+#ifndef GCONV_DWCONV_TILE_H
+#define GCONV_DWCONV_TILE_H
+
+#include "../isa.h"
+
+/* Tile shape, defined here only (dwconv.pxi reads these): one vector of channels x OWT output columns. */
+#define GCONV_DW_OWT 7
+#define GCONV_DW_CB_F32 (GCONV_VECTOR_BYTES / 4)
+#define GCONV_DW_CB_F64 (GCONV_VECTOR_BYTES / 8)
+
+#define GCONV_DW_PARAMS(T)                                                                           \
+    Py_ssize_t n_taps, const T *GCONV_RESTRICT x, const Py_ssize_t *GCONV_RESTRICT tap_offset,       \
+        Py_ssize_t col_step, Py_ssize_t n_tiles, const T *GCONV_RESTRICT w, const T *GCONV_RESTRICT bias, \
+        T *GCONV_RESTRICT out
+
+/* One output row of n_tiles tiles (a call per row, not per tile: a 3x3 tile is only 63 multiply-adds).
+ * x: slab at the row's first output column for tap offset 0; output column q reads
+ *    x[tap_offset[t] + q * col_step + lane] through tap t (col_step = stride_w * CB).
+ * w: packed weights of the channel block, w[t * CB + lane]; bias: CB values (zeros where there is none).
+ * out: n_tiles * OWT x CB results, out[q * CB + lane] (every column, also those past the row: the driver
+ *      drops them). */
+#if defined(__GNUC__) || defined(__clang__)
+/* never inlined: inside the driver's loops the compiler ran short of registers and re-read the tile's
+ * pointers from the stack on every tap (measured 1.6x slower) */
+#define GCONV_DEFINE_DW(T, NAME, CB)                                                                 \
+    __attribute__((noinline)) static void NAME(GCONV_DW_PARAMS(T))                                   \
+    {                                                                                                \
+        typedef gconv_vec_##T vec;                                                                   \
+        vec b;                                                                                       \
+        int p;                                                                                       \
+        Py_ssize_t t, tile;                                                                          \
+        memcpy(&b, bias, sizeof(vec));                                                               \
+        for (tile = 0; tile < n_tiles; tile++) {                                                     \
+            const T *x_tile = x + tile * GCONV_DW_OWT * col_step;                                    \
+            vec acc[GCONV_DW_OWT];                                                                   \
+            for (p = 0; p < GCONV_DW_OWT; p++) acc[p] = b;                                           \
+            for (t = 0; t < n_taps; t++) {                                                           \
+                vec wv;                                                                              \
+                const T *x_tap = x_tile + tap_offset[t];                                             \
+                memcpy(&wv, w + t * (CB), sizeof(vec));                                              \
+                for (p = 0; p < GCONV_DW_OWT; p++) {                                                 \
+                    vec xv;                                                                          \
+                    memcpy(&xv, x_tap + p * col_step, sizeof(vec));                                  \
+                    acc[p] += xv * wv;                                                               \
+                }                                                                                    \
+            }                                                                                        \
+            memcpy(out + tile * GCONV_DW_OWT * (CB), acc, sizeof(acc));                              \
+        }                                                                                            \
+    }
+#else
+#define GCONV_DEFINE_DW(T, NAME, CB)                                                                 \
+    static void NAME(GCONV_DW_PARAMS(T))                                                             \
+    {                                                                                                \
+        int lane;                                                                                    \
+        Py_ssize_t t, q;                                                                             \
+        for (q = 0; q < n_tiles * GCONV_DW_OWT; q++)                                                 \
+            for (lane = 0; lane < (CB); lane++) {                                                    \
+                T sum = bias[lane];                                                                  \
+                for (t = 0; t < n_taps; t++)                                                         \
+                    sum += x[tap_offset[t] + q * col_step + lane] * w[t * (CB) + lane];              \
+                out[q * (CB) + lane] = sum;                                                          \
+            }                                                                                        \
+    }
+#endif
+
+GCONV_DEFINE_DW(float, gconv_dw_f32, GCONV_DW_CB_F32)
+GCONV_DEFINE_DW(double, gconv_dw_f64, GCONV_DW_CB_F64)
+
+#endif

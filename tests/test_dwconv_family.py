@@ -1,0 +1,188 @@
+"""The dwconv family (channel-vectorised depthwise tiles), forced on edge shapes at every ISA level built."""
+
+import numpy as np
+import pytest
+
+import gconv
+from gconv import _dispatch, _select
+from reference import conv_reference
+
+LEVELS = gconv.available_isas()
+
+CASES = [
+    # x shape, channels (= groups), kernel, kwargs: ragged channel blocks (C % CB), rows that are not a
+    # multiple of the tile's 7 columns, strides, dilation, padding wider than the map, batch, conv1d
+    ((1, 960, 7, 7), 3, dict(padding=1)),
+    ((2, 13, 14, 14), 3, dict(stride=2, padding=1)),  # 13 channels: one full block and a ragged one
+    ((1, 5, 9, 11), 5, dict(stride=2, padding=2)),  # fewer channels than a block, ragged rows
+    ((3, 20, 6, 17), (3, 1), dict(padding=(1, 0), dilation=(2, 1))),
+    ((1, 9, 4, 4), 3, dict(stride=3, padding=3, dilation=2)),  # padding wider than the map
+    ((1, 16, 30, 8), 7, dict(padding=3)),  # tall map: several row blocks
+    ((2, 6, 5, 6), (2, 4), dict(stride=(1, 2))),  # no padding, even kernel
+    ((1, 3, 1, 1), 1, dict()),  # 1x1 map, 1x1 kernel
+    ((2, 12, 40), 5, dict(padding="same", dilation=2)),  # conv1d
+]
+
+
+@pytest.fixture(params=LEVELS)
+def isa(request):
+    previous = _dispatch.set_isa(request.param)
+    yield request.param
+    _dispatch.set_isa(previous)
+
+
+@pytest.fixture
+def dwconv_forced():
+    previous = _select.FORCE_FAMILY
+    _select.FORCE_FAMILY = "dwconv"
+    yield
+    _select.FORCE_FAMILY = previous
+
+
+def _tolerance(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+def _case(rng, x_shape, kernel, dtype, bias=True):
+    channels = x_shape[1]
+    kernel = (kernel,) * (len(x_shape) - 2) if isinstance(kernel, int) else kernel
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((channels, 1) + tuple(kernel)).astype(dtype)
+    b = rng.standard_normal(channels).astype(dtype) if bias else None
+    return x, w, b
+
+
+def _conv(x, w, b, **kwargs):
+    fn = gconv.conv1d if x.ndim == 3 else gconv.conv2d
+    return fn(x, w, b, groups=x.shape[1], **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dwconv_matches_the_reference(isa, dwconv_forced, dtype):
+    rng = np.random.default_rng(0)
+    for i, (x_shape, kernel, kwargs) in enumerate(CASES):
+        x, w, b = _case(rng, x_shape, kernel, dtype, bias=i % 2 == 0)
+        expected = conv_reference(x, w, b, groups=x.shape[1], **kwargs)
+        np.testing.assert_allclose(
+            _conv(x, w, b, **kwargs), expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {kernel} {kwargs}"
+        )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dwconv_reads_and_writes_channels_last_and_views(isa, dwconv_forced, dtype):
+    rng = np.random.default_rng(1)
+    for x_shape, kernel, kwargs in [c for c in CASES if len(c[0]) == 4]:
+        x, w, b = _case(rng, x_shape, kernel, dtype)
+        expected = conv_reference(x, w, b, groups=x.shape[1], **kwargs)
+        x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        out_last = np.empty(np.array(expected.shape)[[0, 2, 3, 1]], dtype).transpose(0, 3, 1, 2)
+        got = gconv.conv2d(x_last, w, b, groups=x.shape[1], out=out_last, **kwargs)
+        assert got is out_last
+        np.testing.assert_allclose(out_last, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} NHWC")
+        wide = np.zeros(x.shape[:3] + (2 * x.shape[3],), dtype)  # columns 2 apart
+        wide[..., ::2] = x
+        np.testing.assert_allclose(
+            _conv(wide[..., ::2], w, b, **kwargs), expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} view"
+        )
+        apart = np.zeros((x.shape[0], 2 * x.shape[1]) + x.shape[2:], dtype)  # planes apart, rows one run each
+        apart[:, ::2] = x
+        np.testing.assert_allclose(
+            _conv(apart[:, ::2], w, b, **kwargs), expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} planes"
+        )
+        cropped = np.zeros(x.shape[:3] + (x.shape[3] + 3,), dtype)  # rows contiguous but not one run
+        cropped[..., : x.shape[3]] = x
+        np.testing.assert_allclose(
+            _conv(cropped[..., : x.shape[3]], w, b, **kwargs),
+            expected,
+            **_tolerance(dtype),
+            err_msg=f"{isa} {x_shape} cropped",
+        )
+
+
+def test_dwconv_kernel_writes_any_output_view_and_nothing_else(isa):
+    # the kernel's contract (out any strides), below what gconv.conv2d's out= accepts
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        x, w, b = _case(rng, (2, 11, 9, 10), 3, dtype)
+        expected = conv_reference(x, w, b, stride=(1, 2), padding=1, groups=11)
+        for target, view in [
+            (t := np.full((2, 14, 9, 2 * expected.shape[3]), np.nan, dtype), t[:, 1:-2, :, ::2]),  # columns apart
+            (t := np.full((2, 14, 9, expected.shape[3]), np.nan, dtype), t[:, 2:-1]),  # rows one run per plane
+            (t := np.full((2, 9, 2 * expected.shape[3], 12), np.nan, dtype), t[:, :, ::2, :11].transpose(0, 3, 1, 2)),
+        ]:
+            kernels.conv2d_dwconv(x, w, b, view, (1, 2), (1, 1), (1, 1), 11, 2)
+            np.testing.assert_allclose(view, expected, **_tolerance(dtype), err_msg=f"{isa} {dtype} {view.strides}")
+            assert np.isnan(target).sum() == target.size - view.size
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        ((1, 960, 7, 7), 3, dict(padding=1)),  # split over channel blocks
+        ((1, 16, 56, 56), 3, dict(padding=1)),  # split over row blocks
+        ((4, 24, 14, 14), 5, dict(stride=2, padding=2)),  # over images
+    ],
+)
+def test_dwconv_results_do_not_depend_on_the_thread_count(isa, dwconv_forced, shape):
+    x_shape, kernel, kwargs = shape
+    rng = np.random.default_rng(2)
+    x, w, b = _case(rng, x_shape, kernel, np.float32)
+    one = _conv(x, w, b, n_threads=1, **kwargs)
+    for n_threads in (2, 3):
+        np.testing.assert_array_equal(_conv(x, w, b, n_threads=n_threads, **kwargs), one)
+
+
+def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
+    kernels = _dispatch.kernels
+
+    def family(x_shape, w_shape, groups, out_hw, accumulate=False):
+        out_shape = (x_shape[0], w_shape[0]) + out_hw
+        return _select.choose(
+            x_shape, w_shape, out_shape, (1, 1), (1, 1), (1, 1), groups, 4, True, 1, accumulate=accumulate
+        ).family
+
+    assert family((1, 960, 7, 7), (960, 1, 3, 3), 960, (7, 7)) == "dwconv"
+    assert family((8, 672, 14, 14), (672, 1, 5, 5), 672, (14, 14)) == "dwconv"
+    assert family((1, 32, 112, 112), (32, 1, 3, 3), 32, (112, 112)) == (
+        "direct" if kernels.ISA == "avx512" else "dwconv"
+    )
+    assert family((1, 8, 9, 9), (16, 1, 3, 3), 8, (9, 9)) == "direct"  # channel multiplier 2
+    assert family((1, 8, 9, 9), (4, 2, 3, 3), 4, (9, 9)) == "direct"  # two inputs per group
+    assert family((1, 8, 9, 9), (8, 1, 3, 3), 8, (9, 9), accumulate=True) == "direct"  # adds into out
+    # huge dilation: even one row's slab is past the scratch limit
+    huge = _select.choose(
+        (1, 8, 9, 1 << 26), (8, 1, 1, 3), (1, 8, 9, 1 << 26), (1, 1), (0, 1 << 25), (1, 1 << 25), 8, 4, True, 1
+    ).family
+    assert huge != "dwconv"
+
+
+def test_dwconv_kernel_refuses_other_groupings_and_handles_empty_outputs():
+    kernels = _dispatch.kernels
+    x = np.zeros((1, 8, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="depthwise only"):
+        kernels.conv2d_dwconv(
+            x,
+            np.zeros((16, 1, 3, 3), np.float32),
+            np.empty(0, np.float32),
+            np.empty((1, 16, 3, 3), np.float32),
+            (1, 1),
+            (0, 0),
+            (1, 1),
+            8,
+            1,
+        )
+    empty = np.empty((0, 8, 3, 3), np.float32)
+    kernels.conv2d_dwconv(
+        x[:0], np.zeros((8, 1, 3, 3), np.float32), np.empty(0, np.float32), empty, (1, 1), (0, 0), (1, 1), 8, 1
+    )
+
+
+def test_dwconv_agrees_with_torch(dwconv_forced):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    for x_shape, kernel, kwargs in CASES:
+        x, w, b = _case(rng, x_shape, kernel, np.float32)
+        fn = torch.nn.functional.conv1d if x.ndim == 3 else torch.nn.functional.conv2d
+        expected = fn(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), groups=x.shape[1], **kwargs)
+        np.testing.assert_allclose(_conv(x, w, b, **kwargs), expected.numpy(), rtol=1e-5, atol=1e-5)
