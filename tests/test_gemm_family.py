@@ -172,7 +172,7 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     depthwise = _select.choose(
         (1, 960, 7, 7), (960, 1, 3, 3), (1, 960, 7, 7), (1, 1), (1, 1), (1, 1), 960, f32, True, 1
     )
-    assert depthwise.family == "direct"
+    assert depthwise.family == "dwconv"  # depthwise: its own family, never gemm
     f64 = _select.choose((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, 8, True, 1)
     assert f64.family == "gemm"
     f64_rows = _select.choose((8, 64, 28, 28), (64, 64, 3, 3), (8, 64, 28, 28), (1, 1), (1, 1), (1, 1), 1, 8, True, 1)
