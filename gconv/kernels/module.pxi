@@ -4,7 +4,8 @@
 # consistent shapes, exact output geometry, C-contiguous weight and bias; input and output may have any
 # strides (NCHW, channels-last, views). Bounds checks are off in a normal build (the Python layer proved the
 # bounds) and on in a debug build (GCONV_DEBUG=1 at build time). The micro-kernels are C headers, one folder
-# per family (direct/, gemm/, dwconv/, wgrad/); the drivers that cut the work into items and call them are the .pxi files.
+# per family (direct/, gemm/, dwconv/, wgrad/); the drivers that cut the work into items and call them are
+# the .pxi files.
 
 import numpy as np
 
