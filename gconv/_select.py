@@ -39,6 +39,8 @@ GEMM_MAX_ROW_POINTWISE = 28
 # from L2 once per block of 4 channels and panels win (3x3 256->256 on 14x14 at batch 1: panels 1.2x).
 GEMM_DOT_MAX_PIXELS = 64
 GEMM_DOT_MIN_TAPS = 192
+# below AVX-512 (16 registers: dot tiles of 2 pixels x 4 channels), see _gemm_choice
+GEMM_DOT_MAX_PIXELS_BELOW_AVX512 = 8
 
 # Below AVX-512, 1x1 convolutions at stride 1 without padding on NCHW maps of at least this many pixels run
 # on the gemm family's pointwise tiles (out[c][p] = w[c][:] . x[:][p] per image: 6 channels x 16 pixels,
@@ -129,18 +131,25 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
     variant = FORCE_FAMILY.partition(":")[2] if forced and FORCE_FAMILY else ""
     taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
     dtype_name = "float32" if itemsize == 4 else "float64"
-    # below AVX-512 only one-pixel dot tiles win (AVX2, 1x1 960->160 on 7x7: 2x4 dot tiles 4x slower
-    # than panels; a 1x1 map at batch 1: the one-pixel tile 2x faster)
-    dot_tiles_pay = kernels.ISA == "avx512" or pixels < kernels.GEMM_DOT_TILE[0]
-    if variant == "dot" or (
-        not variant and pixels <= GEMM_DOT_MAX_PIXELS and taps >= GEMM_DOT_MIN_TAPS and dot_tiles_pay
-    ):
+    # A matrix-vector product (one pixel) reads each weight once: packing them, or checking a module's packed
+    # copy against them (a memcmp of twice their bytes), costs more than the product, whatever the depth
+    # (AVX2, 1x1 on a 1x1 map at batch 1, 168->672, 48->1152, 10->240: dot 1.2-2.2x faster than panels).
+    one_pixel = pixels < kernels.GEMM_DOT_TILE[0]
+    # below AVX-512, multi-pixel dot tiles win only on a handful of pixels (AVX2, 1x1 960->160 on 7x7: 2x4
+    # dot tiles 4x slower than panels; at batch 8 on 1x1 maps 672->28, 240->960, 1152->48 1.2-1.7x faster)
+    max_pixels = GEMM_DOT_MAX_PIXELS if kernels.ISA == "avx512" else GEMM_DOT_MAX_PIXELS_BELOW_AVX512
+    if variant == "dot" or (not variant and (one_pixel or (pixels <= max_pixels and taps >= GEMM_DOT_MIN_TAPS))):
         mr, nr = kernels.GEMM_DOT_TILE if pixels >= kernels.GEMM_DOT_TILE[0] else kernels.GEMM_DOT_PIXEL_TILE
         if reasons is not None:
             reasons.append(
                 f"gemm: {gemm_why}; dot tiles of {mr} pixels x {nr} output channels on the weights as they are: "
-                f"{pixels} pixels (<= {GEMM_DOT_MAX_PIXELS}) of {taps} taps (>= {GEMM_DOT_MIN_TAPS}) would not "
-                f"repay packing them ({_dispatch.ISA}, {dtype_name})"
+                + (
+                    "one pixel (a matrix-vector product) reads each weight once"
+                    if one_pixel
+                    else f"{pixels} pixels (<= {max_pixels}) of {taps} taps (>= {GEMM_DOT_MIN_TAPS}) would not "
+                    "repay packing them"
+                )
+                + f" ({_dispatch.ISA}, {dtype_name})"
             )
         return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"dot {mr}x{nr}")
     mr, nr = kernels.GEMM_TILE[dtype_name]

@@ -163,6 +163,12 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     se = _select.choose((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
     assert se.family == "gemm" and not se.pack_weights  # a matrix-vector product: never pack the weights
     assert se.tile == "dot 1x8"
+    # a matrix-vector product never packs or checks packed weights, however shallow (a 1x1 map at batch 1)
+    shallow = _select.choose((1, 10, 1, 1), (240, 10, 1, 1), (1, 240, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+    assert shallow.tile == "dot 1x8"
+    # a handful of pixels with a deep reduction: dot tiles on every ISA (squeeze-excitation at batch 8)
+    se8 = _select.choose((8, 672, 1, 1), (28, 672, 1, 1), (8, 28, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+    assert se8.tile.startswith("dot") and not se8.pack_weights
     many = _select.choose((8, 256, 14, 14), (256, 256, 3, 3), (8, 256, 14, 14), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
     assert many.family == "gemm" and many.pack_weights
     long_rows = _select.choose(

@@ -247,13 +247,16 @@ GCONV_INLINE double gconv_lane_sum_double(gconv_vec_double v)
         for (o = 0; o < OB; o++) w_row[o] = w + (o < n_n ? o : n_n - 1) * k_size;                    \
         for (m = 0; m < MR; m++)                                                                     \
             for (o = 0; o < OB; o++) acc[m][o] = (vec){0};                                           \
+        /* the MR input vectors first, then one weight vector at a time: MR x OB accumulators + MR + 1  \
+         * registers (with all OB weight vectors loaded first, the one-pixel tile needed 17 of AVX2's   \
+         * 16 and ran from the stack, 2x slower) */                                                  \
         for (k = 0; k < k_vec; k += LANES) {                                                         \
-            vec wv[OB];                                                                              \
-            for (o = 0; o < OB; o++) memcpy(&wv[o], w_row[o] + k, sizeof(vec));                      \
-            for (m = 0; m < MR; m++) {                                                               \
-                vec av;                                                                              \
-                memcpy(&av, a_row[m] + k, sizeof(vec));                                              \
-                for (o = 0; o < OB; o++) acc[m][o] += av * wv[o];                                    \
+            vec av[MR];                                                                              \
+            for (m = 0; m < MR; m++) memcpy(&av[m], a_row[m] + k, sizeof(vec));                      \
+            for (o = 0; o < OB; o++) {                                                               \
+                vec wv;                                                                              \
+                memcpy(&wv, w_row[o] + k, sizeof(vec));                                              \
+                for (m = 0; m < MR; m++) acc[m][o] += av[m] * wv;                                    \
             }                                                                                        \
         }                                                                                            \
         for (m = 0; m < MR; m++)                                                                     \
