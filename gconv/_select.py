@@ -29,6 +29,12 @@ GEMM_MAX_ROW = 14
 # one long row, but gemm's blocked reduction wins (1x1 128->512 on 28x28: 1.4x at batch 1, 1.2x at batch
 # 8). On 56x56 it varies from run to run between 1.3x faster and 1.2x slower (256->64: two channel blocks).
 GEMM_MAX_ROW_POINTWISE = 28
+# Below AVX-512 the direct tile is 8 columns wide but has only 8 accumulators (of 16 registers), so dense
+# (one group) kxk convolutions keep the gemm family up to 28-column rows. Measured on AVX2 (Zen, 1 thread,
+# medians of interleaved runs): 3x3 128->128 on 28x28 1.18x faster at batch 1, 1.2x at batch 8; 256->256
+# 1.2x; 3x3 s2 128->128 on 56x56 1.16x; 2x2 s2 96->96 on 56x56 1.25x; 3x3 64->64 on 28x28 1.15x (float64
+# 1.07x); 32->32 1.03x. 56-column rows stay direct (3x3 64->64 on 56x56: gemm 1.02x slower).
+GEMM_MAX_ROW_DENSE_BELOW_AVX512 = 28
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
 # has at most GEMM_DOT_MAX_PIXELS output pixels (batch x rows x columns) and at least GEMM_DOT_MIN_TAPS taps
@@ -102,7 +108,7 @@ def _oc_block(out_channels_per_group, acc_rows):
     return block
 
 
-def _gemm_reason(weight_shape, out_shape, groups):
+def _gemm_reason(weight_shape, out_shape, groups, isa):
     """Why the channel-vectorised gemm family suits this call, or '' where the direct family is faster."""
     out_channels_per_group = weight_shape[0] // groups
     taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
@@ -116,7 +122,16 @@ def _gemm_reason(weight_shape, out_shape, groups):
     if out_channels_per_group < GEMM_MIN_OUT_CHANNELS or taps < GEMM_MIN_TAPS:
         return ""
     w_out = out_shape[3]
-    max_row = GEMM_MAX_ROW_POINTWISE if tuple(weight_shape[2:]) == (1, 1) else GEMM_MAX_ROW
+    pointwise = tuple(weight_shape[2:]) == (1, 1)
+    if weight_shape[2] > 1 and weight_shape[3] > 1 and groups == 1 and isa != "avx512":
+        if w_out <= GEMM_MAX_ROW_DENSE_BELOW_AVX512:
+            return (
+                f"dense {weight_shape[2]}x{weight_shape[3]} with output rows of {w_out} <= "
+                f"{GEMM_MAX_ROW_DENSE_BELOW_AVX512} columns below AVX-512, where the row-vectorised tile has "
+                f"only {_dispatch.kernels.DIRECT_ACC_ROWS} accumulators"
+            )
+        return ""
+    max_row = GEMM_MAX_ROW_POINTWISE if pointwise else GEMM_MAX_ROW
     if w_out <= max_row:
         return f"output rows of {w_out} <= {max_row} columns leave the row-vectorised tile's lanes idle"
     return ""
@@ -248,7 +263,7 @@ def choose(
                 )
             return Choice("gemm", 0, False, 0, True, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr}")
     if not accumulate and (FORCE_FAMILY is None or forced_gemm):
-        gemm_why = "forced" if forced_gemm else _gemm_reason(weight_shape, out_shape, groups)
+        gemm_why = "forced" if forced_gemm else _gemm_reason(weight_shape, out_shape, groups, kernels.ISA)
         if gemm_why:
             return _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why, reasons, forced_gemm)
     acc_rows = kernels.DIRECT_ACC_ROWS
