@@ -354,7 +354,7 @@ class _IsaAs:
         return getattr(self._kernels, name)
 
 
-def test_select_runs_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monkeypatch):
+def test_select_runs_wide_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monkeypatch):
     f32 = 4
 
     def dense(width, kernel=3, stride=1, groups=1):
@@ -379,9 +379,10 @@ def test_select_runs_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monkeypatc
         choice = _select.choose(*args, why=True)
         assert choice.family == ("gemm" if below else "direct")
         if below:
-            assert any("below AVX-512" in reason and "8 accumulators" in reason for reason in choice.reasons)
-    # 56-column rows, grouped calls and 1-D (1 x k) kernels keep the direct family
-    for args in (dense(56), dense(28, groups=2)):
+            assert any("below AVX-512" in reason and "128 >= 64 output channels" in reason for reason in choice.reasons)
+    # 56-column rows, grouped calls, narrower layers and 1-D (1 x k) kernels keep the direct family
+    narrow = ((1, 32, 28, 28), (32, 32, 3, 3), (1, 32, 28, 28), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
+    for args in (dense(56), dense(28, groups=2), narrow):
         assert _select.choose(*args).family == "direct"
     conv1d = ((2, 64, 1, 40), (64, 64, 1, 3), (2, 64, 1, 19), (1, 2), (0, 0), (1, 1), 1, f32, True, 1)
     assert _select.choose(*conv1d).family == "direct"
