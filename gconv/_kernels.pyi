@@ -15,6 +15,8 @@ ISA: str
 
 DIRECT_ACC_ROWS: int
 """Accumulator rows of a direct-family register tile (output channels x output rows)."""
+DIRECT_OC_BLOCKS: tuple[int, ...]
+"""The output channels a direct-family tile may have (its oc_block), largest first."""
 DIRECT_TILE_COLS: dict[int, int]
 """Output columns of a direct-family register tile, by itemsize (4: float32, 8: float64)."""
 DIRECT_SCRATCH_LIMIT: int

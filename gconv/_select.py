@@ -29,6 +29,14 @@ GEMM_MAX_ROW = 14
 # one long row, but gemm's blocked reduction wins (1x1 128->512 on 28x28: 1.4x at batch 1, 1.2x at batch
 # 8). On 56x56 it varies from run to run between 1.3x faster and 1.2x slower (256->64: two channel blocks).
 GEMM_MAX_ROW_POINTWISE = 28
+# Below AVX-512, dense (one group) kxk convolutions with rows up to 28 columns and at least 64 output
+# channels run on the gemm family too: its 6 x 16 tile reduces deep layers faster than the direct tile (8
+# columns, 4 channels x 3 rows). Measured on AVX2 (Zen, 1 thread, batch 1, medians of interleaved runs):
+# 3x3 128->128 on 28x28 1.08x, 96->96 1.03x, 2x2 s2 96->96 on 56x56 1.19x, 3x3 s2 128->128 on 56x56 1.03x
+# faster on gemm; 64->64 on 28x28 even; 32->32 on 28x28 1.2x slower. 56-column rows stay direct (3x3
+# 64->64 on 56x56: direct 1.18x faster).
+GEMM_MAX_ROW_DENSE_BELOW_AVX512 = 28
+GEMM_MIN_OUT_CHANNELS_DENSE_BELOW_AVX512 = 64
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
 # has at most GEMM_DOT_MAX_PIXELS output pixels (batch x rows x columns) and at least GEMM_DOT_MIN_TAPS taps
@@ -74,7 +82,7 @@ class Choice(NamedTuple):
     family: str  # 'direct': row-vectorised register tiles over packed slabs; 'gemm': channel-vectorised tiles
     #              of pixels x output channels (implicit GEMM); 'dwconv': channel-vectorised depthwise tiles;
     #              'loops': plain loops
-    oc_block: int  # direct: output channels per register tile (8, 4, 2 or 1)
+    oc_block: int  # direct: output channels per register tile (one of the build's DIRECT_OC_BLOCKS)
     flat: bool  # direct: tiles over a block's flattened outputs instead of a rows x columns grid
     tile_cols: int  # direct: output columns per register tile
     pointwise_rows: bool  # 1x1, stride 1, no padding, NCHW: each image runs as one long row of H * W pixels
@@ -95,16 +103,13 @@ class Choice(NamedTuple):
         return f"{self.oc_block}x{_dispatch.kernels.DIRECT_ACC_ROWS // self.oc_block}x{self.tile_cols}"
 
 
-def _oc_block(out_channels_per_group, acc_rows):
-    # as many output channels as a group has, up to the accumulator rows; the rest of the rows go to
-    # output rows (depthwise: 1 channel x 8 rows)
-    block = acc_rows
-    while block > out_channels_per_group and block > 1:
-        block //= 2
-    return block
+def _oc_block(out_channels_per_group, oc_blocks):
+    # as many output channels as a group has, up to the widest tile; the rest of the accumulator rows go to
+    # output rows (one channel: 1 x 8 rows with AVX-512, 1 x 12 below it)
+    return next((block for block in oc_blocks if block <= out_channels_per_group), oc_blocks[-1])
 
 
-def _gemm_reason(weight_shape, out_shape, groups):
+def _gemm_reason(weight_shape, out_shape, groups, isa):
     """Why the channel-vectorised gemm family suits this call, or '' where the direct family is faster."""
     out_channels_per_group = weight_shape[0] // groups
     taps = weight_shape[1] * weight_shape[2] * weight_shape[3]
@@ -114,13 +119,28 @@ def _gemm_reason(weight_shape, out_shape, groups):
         # direct's 52-267 us, most of what is left being the per-call path.
         return "a 1x1 output map would keep one lane of the row-vectorised tile busy"
     # float64 alike (measured: 1x1 on a 1x1 map 5.6x, 1x1 960->160 on 7x7 2x faster than direct; the float64
-    # rows of benchmarks/bench.py, 3x3 on 28x28 and 56x56 maps, stay on the direct family by the row rule)
+    # rows of benchmarks/bench.py, 3x3 on 28x28 and 56x56 maps, stay on the direct family by the row rule
+    # with AVX-512; below it the 28x28 one runs on gemm, GEMM_MAX_ROW_DENSE_BELOW_AVX512)
     if out_channels_per_group < GEMM_MIN_OUT_CHANNELS or taps < GEMM_MIN_TAPS:
         return ""
     w_out = out_shape[3]
     max_row = GEMM_MAX_ROW_POINTWISE if tuple(weight_shape[2:]) == (1, 1) else GEMM_MAX_ROW
     if w_out <= max_row:
         return f"output rows of {w_out} <= {max_row} columns leave the row-vectorised tile's lanes idle"
+    kxk = weight_shape[2] > 1 and weight_shape[3] > 1
+    if (
+        kxk
+        and groups == 1
+        and isa != "avx512"
+        and w_out <= GEMM_MAX_ROW_DENSE_BELOW_AVX512
+        and out_channels_per_group >= GEMM_MIN_OUT_CHANNELS_DENSE_BELOW_AVX512
+    ):
+        return (
+            f"dense {weight_shape[2]}x{weight_shape[3]} with output rows of {w_out} <= "
+            f"{GEMM_MAX_ROW_DENSE_BELOW_AVX512} columns and {out_channels_per_group} >= "
+            f"{GEMM_MIN_OUT_CHANNELS_DENSE_BELOW_AVX512} output channels below AVX-512, where the gemm tile "
+            f"reduces faster than the row-vectorised one"
+        )
     return ""
 
 
@@ -257,11 +277,11 @@ def choose(
                 )
             return Choice("gemm", 0, False, 0, True, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr}")
     if not accumulate and (FORCE_FAMILY is None or forced_gemm):
-        gemm_why = "forced" if forced_gemm else _gemm_reason(weight_shape, out_shape, groups)
+        gemm_why = "forced" if forced_gemm else _gemm_reason(weight_shape, out_shape, groups, kernels.ISA)
         if gemm_why:
             return _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why, reasons, forced_gemm)
     acc_rows = kernels.DIRECT_ACC_ROWS
-    oc_block = _oc_block(out_channels_per_group, acc_rows)
+    oc_block = _oc_block(out_channels_per_group, kernels.DIRECT_OC_BLOCKS)
     tile_cols = kernels.DIRECT_TILE_COLS[itemsize]
     scratch = kernels.direct_tile_scratch_bytes(
         weight_shape[1], kernel_size, tuple(stride), tuple(dilation), oc_block, itemsize

@@ -110,7 +110,8 @@ def test_explain_names_the_family_tile_and_rules(tmp_path):
     assert ("direct family" if _dispatch.ISA == "avx512" else "dwconv family") in wide.splitlines()[0]
     # one output channel per group from two inputs: the direct family's flat one-channel tiles
     flat = gconv.explain((1, 8, 9, 40), (4, 2, 3, 3), padding=1, groups=4, n_threads=1)
-    assert "direct family" in flat.splitlines()[0] and "tile 1x8x" in flat.splitlines()[0]
+    acc_rows = _dispatch.kernels.DIRECT_ACC_ROWS  # one channel x every accumulator row
+    assert "direct family" in flat.splitlines()[0] and f"tile 1x{acc_rows}x" in flat.splitlines()[0]
     assert any(line.startswith("  - flat:") for line in flat.splitlines())
     serial = gconv.explain((1, 2, 4, 4), (2, 2, 1, 1), n_threads=2)
     assert "1 thread(s)" in serial and "serial:" in serial

@@ -182,7 +182,8 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     f64 = _select.choose((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, 8, True, 1)
     assert f64.family == "gemm"
     f64_rows = _select.choose((8, 64, 28, 28), (64, 64, 3, 3), (8, 64, 28, 28), (1, 1), (1, 1), (1, 1), 1, 8, True, 1)
-    assert f64_rows.family == "direct"  # benchmarks/bench.py's 'dense 3x3 f64' row keeps its family
+    # benchmarks/bench.py's 'dense 3x3 f64' row: 28-column rows, gemm below AVX-512 (see the next test)
+    assert f64_rows.family == ("direct" if _dispatch.kernels.ISA == "avx512" else "gemm")
     narrow = _select.choose((8, 32, 14, 14), (16, 32, 1, 1), (8, 16, 14, 14), (1, 1), (0, 0), (1, 1), 1, f32, False, 1)
     assert narrow.family == "direct"  # 16 output channels fill half a tile (channels-last: no pointwise tiles)
     for c_in, c_out in ((672, 28), (20, 480)):  # squeeze-excitation layers on a 1x1 map, whatever their widths
@@ -357,6 +358,45 @@ class _IsaAs:
 
     def __getattr__(self, name):
         return getattr(self._kernels, name)
+
+
+def test_select_runs_wide_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monkeypatch):
+    f32 = 4
+
+    def dense(width, kernel=3, stride=1, groups=1):
+        pad = (kernel - 1) // 2
+        out_width = (width + 2 * pad - kernel) // stride + 1
+        return (
+            (1, 128, width, width),
+            (128, 128 // groups, kernel, kernel),
+            (1, 128, out_width, out_width),
+            (stride, stride),
+            (pad, pad),
+            (1, 1),
+            groups,
+            f32,
+            True,
+            1,
+        )
+
+    kernels = _dispatch.kernels
+    below = kernels.ISA != "avx512"
+    for args in (dense(28), dense(56, stride=2), dense(56, kernel=2, stride=2)):
+        choice = _select.choose(*args, why=True)
+        assert choice.family == ("gemm" if below else "direct")
+        if below:
+            assert any("below AVX-512" in reason and "128 >= 64 output channels" in reason for reason in choice.reasons)
+    # 56-column rows, grouped calls, narrower layers and 1-D (1 x k) kernels keep the direct family
+    narrow = ((1, 32, 28, 28), (32, 32, 3, 3), (1, 32, 28, 28), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
+    for args in (dense(56), dense(28, groups=2), narrow):
+        assert _select.choose(*args).family == "direct"
+    conv1d = ((2, 64, 1, 40), (64, 64, 1, 3), (2, 64, 1, 19), (1, 2), (0, 0), (1, 1), 1, f32, True, 1)
+    assert _select.choose(*conv1d).family == "direct"
+    # 14-column rows run on gemm at every level; AVX-512 keeps its 14-column threshold
+    assert _select.choose(*dense(14)).family == "gemm"
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
+    assert _select.choose(*dense(28)).family == "direct"
+    assert _select.choose(*dense(14)).family == "gemm"
 
 
 def test_select_keeps_panels_for_batched_7x7_maps():

@@ -3,6 +3,7 @@
 cdef extern from "kernels/direct/tile.h" nogil:
     # the tile shape, defined in the header only
     int GCONV_DIRECT_ACC_ROWS
+    int GCONV_DIRECT_MAX_OCB
     int GCONV_TILE_W_F32
     int GCONV_TILE_W_F64
     void gconv_tile_f32(int oc_block, const float* x, Py_ssize_t ic_stride, Py_ssize_t kh_stride,
@@ -21,6 +22,8 @@ cdef extern from "kernels/direct/tile.h" nogil:
 
 # The tile shape for gconv._select: accumulator rows (shared by output channels x rows) and columns per dtype.
 DIRECT_ACC_ROWS = GCONV_DIRECT_ACC_ROWS
+# the output channels a tile may have (oc_block), largest first: powers of two up to the header's maximum
+DIRECT_OC_BLOCKS = tuple(block for block in (8, 4, 2, 1) if block <= GCONV_DIRECT_MAX_OCB)
 DIRECT_TILE_COLS = {4: GCONV_TILE_W_F32, 8: GCONV_TILE_W_F64}  # by itemsize
 
 
@@ -194,7 +197,7 @@ def conv2d_direct(
     floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), any strides
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
-    int oc_block,                                  # tile depth in output channels: 8, 4, 2 or 1
+    int oc_block,                                  # tile depth in output channels: one of DIRECT_OC_BLOCKS
     bint flat,                                     # tiles over the block's flattened outputs (stride 1 only)
     bint accumulate,                               # add to out instead of overwriting it
     int n_threads,
@@ -247,8 +250,8 @@ cdef int _run_direct(Plan* plan_ptr, const floating* x_ptr, const floating* weig
     """Tile, cache blocks, packed weights, then every work item in parallel, per-thread scratch inside."""
     cdef Plan plan = plan_ptr[0]
     plan.accumulate = accumulate
-    if oc_block not in (1, 2, 4, 8) or oc_block > GCONV_DIRECT_ACC_ROWS:
-        raise ValueError(f"conv2d_direct: oc_block must be 1, 2, 4 or 8, got {oc_block}")
+    if oc_block not in DIRECT_OC_BLOCKS:
+        raise ValueError(f"conv2d_direct: oc_block must be one of {DIRECT_OC_BLOCKS} ({ISA}), got {oc_block}")
     if flat and (plan.stride_h != 1 or plan.stride_w != 1):
         raise ValueError("conv2d_direct: flat tiles need stride 1")
     # channels adjacent in memory: neighbouring groups share cache lines, so run them back to back

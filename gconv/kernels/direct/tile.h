@@ -4,8 +4,8 @@
  * A tile is OCB output channels x ROWS x TW outputs, accumulated in registers over every (input channel,
  * kh, kw) tap, then stored once with the bias. The input comes from a per-thread packed slab (see
  * _kernels.pyx): zero padding is already in it and, for stride s, its columns are split into phases so
- * that the TW columns a tap reads are contiguous. OCB * ROWS = 8 accumulator rows; the caller picks OCB
- * from the output channels per group (depthwise: OCB = 1). TW is two vectors with AVX-512 (32 registers)
+ * that the TW columns a tap reads are contiguous. OCB * ROWS = GCONV_DIRECT_ACC_ROWS accumulator rows (8
+ * with AVX-512, 12 below it); the caller picks OCB from the output channels per group (depthwise: OCB = 1). TW is two vectors with AVX-512 (32 registers)
  * and one vector below it (16 registers).
  *
  * The store writes out = tile + bias, or adds to out (accumulate: a 3-D convolution sums its depth taps
@@ -25,8 +25,21 @@
 #include "../isa.h"
 
 /* Tile shape, defined here only (the .pyx reads these): GCONV_DIRECT_ACC_ROWS accumulator rows of
- * GCONV_TILE_W_* columns, shared as OCB output channels x ROWS output rows with OCB in {8, 4, 2, 1}. */
+ * GCONV_TILE_W_* columns, shared as OCB output channels x ROWS output rows with OCB a power of two up to
+ * GCONV_DIRECT_MAX_OCB.
+ *
+ * AVX-512: 8 rows of two vectors, OCB in {8, 4, 2, 1} (16 accumulators of 32 registers).
+ * Below it: 12 rows of one vector, OCB in {4, 2, 1} (12 accumulators of 16 registers): a fused multiply-add
+ * has a latency of 4-5 cycles and two issue each cycle, so 8 chains (the former 8 channels x 1 row) left the
+ * units idle, and 8 broadcast weights per input vector made the loads the bottleneck; 4 channels x 3 rows
+ * load 3 input vectors and 4 weights per 12 multiply-adds. */
+#if GCONV_VECTORS_PER_ROW == 2
 #define GCONV_DIRECT_ACC_ROWS 8
+#define GCONV_DIRECT_MAX_OCB 8
+#else
+#define GCONV_DIRECT_ACC_ROWS 12
+#define GCONV_DIRECT_MAX_OCB 4
+#endif
 #define GCONV_TILE_W_F32 (GCONV_VECTORS_PER_ROW * GCONV_VECTOR_BYTES / 4)
 #define GCONV_TILE_W_F64 (GCONV_VECTORS_PER_ROW * GCONV_VECTOR_BYTES / 8)
 
@@ -97,7 +110,8 @@ GCONV_DEFINE_STORE(double)
  * in registers and vectorises along the output columns; left to itself it sometimes vectorised along the
  * channels instead and shuffled in the inner loop. Other compilers get the plain loops. */
 #if defined(__GNUC__) || defined(__clang__)
-/* acc += w * x over every tap; STEP is the distance between the tile's rows in the slab. */
+/* acc += w * x over every tap; STEP is the distance between the tile's rows in the slab. ACCUMULATE in
+ * GCONV_DEFINE_TILE is this or GCONV_ACCUMULATE_INPUT_FIRST below. */
 #define GCONV_ACCUMULATE(T, OCB, ROWS, STEP)                                                                       \
     for (ic = 0; ic < n_ic; ic++) {                                                                  \
         for (kh = 0; kh < kh_size; kh++) {                                                           \
@@ -115,8 +129,31 @@ GCONV_DEFINE_STORE(double)
         }                                                                                            \
     }
 
+/* The same sums, loading every row's input first and then broadcasting one weight at a time: ROWS + 1
+ * live registers besides the accumulators instead of OCB + 1, for tiles with fewer rows than channels
+ * and one vector per row (4 x 3 below AVX-512: 12 + 3 + 1 of 16 registers, where the order above spills
+ * an accumulator to the stack and its chain through memory bounds the loop). */
+#define GCONV_ACCUMULATE_INPUT_FIRST(T, OCB, ROWS, STEP)                                             \
+    for (ic = 0; ic < n_ic; ic++) {                                                                  \
+        for (kh = 0; kh < kh_size; kh++) {                                                           \
+            const T *x_row = x + ic * ic_stride + kh * kh_stride;                                    \
+            for (kw = 0; kw < kw_size; kw++, w += OCB) {                                             \
+                const T *x_tap = x_row + kw_offset[kw];                                              \
+                vec xv[ROWS];                                                                        \
+                _Pragma("GCC unroll 16")                                                             \
+                for (r = 0; r < ROWS; r++) memcpy(&xv[r], x_tap + r * (STEP), sizeof(vec));          \
+                _Pragma("GCC unroll 16")                                                             \
+                for (o = 0; o < OCB; o++) {                                                          \
+                    const T wo = w[o];                                                               \
+                    _Pragma("GCC unroll 16")                                                         \
+                    for (r = 0; r < ROWS; r++) acc[o][r][0] += wo * xv[r];                           \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }
 
-#define GCONV_DEFINE_TILE(T, NAME, TW, OCB, ROWS)                                                    \
+
+#define GCONV_DEFINE_TILE(T, NAME, TW, OCB, ROWS, ACCUMULATE)                                                  \
     static void NAME(GCONV_TILE_PARAMS(T))                                                           \
     {                                                                                                \
         typedef gconv_vec_##T vec;                                                                   \
@@ -128,9 +165,9 @@ GCONV_DEFINE_STORE(double)
             for (r = 0; r < ROWS; r++)                                                               \
                 for (v = 0; v < VPR; v++) acc[o][r][v] = (vec){0};                                   \
         if (pitch) /* flat: the tile's rows are consecutive, so every load has a fixed offset */     \
-            GCONV_ACCUMULATE(T, OCB, ROWS, TW)                                                                   \
+            ACCUMULATE(T, OCB, ROWS, TW)                                                             \
         else                                                                                         \
-            GCONV_ACCUMULATE(T, OCB, ROWS, row_step)                                                             \
+            ACCUMULATE(T, OCB, ROWS, row_step)                                                       \
         if (pitch == 0 && n_cols == TW && out_col_stride == 1) { /* whole rows, straight from registers */\
             for (o = 0; o < n_oc; o++) {                                                             \
                 const T b = bias ? bias[o] : (T)0;                                                   \
@@ -157,7 +194,7 @@ GCONV_DEFINE_STORE(double)
         }                                                                                            \
     }
 #else
-#define GCONV_DEFINE_TILE(T, NAME, TW, OCB, ROWS)                                                    \
+#define GCONV_DEFINE_TILE(T, NAME, TW, OCB, ROWS, ACCUMULATE)                                                  \
     static void NAME(GCONV_TILE_PARAMS(T))                                                           \
     {                                                                                                \
         T tile[OCB][ROWS * TW];                                                                      \
@@ -182,35 +219,47 @@ GCONV_DEFINE_STORE(double)
     }
 #endif
 
+#define GCONV_TILE_CALL(NAME)                                                                        \
+    NAME(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic, kh_size, kw_size, out, out_channel_stride, \
+         out_row_stride, out_col_stride, bias, n_oc, n_rows, n_cols, pitch, f0, accumulate)
+
+/* The float32 and float64 tiles of OCB channels x ROWS rows, named gconv_tile_f32_<OCB>x<ROWS> etc. */
+#define GCONV_DEFINE_TILES(OCB, ROWS, ACCUMULATE)                                                    \
+    GCONV_DEFINE_TILE(float, gconv_tile_f32_##OCB##x##ROWS, GCONV_TILE_W_F32, OCB, ROWS, ACCUMULATE) \
+    GCONV_DEFINE_TILE(double, gconv_tile_f64_##OCB##x##ROWS, GCONV_TILE_W_F64, OCB, ROWS, ACCUMULATE)
+
+/* GCONV_TILE_CASES(SUFFIX): the tiles of this level by oc_block (ROWS = GCONV_DIRECT_ACC_ROWS / oc_block). */
+#if GCONV_DIRECT_MAX_OCB == 8
 GCONV_STATIC_ASSERT(GCONV_DIRECT_ACC_ROWS == 8, direct_tiles_are_8_accumulator_rows);
 
-GCONV_DEFINE_TILE(float, gconv_tile_f32_8x1, GCONV_TILE_W_F32, 8, 1)
-GCONV_DEFINE_TILE(float, gconv_tile_f32_4x2, GCONV_TILE_W_F32, 4, 2)
-GCONV_DEFINE_TILE(float, gconv_tile_f32_2x4, GCONV_TILE_W_F32, 2, 4)
-GCONV_DEFINE_TILE(float, gconv_tile_f32_1x8, GCONV_TILE_W_F32, 1, 8)
-GCONV_DEFINE_TILE(double, gconv_tile_f64_8x1, GCONV_TILE_W_F64, 8, 1)
-GCONV_DEFINE_TILE(double, gconv_tile_f64_4x2, GCONV_TILE_W_F64, 4, 2)
-GCONV_DEFINE_TILE(double, gconv_tile_f64_2x4, GCONV_TILE_W_F64, 2, 4)
-GCONV_DEFINE_TILE(double, gconv_tile_f64_1x8, GCONV_TILE_W_F64, 1, 8)
+GCONV_DEFINE_TILES(8, 1, GCONV_ACCUMULATE)
+GCONV_DEFINE_TILES(4, 2, GCONV_ACCUMULATE)
+GCONV_DEFINE_TILES(2, 4, GCONV_ACCUMULATE)
+GCONV_DEFINE_TILES(1, 8, GCONV_ACCUMULATE)
 
-/* oc_block is 8, 4, 2 or 1 (ROWS = 8 / oc_block). */
+#define GCONV_TILE_CASES(SUFFIX)                                                                     \
+    case 8: GCONV_TILE_CALL(gconv_tile_##SUFFIX##_8x1); break;                                       \
+    case 4: GCONV_TILE_CALL(gconv_tile_##SUFFIX##_4x2); break;                                       \
+    case 2: GCONV_TILE_CALL(gconv_tile_##SUFFIX##_2x4); break;                                       \
+    default: GCONV_TILE_CALL(gconv_tile_##SUFFIX##_1x8); break;
+#else
+GCONV_STATIC_ASSERT(GCONV_DIRECT_ACC_ROWS == 12 && GCONV_DIRECT_MAX_OCB == 4, direct_tiles_are_12_accumulator_rows);
+
+GCONV_DEFINE_TILES(4, 3, GCONV_ACCUMULATE_INPUT_FIRST)
+GCONV_DEFINE_TILES(2, 6, GCONV_ACCUMULATE)
+GCONV_DEFINE_TILES(1, 12, GCONV_ACCUMULATE)
+
+#define GCONV_TILE_CASES(SUFFIX)                                                                     \
+    case 4: GCONV_TILE_CALL(gconv_tile_##SUFFIX##_4x3); break;                                       \
+    case 2: GCONV_TILE_CALL(gconv_tile_##SUFFIX##_2x6); break;                                       \
+    default: GCONV_TILE_CALL(gconv_tile_##SUFFIX##_1x12); break;
+#endif
+
+/* oc_block is one of the level's (direct.pxi checks it against DIRECT_OC_BLOCKS). */
 #define GCONV_DEFINE_DISPATCH(T, SUFFIX)                                                             \
     static inline void gconv_tile_##SUFFIX(int oc_block, GCONV_TILE_PARAMS(T))                       \
     {                                                                                                \
-        switch (oc_block) {                                                                          \
-        case 8: gconv_tile_##SUFFIX##_8x1(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,     \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
-        case 4: gconv_tile_##SUFFIX##_4x2(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,     \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
-        case 2: gconv_tile_##SUFFIX##_2x4(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,     \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
-        default: gconv_tile_##SUFFIX##_1x8(x, ic_stride, kh_stride, row_step, kw_offset, w, n_ic,    \
-                    kh_size, kw_size, out, out_channel_stride, out_row_stride, out_col_stride, bias,   \
-                    n_oc, n_rows, n_cols, pitch, f0, accumulate); break;                                                       \
-        }                                                                                            \
+        switch (oc_block) { GCONV_TILE_CASES(SUFFIX) }                                               \
     }
 
 GCONV_DEFINE_DISPATCH(float, f32)
