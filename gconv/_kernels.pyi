@@ -104,7 +104,14 @@ def conv2d_pointwise(
     n_threads: int,
 ) -> None: ...
 def dwconv_scratch_bytes(
-    W: int, W_out: int, kernel_size: _Pair, stride: _Pair, dilation: _Pair, itemsize: int
+    W: int,
+    W_out: int,
+    kernel_size: _Pair,
+    stride: _Pair,
+    dilation: _Pair,
+    itemsize: int,
+    in_channels_per_group: int = 1,
+    out_channels_per_group: int = 1,
 ) -> int: ...
 def conv2d_dwconv(
     x: _Floats,
