@@ -113,6 +113,7 @@ def dwconv_scratch_bytes(
     in_channels_per_group: int = 1,
     out_channels_per_group: int = 1,
 ) -> int: ...
+def dwconv_pack_weights(weight: _Floats, groups: int) -> _Floats: ...
 def conv2d_dwconv(
     x: _Floats,
     weight: _Floats,
@@ -123,6 +124,7 @@ def conv2d_dwconv(
     dilation: _Pair,
     groups: int,
     n_threads: int,
+    packed_weight: _Floats | None = None,
 ) -> None: ...
 def conv2d_loops(
     x: _Floats,

@@ -330,8 +330,9 @@ def conv2d(
     x (N, C_in, H, W) any strides, weight C-contiguous, bias (C_out,) or (0,), out (N, C_out, H_out, W_out)
     any strides, all one dtype; stride, pad_before (top, left), dilation pairs of ints. accumulate: add the
     result to out instead of overwriting it. weight_cache: a module's PackedWeights, so that the gemm family
-    packs its weights once rather than per call. choices: a dict the caller keeps for calls of these same
-    shapes, dtype, geometry and groups (a module's plan), remembering choose() by what else it reads.
+    (and the dwconv family's grouped calls) packs its weights once rather than per call. choices: a dict the
+    caller keeps for calls of these same shapes, dtype, geometry and groups (a module's plan), remembering
+    choose() by what else it reads.
     """
     nchw = x.flags.c_contiguous and out.flags.c_contiguous
     remembered = (nchw, n_threads, accumulate, FORCE_FAMILY, _dispatch.ISA)
@@ -384,7 +385,10 @@ def conv2d(
         )
         return choice
     if choice.family == "dwconv":
-        kernels.conv2d_dwconv(x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads)
+        packed = None
+        if weight_cache is not None and weight.shape[1] > 1:  # grouped: its weights are worth keeping packed
+            packed = weight_cache.panels(kernels, weight, groups, choice.n_threads, "dwconv")
+        kernels.conv2d_dwconv(x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads, packed)
         return choice
     if choice.pointwise_rows:
         x = x.reshape(x.shape[0], x.shape[1], 1, -1)

@@ -289,3 +289,16 @@ def test_dwconv_agrees_with_torch(dwconv_forced):
         fn = torch.nn.functional.conv1d if x.ndim == 3 else torch.nn.functional.conv2d
         expected = fn(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), groups=x.shape[1], **kwargs)
         np.testing.assert_allclose(_conv(x, w, b, **kwargs), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_dwconv_kernel_takes_weights_packed_beforehand(isa):
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(8)
+    for dtype in (np.float32, np.float64):
+        x, w, b = _grouped_case(rng, (1, 24, 9, 9), 36, 3, 3, dtype)
+        expected = conv_reference(x, w, b, padding=1, groups=3)
+        out = np.empty(expected.shape, dtype)
+        kernels.conv2d_dwconv(x, w, b, out, (1, 1), (1, 1), (1, 1), 3, 1, kernels.dwconv_pack_weights(w, 3))
+        np.testing.assert_allclose(out, expected, **_grouped_tolerance(dtype))
+        with pytest.raises(ValueError, match="packed_weight"):
+            kernels.conv2d_dwconv(x, w, b, out, (1, 1), (1, 1), (1, 1), 3, 1, kernels.dwconv_pack_weights(w[:12], 1))

@@ -231,8 +231,53 @@ cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed
                     dst[lane * os_c + r * os_h + ow * os_w] = block_out[(r * W_out + ow) * cb + lane]
 
 
-cdef void _pack_dw_weights(const floating* w, Py_ssize_t khkw, Py_ssize_t icpg, Py_ssize_t n_valid, Py_ssize_t cb,
-                           floating* dst) noexcept nogil:
+cdef inline void _block_channels(const Plan* plan, const DwPlan* dp, Py_ssize_t block, Py_ssize_t* c_first,
+                                 Py_ssize_t* n_valid) noexcept nogil:
+    # the output channels of packed block `block`: grouped, block b of group g starts at g * ocpg + b * cb
+    cdef Py_ssize_t g = block // dp.blocks_per_group, b = block % dp.blocks_per_group
+    if dp.grouped:
+        c_first[0] = g * plan.out_channels_per_group + b * dp.cb
+        n_valid[0] = min(dp.cb, plan.out_channels_per_group - b * dp.cb)
+    else:
+        c_first[0] = block * dp.cb
+        n_valid[0] = min(dp.cb, plan.C_out - block * dp.cb)
+
+
+cdef void _pack_dw_weights(const Plan* plan, const DwPlan* dp, const floating* w, floating* dst) noexcept nogil:
+    """Every block's weights (dst holds zeros, n_cb * n_taps * cb of them)."""
+    cdef Py_ssize_t block, c_first, n_valid, taps = dp.n_taps, cb = dp.cb
+    for block in range(dp.n_cb):
+        _block_channels(plan, dp, block, &c_first, &n_valid)
+        _pack_dw_block_weights(w + c_first * taps, plan.KH * plan.KW, plan.in_channels_per_group, n_valid,
+                               cb, dst + block * taps * cb)
+
+
+def dwconv_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups):
+    """The weights as conv2d_dwconv packs them per call, for a caller that keeps them (a module's cache).
+
+    weight (C_out, C_in // groups, KH, KW), C-contiguous. The result is 1-D and fits this instruction-set
+    level's tile only: pass it back as conv2d_dwconv(..., packed_weight=) to the same kernel module.
+    """
+    cdef Plan plan
+    cdef DwPlan dp
+    plan.C_out, plan.in_channels_per_group = weight.shape[0], weight.shape[1]
+    plan.KH, plan.KW = weight.shape[2], weight.shape[3]
+    if groups <= 0 or plan.C_out % groups != 0:
+        raise ValueError("dwconv_pack_weights: the output channels must be a multiple of groups")
+    plan.groups, plan.out_channels_per_group = groups, plan.C_out // groups
+    plan.N, plan.H_out, plan.W_out, plan.W = 1, 1, 1, 1
+    plan.stride_h, plan.stride_w, plan.dilation_h, plan.dilation_w = 1, 1, 1, 1
+    _plan_dw(&plan, &dp, sizeof(floating), 1)
+    packed = np.zeros(dp.n_cb * dp.n_taps * dp.cb, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed_view = packed
+    if packed.size:
+        with nogil:
+            _pack_dw_weights(&plan, &dp, &weight[0, 0, 0, 0], &packed_view[0])
+    return packed
+
+
+cdef void _pack_dw_block_weights(const floating* w, Py_ssize_t khkw, Py_ssize_t icpg, Py_ssize_t n_valid,
+                                 Py_ssize_t cb, floating* dst) noexcept nogil:
     """dst[(tap * icpg + ic) * cb + lane] = w[(lane * icpg + ic) * khkw + tap] for lane < n_valid (the rest
     stays zero): a block's weights as the tiles read them, a vector of output channels per tap and input."""
     cdef Py_ssize_t lane, ic, tap
@@ -279,6 +324,7 @@ def conv2d_dwconv(
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
     int n_threads,
+    const floating[::1] packed_weight=None,        # dwconv_pack_weights(weight, groups): skip the packing
 ):
     """Depthwise (groups == C_in == C_out) or grouped 2-D cross-correlation with implicit zero padding,
     vectorised along the output channels (grouped: a group's, each input broadcast to them).
@@ -298,33 +344,33 @@ def conv2d_dwconv(
     if scratch_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
         raise ValueError("conv2d_dwconv: even one output row's scratch exceeds the limit (use conv2d_direct)")
 
-    # weights [block][tap][ic][lane] and bias [block * cb + lane], zeros past the channels (of each group)
+    # weights [block][tap][ic][lane] (packed now, or by the caller once) and bias [block * cb + lane], zeros
+    # past the channels (of each group)
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t taps = dp.n_taps, t, block, cb = dp.cb, icpg = plan.in_channels_per_group
-    cdef Py_ssize_t khkw = plan.KH * plan.KW, ocpg = plan.out_channels_per_group, g, b, c_first, n_valid
-    w_packed = np.zeros(dp.n_cb * taps * cb, dtype=dtype)
+    cdef Py_ssize_t ocpg = plan.out_channels_per_group, c_first, n_valid
+    cdef floating[::1] w_fresh
+    if packed_weight is None:
+        w_packed = w_fresh = np.zeros(dp.n_cb * taps * cb, dtype=dtype)
+        with nogil:
+            _pack_dw_weights(&plan, &dp, &weight[0, 0, 0, 0], &w_fresh[0])
+    elif packed_weight.shape[0] != dp.n_cb * taps * cb:
+        raise ValueError("conv2d_dwconv: packed_weight is not this weight's packing for this kernel build")
+    else:
+        w_packed = packed_weight
+    cdef const floating[::1] w_packed_view = w_packed
     b_packed = np.zeros(dp.n_cb * cb, dtype=dtype)
-    cdef floating[::1] w_packed_view = w_packed
     cdef floating[::1] b_packed_view = b_packed
-    cdef const floating* w_source = &weight[0, 0, 0, 0]
-    cdef const floating* b_source = &bias[0] if bias.shape[0] != 0 else NULL
-    with nogil:
+    if bias.shape[0] != 0:
         for block in range(dp.n_cb):
-            # block b of group g: output channels g * ocpg + b * cb ..
-            if dp.grouped:
-                g, b = block // dp.blocks_per_group, block % dp.blocks_per_group
-                c_first, n_valid = g * ocpg + b * cb, min(cb, ocpg - b * cb)
-            else:
-                c_first, n_valid = block * cb, min(cb, plan.C_out - block * cb)
-            _pack_dw_weights(w_source + c_first * taps, khkw, icpg, n_valid, cb, &w_packed_view[block * taps * cb])
-            if b_source != NULL:
-                memcpy(&b_packed_view[block * cb], b_source + c_first, n_valid * sizeof(floating))
+            _block_channels(&plan, &dp, block, &c_first, &n_valid)
+            b_packed_view[block * cb: block * cb + n_valid] = bias[c_first: c_first + n_valid]
     cdef Py_ssize_t[::1] tap_offset = np.empty(taps, dtype=np.intp)
     for t in range(taps):
         # tile tap t = (kh * KW + kw) * icpg + ic: a pixel's input channels are adjacent in the slab
         tap_offset[t] = ((t // icpg // plan.KW) * plan.dilation_h * dp.slab_row_len
                          + (t // icpg % plan.KW) * plan.dilation_w * dp.pixel_len + t % icpg)
-    cdef const floating[::1] b_view = b_packed
+    cdef const floating[::1] b_view = b_packed_view
     cdef const floating* w_ptr = &w_packed_view[0]
     cdef const floating* b_ptr = &b_view[0]
     cdef const Py_ssize_t* offset_ptr = &tap_offset[0]
