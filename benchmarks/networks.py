@@ -75,7 +75,8 @@ def load_layers(path, names, quick, only=None):
             entry = layers.setdefault(layer_key(spec), {"spec": spec, "networks": {}, "names": {}})
             entry["networks"][name] = entry["networks"].get(name, 0) + spec["count"]
             entry["names"].setdefault(name, spec["first"])
-    titles = {n: table["networks"][n]["title"] for n in names}
+    # networks that --only left without a layer have no totals
+    titles = {n: table["networks"][n]["title"] for n in names if any(n in e["networks"] for e in layers.values())}
     return list(layers.values()), titles, table
 
 

@@ -106,8 +106,16 @@ def conv2d_pointwise(
     n_threads: int,
 ) -> None: ...
 def dwconv_scratch_bytes(
-    W: int, W_out: int, kernel_size: _Pair, stride: _Pair, dilation: _Pair, itemsize: int
+    W: int,
+    W_out: int,
+    kernel_size: _Pair,
+    stride: _Pair,
+    dilation: _Pair,
+    itemsize: int,
+    in_channels_per_group: int = 1,
+    out_channels_per_group: int = 1,
 ) -> int: ...
+def dwconv_pack_weights(weight: _Floats, groups: int) -> _Floats: ...
 def conv2d_dwconv(
     x: _Floats,
     weight: _Floats,
@@ -118,6 +126,7 @@ def conv2d_dwconv(
     dilation: _Pair,
     groups: int,
     n_threads: int,
+    packed_weight: _Floats | None = None,
 ) -> None: ...
 def conv2d_loops(
     x: _Floats,

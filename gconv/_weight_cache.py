@@ -1,4 +1,4 @@
-"""A module's weights packed for the gemm family once, and reused for as long as the weights are unchanged."""
+"""A module's weights packed for the gemm or dwconv family once, and reused for as long as they are unchanged."""
 
 from __future__ import annotations
 
@@ -27,17 +27,23 @@ class PackedWeights:
     def __init__(self) -> None:
         self._entry: tuple[Any, np.ndarray, np.ndarray] | None = None
 
-    def panels(self, kernels: Any, weight: np.ndarray, groups: int, n_threads: int) -> np.ndarray | None:
-        """The [K][NR] panels of weight (C-contiguous, float) for this kernel build, packed now or reused; None
-        for a small weight, which the kernel packs faster than this could check it."""
+    def panels(
+        self, kernels: Any, weight: np.ndarray, groups: int, n_threads: int, family: str = "gemm"
+    ) -> np.ndarray | None:
+        """The [K][NR] panels of weight (C-contiguous, float) for this kernel build (family 'dwconv': its
+        [block][tap][lane] vectors), packed now or reused; None for a small weight, which the kernel packs
+        faster than this could check it."""
         if weight.size < MIN_CACHED_WEIGHTS:
             self._entry = None  # nothing kept for a module whose weight was large once
             return None
-        key = (kernels.ISA, weight.dtype, weight.shape, groups)
+        key = (kernels.ISA, family, weight.dtype, weight.shape, groups)
         entry = self._entry
         if entry is not None and entry[0] == key and kernels.same_bytes(entry[1], weight):
             return entry[2]
-        packed = kernels.gemm_pack_weights(weight, groups, n_threads)
+        if family == "dwconv":
+            packed = kernels.dwconv_pack_weights(weight, groups)
+        else:
+            packed = kernels.gemm_pack_weights(weight, groups, n_threads)
         self._entry = (key, weight.copy(), packed)
         return packed
 

@@ -1,4 +1,4 @@
-"""The dwconv family (channel-vectorised depthwise tiles), forced on edge shapes at every ISA level built."""
+"""The dwconv family (channel-vectorised depthwise and grouped tiles), forced on edge shapes at every ISA level built."""
 
 import numpy as np
 import pytest
@@ -24,6 +24,22 @@ CASES = [
 ]
 
 
+# grouped (not depthwise): x shape, output channels, groups, kernel, kwargs: groups of a vector of outputs and
+# more, ragged blocks in a group (12 outputs), fewer outputs than a vector (4), inputs per group unlike outputs
+# (8 -> 12, 3 -> 16, 1 -> 3: a channel multiplier), ragged rows, strides, dilation, padding wider than the map,
+# batch, conv1d
+GROUPED_CASES = [
+    ((1, 48, 7, 7), 48, 6, 3, dict(padding=1)),  # RegNet's groups of 8
+    ((2, 64, 14, 14), 64, 2, 3, dict(stride=2, padding=1)),  # groups of 32: four blocks per group
+    ((1, 24, 9, 11), 36, 3, 3, dict(padding=1)),  # 8 -> 12 per group: a ragged block in each group
+    ((1, 16, 6, 13), 16, 4, 3, dict(stride=(2, 1), padding=2)),  # groups of 4: half a vector
+    ((3, 9, 5, 8), 48, 3, (2, 3), dict(padding=(0, 1), dilation=(2, 1))),  # 3 -> 16 per group
+    ((1, 5, 4, 4), 15, 5, 3, dict(stride=3, padding=3, dilation=2)),  # channel multiplier 3, wide padding
+    ((1, 32, 30, 8), 32, 2, 5, dict(padding=2)),  # tall map: several row blocks
+    ((2, 16, 40), 24, 2, 5, dict(padding="same", dilation=2)),  # conv1d
+]
+
+
 @pytest.fixture(params=LEVELS)
 def isa(request):
     previous = _dispatch.set_isa(request.param)
@@ -41,6 +57,11 @@ def dwconv_forced():
 
 def _tolerance(dtype):
     return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+def _grouped_tolerance(dtype):
+    # sums of up to 16 x 9 taps (as the gemm family's tests)
+    return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
 
 
 def _case(rng, x_shape, kernel, dtype, bias=True):
@@ -99,6 +120,85 @@ def test_dwconv_reads_and_writes_channels_last_and_views(isa, dwconv_forced, dty
         )
 
 
+def _grouped_case(rng, x_shape, out_channels, groups, kernel, dtype, bias=True):
+    kernel = (kernel,) * (len(x_shape) - 2) if isinstance(kernel, int) else kernel
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((out_channels, x_shape[1] // groups) + tuple(kernel)).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype) if bias else None
+    return x, w, b
+
+
+def _grouped_conv(x, w, b, groups, **kwargs):
+    return (gconv.conv1d if x.ndim == 3 else gconv.conv2d)(x, w, b, groups=groups, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dwconv_grouped_matches_the_reference(isa, dwconv_forced, dtype):
+    rng = np.random.default_rng(5)
+    for i, (x_shape, out_channels, groups, kernel, kwargs) in enumerate(GROUPED_CASES):
+        x, w, b = _grouped_case(rng, x_shape, out_channels, groups, kernel, dtype, bias=i % 2 == 0)
+        assert (
+            _select.choose(
+                x.shape if x.ndim == 4 else x.shape[:2] + (1,) + x.shape[2:],
+                w.shape if w.ndim == 4 else w.shape[:2] + (1,) + w.shape[2:],
+                (1, out_channels, 1, 1),
+                (1, 1),
+                (0, 0),
+                (1, 1),
+                groups,
+                x.itemsize,
+                True,
+                1,
+            ).family
+            == "dwconv"
+        )
+        expected = conv_reference(x, w, b, groups=groups, **kwargs)
+        np.testing.assert_allclose(
+            _grouped_conv(x, w, b, groups, **kwargs),
+            expected,
+            **_grouped_tolerance(dtype),
+            err_msg=f"{isa} {x_shape} {out_channels} g{groups} {kernel} {kwargs}",
+        )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dwconv_grouped_reads_and_writes_channels_last_and_views(isa, dwconv_forced, dtype):
+    rng = np.random.default_rng(6)
+    for x_shape, out_channels, groups, kernel, kwargs in [c for c in GROUPED_CASES if len(c[0]) == 4]:
+        x, w, b = _grouped_case(rng, x_shape, out_channels, groups, kernel, dtype)
+        expected = conv_reference(x, w, b, groups=groups, **kwargs)
+        x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        out_last = np.empty(np.array(expected.shape)[[0, 2, 3, 1]], dtype).transpose(0, 3, 1, 2)
+        got = gconv.conv2d(x_last, w, b, groups=groups, out=out_last, **kwargs)
+        assert got is out_last
+        np.testing.assert_allclose(out_last, expected, **_grouped_tolerance(dtype), err_msg=f"{isa} {x_shape} NHWC")
+        wide = np.zeros(x.shape[:3] + (2 * x.shape[3],), dtype)  # columns 2 apart
+        wide[..., ::2] = x
+        np.testing.assert_allclose(
+            gconv.conv2d(wide[..., ::2], w, b, groups=groups, **kwargs),
+            expected,
+            **_grouped_tolerance(dtype),
+            err_msg=f"{isa} {x_shape} view",
+        )
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        ((1, 440, 7, 7), 440, 55, 3, dict(padding=1)),  # split over groups
+        ((1, 16, 56, 56), 16, 2, 3, dict(padding=1)),  # split over row blocks
+        ((4, 64, 14, 14), 64, 2, 3, dict(stride=2, padding=1)),  # over images; blocks within a group
+    ],
+)
+def test_dwconv_grouped_results_do_not_depend_on_the_thread_count(isa, dwconv_forced, shape):
+    x_shape, out_channels, groups, kernel, kwargs = shape
+    rng = np.random.default_rng(7)
+    x, w, b = _grouped_case(rng, x_shape, out_channels, groups, kernel, np.float32)
+    one = gconv.conv2d(x, w, b, groups=groups, n_threads=1, **kwargs)
+    for n_threads in (2, 3):
+        np.testing.assert_array_equal(gconv.conv2d(x, w, b, groups=groups, n_threads=n_threads, **kwargs), one)
+
+
 def test_dwconv_kernel_writes_any_output_view_and_nothing_else(isa):
     # the kernel's contract (out any strides), below what gconv.conv2d's out= accepts
     kernels = _dispatch.kernels
@@ -149,6 +249,14 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
     )
     assert family((1, 8, 9, 9), (16, 1, 3, 3), 8, (9, 9)) == "direct"  # channel multiplier 2
     assert family((1, 8, 9, 9), (4, 2, 3, 3), 4, (9, 9)) == "direct"  # two inputs per group
+    # grouped: as many output channels per group as a vector has lanes, or more, on rows of up to 28 columns
+    lanes = kernels.DWCONV_TILE[4][0]
+    assert family((1, 26 * lanes, 14, 14), (26 * lanes, lanes, 3, 3), 26, (14, 14)) == "dwconv"
+    assert family((8, 32 * 4 * lanes, 7, 7), (32 * 4 * lanes, 4 * lanes, 3, 3), 32, (7, 7)) == "dwconv"
+    assert family((1, 32 * lanes, 28, 28), (32 * lanes, lanes, 3, 3), 32, (28, 28)) == "dwconv"
+    assert family((1, 6 * lanes, 56, 56), (6 * lanes, lanes, 3, 3), 6, (56, 56)) == "direct"  # long rows
+    assert family((1, 128, 56, 56), (128, 4, 3, 3), 32, (28, 28)) == "direct"  # groups of 4
+    assert family((1, 64, 7, 7), (64, 64, 3, 3), 1, (7, 7)) != "dwconv"  # one group: dense
     assert family((1, 8, 9, 9), (8, 1, 3, 3), 8, (9, 9), accumulate=True) == "direct"  # adds into out
     # huge dilation: even one row's slab is past the scratch limit
     huge = _select.choose(
@@ -157,25 +265,20 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
     assert huge != "dwconv"
 
 
-def test_dwconv_kernel_refuses_other_groupings_and_handles_empty_outputs():
+def test_dwconv_kernel_handles_empty_outputs():
     kernels = _dispatch.kernels
     x = np.zeros((1, 8, 5, 5), np.float32)
-    with pytest.raises(ValueError, match="depthwise only"):
-        kernels.conv2d_dwconv(
-            x,
-            np.zeros((16, 1, 3, 3), np.float32),
-            np.empty(0, np.float32),
-            np.empty((1, 16, 3, 3), np.float32),
-            (1, 1),
-            (0, 0),
-            (1, 1),
-            8,
-            1,
-        )
     empty = np.empty((0, 8, 3, 3), np.float32)
     kernels.conv2d_dwconv(
         x[:0], np.zeros((8, 1, 3, 3), np.float32), np.empty(0, np.float32), empty, (1, 1), (0, 0), (1, 1), 8, 1
     )
+
+
+def test_explain_says_why_grouped_calls_run_on_dwconv():
+    lanes = _dispatch.kernels.DWCONV_TILE[4][0]
+    text = gconv.explain((1, 26 * lanes, 14, 14), (26 * lanes, lanes, 3, 3), padding=1, groups=26, n_threads=1)
+    assert "dwconv family" in text.splitlines()[0]
+    assert f"grouped (26 groups of {lanes} -> {lanes} channels), {lanes} output channels per group" in text
 
 
 def test_dwconv_agrees_with_torch(dwconv_forced):
@@ -186,3 +289,16 @@ def test_dwconv_agrees_with_torch(dwconv_forced):
         fn = torch.nn.functional.conv1d if x.ndim == 3 else torch.nn.functional.conv2d
         expected = fn(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), groups=x.shape[1], **kwargs)
         np.testing.assert_allclose(_conv(x, w, b, **kwargs), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_dwconv_kernel_takes_weights_packed_beforehand(isa):
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(8)
+    for dtype in (np.float32, np.float64):
+        x, w, b = _grouped_case(rng, (1, 24, 9, 9), 36, 3, 3, dtype)
+        expected = conv_reference(x, w, b, padding=1, groups=3)
+        out = np.empty(expected.shape, dtype)
+        kernels.conv2d_dwconv(x, w, b, out, (1, 1), (1, 1), (1, 1), 3, 1, kernels.dwconv_pack_weights(w, 3))
+        np.testing.assert_allclose(out, expected, **_grouped_tolerance(dtype))
+        with pytest.raises(ValueError, match="packed_weight"):
+            kernels.conv2d_dwconv(x, w, b, out, (1, 1), (1, 1), (1, 1), 3, 1, kernels.dwconv_pack_weights(w[:12], 1))

@@ -84,3 +84,20 @@ def test_threads_sharing_a_module_get_the_right_answer(gemm_panels):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_grouped_dwconv_weights_are_packed_once_and_writes_are_seen():
+    # RegNet's groups of 8 on a 14x14 map: the dwconv family where a vector holds at most 8 channels
+    m = gconv.Conv2d(208, 208, 3, padding=1, groups=26, rng=0)
+    x = np.random.default_rng(1).standard_normal((1, 208, 14, 14)).astype(np.float32)
+    want = conv_reference(x, m.weight, m.bias, 1, 1, 1, 26)
+    np.testing.assert_allclose(m(x), want, rtol=1e-4, atol=1e-4)
+    if _dispatch.kernels.DWCONV_TILE[4][0] > 8:
+        return  # AVX-512: groups of 8 stay on the direct family
+    entry = m._packed_weights()._entry
+    assert entry is not None and entry[0][1] == "dwconv"
+    m(x)
+    assert m._packed_weights()._entry[2] is entry[2]  # unchanged weights: the same packing
+    m.weight[5, 3, 1, 2] += 1.0
+    np.testing.assert_allclose(m(x), conv_reference(x, m.weight, m.bias, 1, 1, 1, 26), rtol=1e-4, atol=1e-4)
+    assert m._packed_weights()._entry[2] is not entry[2]

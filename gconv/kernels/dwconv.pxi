@@ -1,5 +1,7 @@
-# The dwconv family's driver: channel-vectorised depthwise tiles (kernels/dwconv/tile.h) over per-item
-# [row][column][channel] slabs of one channel block; threads split over images, channel blocks and row blocks.
+# The dwconv family's driver: channel-vectorised tiles (kernels/dwconv/tile.h) over per-item
+# [row][column][channel] slabs, for depthwise convolutions (a slab of one channel block) and grouped ones (a
+# slab of one group's input channels, its output channels a vector at a time); threads split over images,
+# channel blocks or groups, and row blocks.
 
 cdef extern from "kernels/dwconv/tile.h" nogil:
     # the tile shape, defined in the header only
@@ -9,6 +11,10 @@ cdef extern from "kernels/dwconv/tile.h" nogil:
     void gconv_dw_f32(Py_ssize_t n_taps, const float* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
                       Py_ssize_t n_tiles, const float* w, const float* bias, float* out)
     void gconv_dw_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                      Py_ssize_t n_tiles, const double* w, const double* bias, double* out)
+    void gconv_gw_f32(Py_ssize_t n_taps, const float* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                      Py_ssize_t n_tiles, const float* w, const float* bias, float* out)
+    void gconv_gw_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
                       Py_ssize_t n_tiles, const double* w, const double* bias, double* out)
 
 cdef extern from "kernels/dwconv/transpose.h" nogil:
@@ -32,13 +38,20 @@ cdef enum:
 
 
 cdef struct DwPlan:
-    # channel block (one vector) and tile width; n_cb blocks cover the channels, the last zero-filled
+    # block of output channels (one vector) and tile width; n_cb blocks cover the channels (grouped: each
+    # group's), the last zero-filled. n_taps: KH x KW x in_channels_per_group, one weight vector each.
     Py_ssize_t cb, n_cb, owt, n_ow_tiles, n_taps
-    # slab: slab_rows x slab_cols pixels of cb channels; column j holds input column j - pad_left
-    Py_ssize_t slab_cols, slab_row_len, slab_rows, slab_size
+    # grouped (not depthwise): a slab holds a group's input channels and the tiles broadcast each input to
+    # a vector of the group's output channels; blocks_per_group such vectors cover a group's outputs
+    bint grouped
+    Py_ssize_t blocks_per_group, n_units
+    # slab: slab_rows x slab_cols pixels of pixel_len channels (depthwise: cb channels; grouped: the
+    # group's input channels); column j holds input column j - pad_left
+    Py_ssize_t pixel_len, slab_cols, slab_row_len, slab_rows, slab_size
     # per-thread scratch besides the slab: NCHW input rows before they are spread out, the block's outputs
     Py_ssize_t stage_size, block_out_size
-    # work item = (n * n_cb + channel block) * n_row_blocks + row block
+    # work item = (n * n_units + unit) * n_row_blocks + row block; a unit is a channel block (depthwise) or
+    # a group (grouped: its slab packed once for all of its blocks)
     Py_ssize_t rows_per_block, n_row_blocks
 
 
@@ -52,7 +65,7 @@ cdef Py_ssize_t _set_dw_rows(const Plan* plan, DwPlan* dp, Py_ssize_t rows_per_b
     dp.n_row_blocks = _ceil_div(plan.H_out, rows_per_block)
     dp.slab_rows = _dw_slab_rows(plan, rows_per_block)
     dp.slab_size = _size_product(dp.slab_rows, dp.slab_row_len)
-    dp.stage_size = _size_product(dp.slab_rows, _size_product(plan.W, dp.cb))
+    dp.stage_size = _size_product(dp.slab_rows, _size_product(plan.W, dp.pixel_len))
     dp.block_out_size = _size_product(_size_product(rows_per_block, plan.W_out) + dp.owt, dp.cb)
     return min(SIZE_CAP, dp.slab_size + dp.stage_size + dp.block_out_size)
 
@@ -61,26 +74,38 @@ cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_thre
     """Channel blocks, slab shape and row blocks for n_threads threads."""
     dp.cb = GCONV_DW_CB_F32 if itemsize == 4 else GCONV_DW_CB_F64
     dp.owt = GCONV_DW_OWT
-    dp.n_cb = _ceil_div(plan.C_out, dp.cb)
+    dp.grouped = plan.in_channels_per_group != 1 or plan.out_channels_per_group != 1
+    if dp.grouped:
+        dp.blocks_per_group = _ceil_div(plan.out_channels_per_group, dp.cb)
+        dp.n_cb = _size_product(plan.groups, dp.blocks_per_group)
+        dp.n_units = plan.groups
+        dp.pixel_len = plan.in_channels_per_group
+    else:
+        dp.blocks_per_group = 1
+        dp.n_cb = _ceil_div(plan.C_out, dp.cb)
+        dp.n_units = dp.n_cb
+        dp.pixel_len = dp.cb
     dp.n_ow_tiles = _ceil_div(plan.W_out, dp.owt)
-    dp.n_taps = plan.KH * plan.KW
+    dp.n_taps = _size_product(plan.KH * plan.KW, plan.in_channels_per_group)
     # every column the last tile reads, also past the row (zeros): no tile is cut short
     dp.slab_cols = _size_product(dp.n_ow_tiles * dp.owt - 1, plan.stride_w) + (plan.KW - 1) * plan.dilation_w + 1
-    dp.slab_row_len = _size_product(dp.slab_cols, dp.cb)
+    dp.slab_row_len = _size_product(dp.slab_cols, dp.pixel_len)
     cdef Py_ssize_t wanted = DW_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
     cdef Py_ssize_t rows = plan.H_out
     while rows > 1 and _size_product(_set_dw_rows(plan, dp, rows), itemsize) > DW_SCRATCH_BUDGET:
         rows = _ceil_div(rows, 2)
-    while rows > 1 and plan.N * dp.n_cb * _ceil_div(plan.H_out, rows) < wanted:
+    while rows > 1 and plan.N * dp.n_units * _ceil_div(plan.H_out, rows) < wanted:
         rows = _ceil_div(rows, 2)
     _set_dw_rows(plan, dp, rows)
 
 
 def dwconv_scratch_bytes(Py_ssize_t W, Py_ssize_t W_out, tuple kernel_size, tuple stride, tuple dilation,
-                         int itemsize):
+                         int itemsize, Py_ssize_t in_channels_per_group=1, Py_ssize_t out_channels_per_group=1):
     """Bytes of per-thread scratch for one output row, the least the dwconv family needs: gconv._select's rule."""
     cdef Plan plan
     cdef DwPlan dp
+    plan.in_channels_per_group, plan.out_channels_per_group = in_channels_per_group, out_channels_per_group
+    plan.groups = 1
     plan.KH, plan.KW = kernel_size
     plan.stride_h, plan.stride_w = stride
     plan.dilation_h, plan.dilation_w = dilation
@@ -92,11 +117,12 @@ def dwconv_scratch_bytes(Py_ssize_t W, Py_ssize_t W_out, tuple kernel_size, tupl
 cdef void _pack_dw_slab(const Plan* plan, const DwPlan* dp, const floating* x, floating* slab, floating* stage,
                         Py_ssize_t n, Py_ssize_t c0, Py_ssize_t n_valid, Py_ssize_t ih0,
                         Py_ssize_t n_rows) noexcept nogil:
-    """slab[r][j][lane] = x[n, c0 + lane, ih0 + r, j - pad_left], zeros in the padding and past the channels.
+    """slab[r][j][lane] = x[n, c0 + lane, ih0 + r, j - pad_left] for lane < pixel_len, zeros in the padding and
+    past the channels (lanes n_valid and on).
 
     stage: scratch for dp.stage_size elements (NCHW rows transposed in one go before they are spread out).
     """
-    cdef Py_ssize_t cb = dp.cb, cols = dp.slab_cols, row_len = dp.slab_row_len, W = plan.W
+    cdef Py_ssize_t cb = dp.pixel_len, cols = dp.slab_cols, row_len = dp.slab_row_len, W = plan.W
     cdef Py_ssize_t xs_c = plan.x_stride_c, xs_h = plan.x_stride_h, xs_w = plan.x_stride_w
     # the slab rows that hold input rows, [r_lo, r_hi), and the slab columns that hold input columns, [j_lo, j_hi)
     cdef Py_ssize_t r_lo = min(n_rows, max(0, -ih0)), r_hi = max(r_lo, min(n_rows, plan.H - ih0))
@@ -145,28 +171,48 @@ cdef void _pack_dw_slab(const Plan* plan, const DwPlan* dp, const floating* x, f
 cdef void _dw_item(const Plan* plan, const DwPlan* dp, const floating* x, const floating* w_packed,
                    const floating* b_packed, floating* out, const Py_ssize_t* tap_offset, floating* slab,
                    floating* stage, floating* block_out, Py_ssize_t item) noexcept nogil:
-    """One work item: a block of output rows of one channel block of image n.
+    """One work item: a block of output rows of one unit (channel block or group) of image n.
 
-    block_out: scratch for the block's outputs, [row][column][lane] at a pitch of W_out columns (a row's
-    last tile runs past it, into the next row's place, which that row's tiles then overwrite).
+    block_out: scratch for a channel block's outputs, [row][column][lane] at a pitch of W_out columns (a
+    row's last tile runs past it, into the next row's place, which that row's tiles then overwrite).
     """
     cdef Py_ssize_t row_block = item % dp.n_row_blocks
-    cdef Py_ssize_t block = (item // dp.n_row_blocks) % dp.n_cb
-    cdef Py_ssize_t n = item // (dp.n_row_blocks * dp.n_cb)
-    cdef Py_ssize_t cb = dp.cb, c0 = block * cb, n_valid = min(cb, plan.C_out - c0), W_out = plan.W_out
+    cdef Py_ssize_t unit = (item // dp.n_row_blocks) % dp.n_units
+    cdef Py_ssize_t n = item // (dp.n_row_blocks * dp.n_units)
     cdef Py_ssize_t oh0 = row_block * dp.rows_per_block
     cdef Py_ssize_t n_rows = min(dp.rows_per_block, plan.H_out - oh0)
-    cdef Py_ssize_t col_step = plan.stride_w * cb
+    cdef Py_ssize_t icpg = plan.in_channels_per_group, ocpg = plan.out_channels_per_group, b, block
+    if not dp.grouped:
+        _pack_dw_slab(plan, dp, x, slab, stage, n, unit * dp.cb, min(dp.cb, plan.C_out - unit * dp.cb),
+                      oh0 * plan.stride_h - plan.pad_top, _dw_slab_rows(plan, n_rows))
+        _dw_block(plan, dp, w_packed, b_packed, out, tap_offset, slab, block_out, n, unit, unit * dp.cb,
+                  min(dp.cb, plan.C_out - unit * dp.cb), oh0, n_rows)
+        return
+    # one slab of the group's input channels for all of its blocks of output channels
+    _pack_dw_slab(plan, dp, x, slab, stage, n, unit * icpg, icpg, oh0 * plan.stride_h - plan.pad_top,
+                  _dw_slab_rows(plan, n_rows))
+    for b in range(dp.blocks_per_group):
+        block = unit * dp.blocks_per_group + b
+        _dw_block(plan, dp, w_packed, b_packed, out, tap_offset, slab, block_out, n, block,
+                  unit * ocpg + b * dp.cb, min(dp.cb, ocpg - b * dp.cb), oh0, n_rows)
+
+
+cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed, const floating* b_packed,
+                    floating* out, const Py_ssize_t* tap_offset, const floating* slab, floating* block_out,
+                    Py_ssize_t n, Py_ssize_t block, Py_ssize_t c0, Py_ssize_t n_valid, Py_ssize_t oh0,
+                    Py_ssize_t n_rows) noexcept nogil:
+    """Output rows oh0 .. oh0 + n_rows - 1 of channels c0 .. c0 + n_valid - 1 (packed block `block`) of
+    image n, from the slab, through block_out into out."""
+    cdef Py_ssize_t cb = dp.cb, W_out = plan.W_out
+    cdef Py_ssize_t col_step = plan.stride_w * dp.pixel_len
     cdef Py_ssize_t os_c = plan.out_stride_c, os_h = plan.out_stride_h, os_w = plan.out_stride_w
-    cdef Py_ssize_t r, t, lane, ow
+    cdef Py_ssize_t r, lane, ow
     cdef const floating* row
     cdef const floating* w_block = w_packed + block * dp.n_taps * cb
     cdef floating* dst
-    _pack_dw_slab(plan, dp, x, slab, stage, n, c0, n_valid, oh0 * plan.stride_h - plan.pad_top,
-                  _dw_slab_rows(plan, n_rows))
     for r in range(n_rows):
         row = slab + r * plan.stride_h * dp.slab_row_len
-        _dw_row(dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block, b_packed + c0,
+        _dw_row(dp.grouped, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block, b_packed + block * cb,
                 block_out + r * W_out * cb)
     dst = out + n * plan.out_stride_n + c0 * os_c + oh0 * os_h
     if os_c != 1 and os_w == 1 and (os_h == W_out or n_rows == 1):
@@ -185,6 +231,66 @@ cdef void _dw_item(const Plan* plan, const DwPlan* dp, const floating* x, const 
                     dst[lane * os_c + r * os_h + ow * os_w] = block_out[(r * W_out + ow) * cb + lane]
 
 
+cdef inline void _block_channels(const Plan* plan, const DwPlan* dp, Py_ssize_t block, Py_ssize_t* c_first,
+                                 Py_ssize_t* n_valid) noexcept nogil:
+    # the output channels of packed block `block`: grouped, block b of group g starts at g * ocpg + b * cb
+    cdef Py_ssize_t g = block // dp.blocks_per_group, b = block % dp.blocks_per_group
+    if dp.grouped:
+        c_first[0] = g * plan.out_channels_per_group + b * dp.cb
+        n_valid[0] = min(dp.cb, plan.out_channels_per_group - b * dp.cb)
+    else:
+        c_first[0] = block * dp.cb
+        n_valid[0] = min(dp.cb, plan.C_out - block * dp.cb)
+
+
+cdef void _pack_dw_weights(const Plan* plan, const DwPlan* dp, const floating* w, floating* dst) noexcept nogil:
+    """Every block's weights (dst holds zeros, n_cb * n_taps * cb of them)."""
+    cdef Py_ssize_t block, c_first, n_valid, taps = dp.n_taps, cb = dp.cb
+    for block in range(dp.n_cb):
+        _block_channels(plan, dp, block, &c_first, &n_valid)
+        _pack_dw_block_weights(w + c_first * taps, plan.KH * plan.KW, plan.in_channels_per_group, n_valid,
+                               cb, dst + block * taps * cb)
+
+
+def dwconv_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups):
+    """The weights as conv2d_dwconv packs them per call, for a caller that keeps them (a module's cache).
+
+    weight (C_out, C_in // groups, KH, KW), C-contiguous. The result is 1-D and fits this instruction-set
+    level's tile only: pass it back as conv2d_dwconv(..., packed_weight=) to the same kernel module.
+    """
+    cdef Plan plan
+    cdef DwPlan dp
+    plan.C_out, plan.in_channels_per_group = weight.shape[0], weight.shape[1]
+    plan.KH, plan.KW = weight.shape[2], weight.shape[3]
+    if groups <= 0 or plan.C_out % groups != 0:
+        raise ValueError("dwconv_pack_weights: the output channels must be a multiple of groups")
+    plan.groups, plan.out_channels_per_group = groups, plan.C_out // groups
+    plan.N, plan.H_out, plan.W_out, plan.W = 1, 1, 1, 1
+    plan.stride_h, plan.stride_w, plan.dilation_h, plan.dilation_w = 1, 1, 1, 1
+    _plan_dw(&plan, &dp, sizeof(floating), 1)
+    packed = np.zeros(dp.n_cb * dp.n_taps * dp.cb, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed_view = packed
+    if packed.size:
+        with nogil:
+            _pack_dw_weights(&plan, &dp, &weight[0, 0, 0, 0], &packed_view[0])
+    return packed
+
+
+cdef void _pack_dw_block_weights(const floating* w, Py_ssize_t khkw, Py_ssize_t icpg, Py_ssize_t n_valid,
+                                 Py_ssize_t cb, floating* dst) noexcept nogil:
+    """dst[(tap * icpg + ic) * cb + lane] = w[(lane * icpg + ic) * khkw + tap] for lane < n_valid (the rest
+    stays zero): a block's weights as the tiles read them, a vector of output channels per tap and input."""
+    cdef Py_ssize_t lane, ic, tap
+    if icpg == 1:
+        _transpose(w, khkw, n_valid, khkw, dst, cb)
+        return
+    # written in order (the reads stride over the block's channels)
+    for tap in range(khkw):
+        for ic in range(icpg):
+            for lane in range(n_valid):
+                dst[(tap * icpg + ic) * cb + lane] = w[(lane * icpg + ic) * khkw + tap]
+
+
 cdef inline void _transpose(const floating* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols, floating* dst,
                             Py_ssize_t ds) noexcept nogil:
     # dst[c * ds + r] = src[r * ss + c], in register blocks where the ISA allows
@@ -194,13 +300,20 @@ cdef inline void _transpose(const floating* src, Py_ssize_t ss, Py_ssize_t rows,
         gconv_transpose_double(src, ss, rows, cols, dst, ds)
 
 
-cdef inline void _dw_row(Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
-                         Py_ssize_t n_tiles, const floating* w, const floating* bias, floating* out) noexcept nogil:
-    # the C micro-kernel for this dtype
+cdef inline void _dw_row(bint grouped, Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset,
+                         Py_ssize_t col_step, Py_ssize_t n_tiles, const floating* w, const floating* bias,
+                         floating* out) noexcept nogil:
+    # the C micro-kernel for this dtype: vector inputs (depthwise) or broadcast ones (grouped)
     if floating is float:
-        gconv_dw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        if grouped:
+            gconv_gw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        else:
+            gconv_dw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
     else:
-        gconv_dw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        if grouped:
+            gconv_gw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        else:
+            gconv_dw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
 
 
 def conv2d_dwconv(
@@ -209,46 +322,55 @@ def conv2d_dwconv(
     const floating[::1] bias not None,             # IN  (C,), or (0,) for no bias
     floating[:, :, :, :] out not None,             # OUT (N, C, H_out, W_out), any strides
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
-    Py_ssize_t groups,                             # == C
+    Py_ssize_t groups,
     int n_threads,
+    const floating[::1] packed_weight=None,        # dwconv_pack_weights(weight, groups): skip the packing
 ):
-    """Depthwise 2-D cross-correlation (groups == C_in == C_out) with implicit zero padding, vectorised
-    along the channels.
+    """Depthwise (groups == C_in == C_out) or grouped 2-D cross-correlation with implicit zero padding,
+    vectorised along the output channels (grouped: a group's, each input broadcast to them).
 
     Same contract as conv2d_direct (gconv._select checked shapes, dtype and overlap); overwrites out. Each
     output is its taps' multiply-adds in one fixed order, whatever the work split.
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
-    if plan.C_in != groups or plan.C_out != groups:
-        raise ValueError("conv2d_dwconv: depthwise only (groups == in_channels == out_channels)")
     if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
         return
     cdef DwPlan dp
     _plan_dw(&plan, &dp, sizeof(floating), n_threads)
-    cdef Py_ssize_t n_items = plan.N * dp.n_cb * dp.n_row_blocks
+    cdef Py_ssize_t n_items = plan.N * dp.n_units * dp.n_row_blocks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
     cdef Py_ssize_t scratch_size = dp.slab_size + dp.stage_size + dp.block_out_size
     if scratch_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
         raise ValueError("conv2d_dwconv: even one output row's scratch exceeds the limit (use conv2d_direct)")
 
-    # weights [block][tap][lane] and bias [block * cb + lane], zeros past the channels
+    # weights [block][tap][ic][lane] (packed now, or by the caller once) and bias [block * cb + lane], zeros
+    # past the channels (of each group)
     dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t taps = dp.n_taps, t, block
-    w_packed = np.zeros(dp.n_cb * taps * dp.cb, dtype=dtype)
-    b_packed = np.zeros(dp.n_cb * dp.cb, dtype=dtype)
+    cdef Py_ssize_t taps = dp.n_taps, t, block, cb = dp.cb, icpg = plan.in_channels_per_group
+    cdef Py_ssize_t ocpg = plan.out_channels_per_group, c_first, n_valid
+    cdef floating[::1] w_fresh
+    if packed_weight is None:
+        w_packed = w_fresh = np.zeros(dp.n_cb * taps * cb, dtype=dtype)
+        with nogil:
+            _pack_dw_weights(&plan, &dp, &weight[0, 0, 0, 0], &w_fresh[0])
+    elif packed_weight.shape[0] != dp.n_cb * taps * cb:
+        raise ValueError("conv2d_dwconv: packed_weight is not this weight's packing for this kernel build")
+    else:
+        w_packed = packed_weight
+    cdef const floating[::1] w_packed_view = w_packed
+    b_packed = np.zeros(dp.n_cb * cb, dtype=dtype)
+    cdef floating[::1] b_packed_view = b_packed
     if bias.shape[0] != 0:
-        b_packed[: plan.C_out] = bias
-    cdef floating[::1] w_packed_view = w_packed
-    cdef const floating* w_source = &weight[0, 0, 0, 0]
-    for block in range(dp.n_cb):
-        _transpose(w_source + block * dp.cb * taps, taps, min(dp.cb, plan.C_out - block * dp.cb), taps,
-                   &w_packed_view[block * taps * dp.cb], dp.cb)
+        for block in range(dp.n_cb):
+            _block_channels(&plan, &dp, block, &c_first, &n_valid)
+            b_packed_view[block * cb: block * cb + n_valid] = bias[c_first: c_first + n_valid]
     cdef Py_ssize_t[::1] tap_offset = np.empty(taps, dtype=np.intp)
     for t in range(taps):
-        tap_offset[t] = ((t // plan.KW) * plan.dilation_h * dp.slab_row_len
-                         + (t % plan.KW) * plan.dilation_w * dp.cb)
-    cdef const floating[::1] b_view = b_packed
+        # tile tap t = (kh * KW + kw) * icpg + ic: a pixel's input channels are adjacent in the slab
+        tap_offset[t] = ((t // icpg // plan.KW) * plan.dilation_h * dp.slab_row_len
+                         + (t // icpg % plan.KW) * plan.dilation_w * dp.pixel_len + t % icpg)
+    cdef const floating[::1] b_view = b_packed_view
     cdef const floating* w_ptr = &w_packed_view[0]
     cdef const floating* b_ptr = &b_view[0]
     cdef const Py_ssize_t* offset_ptr = &tap_offset[0]

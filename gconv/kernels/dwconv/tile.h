@@ -8,6 +8,10 @@
  * block of CB channels into a [row][column][CB] slab (zero padding in it), and a tile is OWT output
  * columns of one output row x CB channels, each tap one weight vector times OWT input vectors.
  *
+ * Grouped convolutions (a few input channels per group) run the same tile over a slab of one group's input
+ * channels, [row][column][ic]: every output channel of the vector (one group's) reads the same input, so
+ * each tap is one weight vector times OWT broadcast inputs, and the driver orders the taps (kh, kw, ic).
+ *
  * Registers: OWT accumulators + one weight vector + one input vector (9 of 16 with AVX2). OWT = 7 divides
  * every map width of the usual networks (112, 56, 28, 14, 7), so their rows have no ragged tile.
  *
@@ -29,14 +33,15 @@
 
 /* One output row of n_tiles tiles (a call per row, not per tile: a 3x3 tile is only 63 multiply-adds).
  * x: slab at the row's first output column for tap offset 0; output column q reads
- *    x[tap_offset[t] + q * col_step + lane] through tap t (col_step = stride_w * CB).
+ *    x[tap_offset[t] + q * col_step + lane] through tap t (col_step = stride_w * CB), or with BROADCAST
+ *    (grouped) x[tap_offset[t] + q * col_step] in every lane (col_step = stride_w * icpg).
  * w: packed weights of the channel block, w[t * CB + lane]; bias: CB values (zeros where there is none).
  * out: n_tiles * OWT x CB results, out[q * CB + lane] (every column, also those past the row: the driver
  *      drops them). */
 #if defined(__GNUC__) || defined(__clang__)
 /* never inlined: inside the driver's loops the compiler ran short of registers and re-read the tile's
  * pointers from the stack on every tap (measured 1.6x slower) */
-#define GCONV_DEFINE_DW(T, NAME, CB)                                                                 \
+#define GCONV_DEFINE_DW(T, NAME, CB, BROADCAST)                                                      \
     __attribute__((noinline)) static void NAME(GCONV_DW_PARAMS(T))                                   \
     {                                                                                                \
         typedef gconv_vec_##T vec;                                                                   \
@@ -54,15 +59,19 @@
                 memcpy(&wv, w + t * (CB), sizeof(vec));                                              \
                 for (p = 0; p < GCONV_DW_OWT; p++) {                                                 \
                     vec xv;                                                                          \
-                    memcpy(&xv, x_tap + p * col_step, sizeof(vec));                                  \
-                    acc[p] += xv * wv;                                                               \
+                    if (BROADCAST)                                                                   \
+                        acc[p] += x_tap[p * col_step] * wv;                                          \
+                    else {                                                                           \
+                        memcpy(&xv, x_tap + p * col_step, sizeof(vec));                              \
+                        acc[p] += xv * wv;                                                           \
+                    }                                                                                \
                 }                                                                                    \
             }                                                                                        \
             memcpy(out + tile * GCONV_DW_OWT * (CB), acc, sizeof(acc));                              \
         }                                                                                            \
     }
 #else
-#define GCONV_DEFINE_DW(T, NAME, CB)                                                                 \
+#define GCONV_DEFINE_DW(T, NAME, CB, BROADCAST)                                                      \
     static void NAME(GCONV_DW_PARAMS(T))                                                             \
     {                                                                                                \
         int lane;                                                                                    \
@@ -71,13 +80,15 @@
             for (lane = 0; lane < (CB); lane++) {                                                    \
                 T sum = bias[lane];                                                                  \
                 for (t = 0; t < n_taps; t++)                                                         \
-                    sum += x[tap_offset[t] + q * col_step + lane] * w[t * (CB) + lane];              \
+                    sum += x[tap_offset[t] + q * col_step + ((BROADCAST) ? 0 : lane)] * w[t * (CB) + lane]; \
                 out[q * (CB) + lane] = sum;                                                          \
             }                                                                                        \
     }
 #endif
 
-GCONV_DEFINE_DW(float, gconv_dw_f32, GCONV_DW_CB_F32)
-GCONV_DEFINE_DW(double, gconv_dw_f64, GCONV_DW_CB_F64)
+GCONV_DEFINE_DW(float, gconv_dw_f32, GCONV_DW_CB_F32, 0)
+GCONV_DEFINE_DW(double, gconv_dw_f64, GCONV_DW_CB_F64, 0)
+GCONV_DEFINE_DW(float, gconv_gw_f32, GCONV_DW_CB_F32, 1)
+GCONV_DEFINE_DW(double, gconv_gw_f64, GCONV_DW_CB_F64, 1)
 
 #endif
