@@ -386,10 +386,12 @@ def test_select_runs_wide_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monke
         assert choice.family == ("gemm" if below else "direct")
         if below:
             assert any("below AVX-512" in reason and "128 >= 64 output channels" in reason for reason in choice.reasons)
-    # 56-column rows, grouped calls, narrower layers and 1-D (1 x k) kernels keep the direct family
+    # 56-column rows, narrower layers and 1-D (1 x k) kernels keep the direct family; grouped calls are
+    # not this rule's (the dwconv family's grouped rule takes them)
     narrow = ((1, 32, 28, 28), (32, 32, 3, 3), (1, 32, 28, 28), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
-    for args in (dense(56), dense(28, groups=2), narrow):
+    for args in (dense(56), narrow):
         assert _select.choose(*args).family == "direct"
+    assert _select.choose(*dense(28, groups=2)).family != "gemm"
     conv1d = ((2, 64, 1, 40), (64, 64, 1, 3), (2, 64, 1, 19), (1, 2), (0, 0), (1, 1), 1, f32, True, 1)
     assert _select.choose(*conv1d).family == "direct"
     # 14-column rows run on gemm at every level; AVX-512 keeps its 14-column threshold
