@@ -1,7 +1,7 @@
 """Side-by-side benchmark: gconv, a NumPy im2col baseline and every importable peer, in one process.
 
-Peers: torch (float32 and float64) and onnxruntime (a one-node Conv model built with the onnx package;
-float32 only, it has no float64 Conv). For each shape class and thread count the implementations run
+Peers: torch (float32 and float64), onnxruntime and OpenVINO (the same one-node Conv model, built with the
+onnx package; float32 only: onnxruntime has no float64 Conv). For each shape class and thread count the implementations run
 round by round (interleaved, after a warm-up); the table gives median times, GFLOP/s, gconv's share of
 the GEMM ceiling measured in the same run (NumPy matmul), and the ratios t(gconv) / t(other): below 1
 means gconv is faster. Usage:
@@ -13,6 +13,7 @@ means gconv is faster. Usage:
 """
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -82,14 +83,12 @@ def torch_peer(x, w, b, s, p, d, g, n_threads):
     return call
 
 
-def onnxruntime_peer(x, w, b, s, p, d, g, n_threads):
+def _onnx_conv_model(x, w, b, s, p, d, g):
+    """A one-node ONNX Conv model with the weights as initializers (bytes), or None without the onnx package."""
     try:
-        import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         return None
-    if x.dtype != np.float32:
-        return None  # onnxruntime's CPU provider has no float64 Conv
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g)
     graph = helper.make_graph(
         [node],
@@ -98,16 +97,54 @@ def onnxruntime_peer(x, w, b, s, p, d, g, n_threads):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
-    # an IR version every onnxruntime of the last years reads (newer onnx writes newer ones)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9)
+    # an IR version every onnxruntime and OpenVINO of the last years reads (newer onnx writes newer ones)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9).SerializeToString()
+
+
+def onnxruntime_peer(x, w, b, s, p, d, g, n_threads):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    if x.dtype != np.float32:
+        return None  # onnxruntime's CPU provider has no float64 Conv
+    model = _onnx_conv_model(x, w, b, s, p, d, g)
+    if model is None:
+        return None
     options = ort.SessionOptions()
     options.intra_op_num_threads = n_threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"x": x})[0]
 
 
-PEERS = {"torch": torch_peer, "ort": onnxruntime_peer}
+def openvino_peer(x, w, b, s, p, d, g, n_threads):
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    if x.dtype != np.float32:
+        return None  # the same f32 model as onnxruntime's (OpenVINO's CPU plugin computes f64 in f32)
+    model = _onnx_conv_model(x, w, b, s, p, d, g)
+    if model is None:
+        return None
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(io.BytesIO(model)),
+        "CPU",
+        {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
+    )
+    request = compiled.create_infer_request()
+    request.set_input_tensor(ov.Tensor(x, shared_memory=True))  # no copy of the input per call
+
+    def call():
+        request.infer(share_outputs=True)
+        return request.get_output_tensor().data
+
+    return call
+
+
+PEERS = {"torch": torch_peer, "ort": onnxruntime_peer, "openvino": openvino_peer}
 
 
 def _median_times(funcs, rounds, min_time, settle):
@@ -291,14 +328,17 @@ COLUMNS = [
     ("numpy_ms", "{:9.3f}"),
     ("torch_ms", "{:9.3f}"),
     ("ort_ms", "{:9.3f}"),
+    ("openvino_ms", "{:9.3f}"),
     ("ratio_vs_torch", "{:8.2f}"),
     ("ratio_vs_ort", "{:7.2f}"),
+    ("ratio_vs_openvino", "{:7.2f}"),
     ("ratio_vs_best_peer", "{:7.2f}"),
     ("ratio_vs_numpy", "{:8.2f}"),
 ]
 HEADER = (
     f"{'shape':<19} {'dtype':<7} {'thr':>3} {'gconv ms':>9} {'GF/s':>6} {'%ceil':>5} {'numpy ms':>9} "
-    f"{'torch ms':>9} {'ort ms':>9} {'g/torch':>8} {'g/ort':>7} {'g/best':>7} {'g/numpy':>8}"
+    f"{'torch ms':>9} {'ort ms':>9} {'ov ms':>9} {'g/torch':>8} {'g/ort':>7} {'g/ov':>7} {'g/best':>7} "
+    f"{'g/numpy':>8}"
 )
 
 
@@ -330,7 +370,8 @@ def plot(rows, path):
     ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, shapes, rotation=35, ha="right")
     ax.set_ylabel("t(gconv) / t(fastest peer)   (< 1: gconv faster)")
     ax.set_title(
-        f"gconv vs the fastest of torch / onnxruntime (backward: torch), same process ({gconv.kernel_isa()} kernels)"
+        "gconv vs the fastest of torch / onnxruntime / OpenVINO (backward: torch), same process "
+        f"({gconv.kernel_isa()} kernels)"
     )
     ax.legend()
     fig.tight_layout()
