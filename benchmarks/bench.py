@@ -1,10 +1,10 @@
 """Side-by-side benchmark: gconv, a NumPy im2col baseline and every importable peer, in one process.
 
 Peers: torch (float32 and float64), onnxruntime and OpenVINO (the same one-node Conv model, built with the
-onnx package; float32 only: onnxruntime has no float64 Conv). For each shape class and thread count the implementations run
-round by round (interleaved, after a warm-up); the table gives median times, GFLOP/s, gconv's share of
-the GEMM ceiling measured in the same run (NumPy matmul), and the ratios t(gconv) / t(other): below 1
-means gconv is faster. Usage:
+onnx package; float32 only: onnxruntime has no float64 Conv). For each shape class and thread count the
+implementations run round by round (interleaved, after a warm-up); the table gives median times, GFLOP/s,
+gconv's share of the GEMM ceiling measured in the same run (NumPy matmul), and the ratios t(gconv) / t(other):
+below 1 means gconv is faster. Usage:
 
     python benchmarks/bench.py                 # full table at 1 thread and all cores
     python benchmarks/bench.py --quick         # batch 1, two rounds: the README's demo
