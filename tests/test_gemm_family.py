@@ -113,6 +113,9 @@ def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
         ((8, 64, 14, 14), (96, 64, 3, 3), dict(padding=1)),  # split over pixel blocks
         ((5, 24, 7, 7), (33, 24, 1, 1), dict(stride=2)),
         ((2, 130, 6, 6), (40, 130, 3, 3), dict(padding=1)),  # blocks of k
+        # blocks of k, a ragged last tile, and a thread's items spanning two blocks of tiles (each packed once
+        # for the chunks that follow it)
+        ((1, 64, 5, 5), (96, 64, 3, 3), dict(padding=1)),
         ((1, 40, 9, 9), (50, 40, 1, 1), dict()),  # pointwise: strips, then channel tiles, shared out
     ],
 )
