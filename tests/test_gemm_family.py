@@ -136,6 +136,10 @@ def test_gemm_work_split_follows_the_larger_operand():
     # many pixels: threads share out pixel blocks and each keeps every channel block
     plan = kernels.gemm_plan((8, 64, 56, 56), (64, 64, 1, 1), (8, 64, 56, 56), 1, 4, 2)
     assert plan["n_m_blocks"] >= 8 and plan["n_chunks"] == 1
+    # blocks of pixel tiles as equal as the tiles allow (3x3 256->256 on 14x14: 17 and 16 tiles on AVX2)
+    plan = kernels.gemm_plan((1, 256, 14, 14), (256, 256, 3, 3), (1, 256, 14, 14), 1, 4, 1)
+    n_m_tiles = -(-plan["M"] // plan["mr"])
+    assert plan["n_m_blocks"] > 1 and plan["tiles_per_block"] == -(-n_m_tiles // plan["n_m_blocks"])
     # one thread: one chunk of channels, pixel blocks only as the scratch budget asks; k in equal blocks
     plan = kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1)
     assert plan["n_chunks"] == 1 and plan["M"] == 49 and plan["K"] == 960

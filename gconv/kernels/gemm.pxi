@@ -163,6 +163,13 @@ cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, co
                            partials + ((block - block_first) * gp.tiles_per_block + t) * tile_size, phase)
 
 
+cdef inline void _even_tile_blocks(GemmPlan* gp) noexcept nogil:
+    # as many blocks of tiles as tiles_per_block asks, as equal as the tiles allow: a 3x3 256->256 on
+    # 14x14 (33 tiles) in blocks of 17 and 16, not 18 and 15 (2 threads wait for the larger block)
+    gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+    gp.tiles_per_block = _ceil_div(gp.n_m_tiles, gp.n_m_blocks)
+
+
 cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_threads, bint dot) except -1:
     """The GEMM view of the call and its work items (tile counts, blocks, chunks) for n_threads threads."""
     gp.HW = plan.H_out * plan.W_out
@@ -188,7 +195,7 @@ cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_t
     gp.n_m_tiles = _ceil_div(gp.M, gp.mr)
     gp.n_n_blocks = _ceil_div(plan.out_channels_per_group, gp.nr)
     gp.tiles_per_block = max(1, min(gp.n_m_tiles, GEMM_PANEL_BUDGET // (gp.K * gp.mr * itemsize)))
-    gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+    _even_tile_blocks(gp)
     gp.n_chunks = 1
     cdef Py_ssize_t wanted = GEMM_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
     # Cut the larger operand: where the weights outweigh the pixels (small maps), threads share out the
@@ -199,9 +206,18 @@ cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_t
             gp.n_chunks = min(gp.n_n_blocks, 2 * gp.n_chunks)
         elif gp.tiles_per_block > 1:
             gp.tiles_per_block = _ceil_div(gp.tiles_per_block, 2)
-            gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+            _even_tile_blocks(gp)
         else:
             break
+    # and a whole number of items per thread where a few more pixel blocks make it (batch 8, 2 threads:
+    # 3x3 256->256 on 14x14 in 16 blocks, not 15: one thread ran 8 blocks while the other ran 7)
+    cdef Py_ssize_t first_blocks = gp.n_m_blocks, last_blocks
+    while n_threads > 1 and (plan.groups * gp.n_m_blocks * gp.n_chunks) % n_threads and gp.tiles_per_block > 1:
+        last_blocks = gp.n_m_blocks
+        gp.tiles_per_block = _ceil_div(gp.n_m_tiles, gp.n_m_blocks + 1)
+        _even_tile_blocks(gp)
+        if gp.n_m_blocks <= last_blocks or gp.n_m_blocks - first_blocks >= n_threads:
+            break  # the tiles allow no such split, or only with many more, smaller blocks
     gp.blocks_per_chunk = _ceil_div(gp.n_n_blocks, gp.n_chunks)
     gp.n_chunks = _ceil_div(gp.n_n_blocks, gp.blocks_per_chunk)
     return 0
