@@ -113,6 +113,9 @@ def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
         ((8, 64, 14, 14), (96, 64, 3, 3), dict(padding=1)),  # split over pixel blocks
         ((5, 24, 7, 7), (33, 24, 1, 1), dict(stride=2)),
         ((2, 130, 6, 6), (40, 130, 3, 3), dict(padding=1)),  # blocks of k
+        # blocks of k, a ragged last tile, and a thread's items spanning two blocks of tiles (each packed once
+        # for the chunks that follow it)
+        ((1, 64, 5, 5), (96, 64, 3, 3), dict(padding=1)),
         ((1, 40, 9, 9), (50, 40, 1, 1), dict()),  # pointwise: strips, then channel tiles, shared out
     ],
 )
@@ -133,6 +136,10 @@ def test_gemm_work_split_follows_the_larger_operand():
     # many pixels: threads share out pixel blocks and each keeps every channel block
     plan = kernels.gemm_plan((8, 64, 56, 56), (64, 64, 1, 1), (8, 64, 56, 56), 1, 4, 2)
     assert plan["n_m_blocks"] >= 8 and plan["n_chunks"] == 1
+    # blocks of pixel tiles as equal as the tiles allow (3x3 256->256 on 14x14: 17 and 16 tiles on AVX2)
+    plan = kernels.gemm_plan((1, 256, 14, 14), (256, 256, 3, 3), (1, 256, 14, 14), 1, 4, 1)
+    n_m_tiles = -(-plan["M"] // plan["mr"])
+    assert plan["n_m_blocks"] > 1 and plan["tiles_per_block"] == -(-n_m_tiles // plan["n_m_blocks"])
     # one thread: one chunk of channels, pixel blocks only as the scratch budget asks; k in equal blocks
     plan = kernels.gemm_plan((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), 1, 4, 1)
     assert plan["n_chunks"] == 1 and plan["M"] == 49 and plan["K"] == 960

@@ -8,12 +8,15 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     int GCONV_GEMM_NR_F32
     int GCONV_GEMM_MR_F64
     int GCONV_GEMM_NR_F64
+    int GCONV_GEMM_RESUME
+    int GCONV_GEMM_SUSPEND
     void gconv_gemm_f32(Py_ssize_t k_size, const float* a, Py_ssize_t a_k_stride, const float* w,
                         const float* bias, float* out, const Py_ssize_t* out_offset,
-                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate)
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, float* partial, int phase)
     void gconv_gemm_f64(Py_ssize_t k_size, const double* a, Py_ssize_t a_k_stride, const double* w,
                         const double* bias, double* out, const Py_ssize_t* out_offset,
-                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, int accumulate)
+                        Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, double* partial,
+                        int phase)
     int GCONV_DOT_MR
     int GCONV_DOT_OB
     int GCONV_DOT_OB_ONE_PIXEL
@@ -68,13 +71,13 @@ include "pack_gemm.pxi"
 
 cdef inline void _gemm_tile(Py_ssize_t k_size, const floating* a, Py_ssize_t a_k_stride, const floating* w,
                             const floating* bias, floating* out, const Py_ssize_t* out_offset,
-                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n,
-                            int accumulate) noexcept nogil:
+                            Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n, floating* partial,
+                            int phase) noexcept nogil:
     # the C micro-kernel for this dtype
     if floating is float:
-        gconv_gemm_f32(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, accumulate)
+        gconv_gemm_f32(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, partial, phase)
     else:
-        gconv_gemm_f64(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, accumulate)
+        gconv_gemm_f64(k_size, a, a_k_stride, w, bias, out, out_offset, out_channel_stride, n_m, n_n, partial, phase)
 
 
 cdef inline void _dot_tile(bint one_pixel, Py_ssize_t k_size, const floating* a, Py_ssize_t a_m_stride,
@@ -120,8 +123,13 @@ cdef void _dot_item(const Plan* plan, const GemmPlan* gp, const floating* x, con
 
 cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, const floating* packed_weight,
                      const floating* bias, floating* out, floating* panels, Py_ssize_t* offsets,
-                     Py_ssize_t* pixel, Py_ssize_t item) noexcept nogil:
-    """One work item: a block of pixel tiles x a chunk of output-channel blocks of group g."""
+                     Py_ssize_t* pixel, floating* partials, Py_ssize_t* packed_tiles, Py_ssize_t item) noexcept nogil:
+    """One work item: a block of pixel tiles x a chunk of output-channel blocks of group g.
+
+    panels, offsets, pixel, partials: the thread's scratch; packed_tiles[0]: which (group, block of tiles)
+    panels holds, -1 for none (a thread's static share of items runs the chunks of a block one after the
+    other: the block's panels are packed once for all of them, not once per chunk).
+    """
     cdef Py_ssize_t chunk = item % gp.n_chunks
     cdef Py_ssize_t m_block = (item // gp.n_chunks) % gp.n_m_blocks
     cdef Py_ssize_t g = item // (gp.n_chunks * gp.n_m_blocks)
@@ -129,15 +137,20 @@ cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, co
     cdef Py_ssize_t n_tiles = min(gp.tiles_per_block, gp.n_m_tiles - tile_first)
     cdef Py_ssize_t block_first = chunk * gp.blocks_per_chunk
     cdef Py_ssize_t block_end = min(block_first + gp.blocks_per_chunk, gp.n_n_blocks)
-    cdef Py_ssize_t panel_size = gp.K * gp.mr, ocpg = plan.out_channels_per_group
+    cdef Py_ssize_t panel_size = gp.K * gp.mr, ocpg = plan.out_channels_per_group, tile_size = gp.mr * gp.nr
     cdef Py_ssize_t t, block, oc_first, m0, k_block, k_first
-    for t in range(n_tiles):
-        _pack_gemm_tile(plan, gp, x, g, (tile_first + t) * gp.mr, panels + t * panel_size, offsets + t * gp.mr,
-                        pixel)
+    cdef int phase
+    if packed_tiles[0] != item // gp.n_chunks:
+        for t in range(n_tiles):
+            _pack_gemm_tile(plan, gp, x, g, (tile_first + t) * gp.mr, panels + t * panel_size,
+                            offsets + t * gp.mr, pixel)
+        packed_tiles[0] = item // gp.n_chunks
     # blocks of k outermost, always in the same order: the k_block x NR weights of a block and the
-    # k_block x MR inputs of the item's tiles stay in L2 meanwhile; later blocks add onto the output
+    # k_block x MR inputs of the item's tiles stay in L2 meanwhile; each tile's accumulators wait in
+    # partials between blocks and only the last block stores the output
     for k_block in range(gp.n_k_blocks):
         k_first = k_block * gp.kc
+        phase = (GCONV_GEMM_RESUME if k_block > 0 else 0) | (GCONV_GEMM_SUSPEND if k_block < gp.n_k_blocks - 1 else 0)
         for block in range(block_first, block_end):
             oc_first = g * ocpg + block * gp.nr
             for t in range(n_tiles):
@@ -146,7 +159,15 @@ cdef void _gemm_item(const Plan* plan, const GemmPlan* gp, const floating* x, co
                            packed_weight + ((g * gp.n_n_blocks + block) * gp.K + k_first) * gp.nr,
                            bias + oc_first if bias != NULL else NULL, out + oc_first * plan.out_stride_c,
                            offsets + t * gp.mr, plan.out_stride_c, min(gp.mr, gp.M - m0),
-                           min(gp.nr, ocpg - block * gp.nr), k_block > 0)
+                           min(gp.nr, ocpg - block * gp.nr),
+                           partials + ((block - block_first) * gp.tiles_per_block + t) * tile_size, phase)
+
+
+cdef inline void _even_tile_blocks(GemmPlan* gp) noexcept nogil:
+    # as many blocks of tiles as tiles_per_block asks, as equal as the tiles allow: a 3x3 256->256 on
+    # 14x14 (33 tiles) in blocks of 17 and 16, not 18 and 15 (2 threads wait for the larger block)
+    gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+    gp.tiles_per_block = _ceil_div(gp.n_m_tiles, gp.n_m_blocks)
 
 
 cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_threads, bint dot) except -1:
@@ -174,7 +195,7 @@ cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_t
     gp.n_m_tiles = _ceil_div(gp.M, gp.mr)
     gp.n_n_blocks = _ceil_div(plan.out_channels_per_group, gp.nr)
     gp.tiles_per_block = max(1, min(gp.n_m_tiles, GEMM_PANEL_BUDGET // (gp.K * gp.mr * itemsize)))
-    gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+    _even_tile_blocks(gp)
     gp.n_chunks = 1
     cdef Py_ssize_t wanted = GEMM_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
     # Cut the larger operand: where the weights outweigh the pixels (small maps), threads share out the
@@ -185,9 +206,18 @@ cdef int _plan_gemm(const Plan* plan, GemmPlan* gp, Py_ssize_t itemsize, int n_t
             gp.n_chunks = min(gp.n_n_blocks, 2 * gp.n_chunks)
         elif gp.tiles_per_block > 1:
             gp.tiles_per_block = _ceil_div(gp.tiles_per_block, 2)
-            gp.n_m_blocks = _ceil_div(gp.n_m_tiles, gp.tiles_per_block)
+            _even_tile_blocks(gp)
         else:
             break
+    # and a whole number of items per thread where a few more pixel blocks make it (batch 8, 2 threads:
+    # 3x3 256->256 on 14x14 in 16 blocks, not 15: one thread ran 8 blocks while the other ran 7)
+    cdef Py_ssize_t first_blocks = gp.n_m_blocks, last_blocks
+    while n_threads > 1 and (plan.groups * gp.n_m_blocks * gp.n_chunks) % n_threads and gp.tiles_per_block > 1:
+        last_blocks = gp.n_m_blocks
+        gp.tiles_per_block = _ceil_div(gp.n_m_tiles, gp.n_m_blocks + 1)
+        _even_tile_blocks(gp)
+        if gp.n_m_blocks <= last_blocks or gp.n_m_blocks - first_blocks >= n_threads:
+            break  # the tiles allow no such split, or only with many more, smaller blocks
     gp.blocks_per_chunk = _ceil_div(gp.n_n_blocks, gp.n_chunks)
     gp.n_chunks = _ceil_div(gp.n_n_blocks, gp.blocks_per_chunk)
     return 0
@@ -285,30 +315,40 @@ def conv2d_gemm(
     cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
     cdef floating* out_ptr = &out[0, 0, 0, 0]
     cdef Py_ssize_t panel_elements = gp.tiles_per_block * gp.K * gp.mr
-    cdef Py_ssize_t offset_elements = (gp.tiles_per_block + 4) * gp.mr
+    # offsets: the tiles' output offsets, _pack_gemm_tile's scratch and which tiles the panels hold
+    cdef Py_ssize_t offset_elements = (gp.tiles_per_block + 3 + GEMM_PACK_TAPS) * gp.mr + GEMM_PACK_TAPS + 1
+    # the accumulators of each tile and channel block of an item between blocks of k
+    cdef Py_ssize_t partial_elements = (
+        gp.tiles_per_block * gp.blocks_per_chunk * gp.mr * gp.nr if gp.n_k_blocks > 1 and not gp.dot else 1)
     cdef Py_ssize_t item, panel
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
     cdef floating* panels
+    cdef floating* partials
     cdef Py_ssize_t* offsets
     # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
     if pack_now:
         for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
             _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
     with nogil, parallel(num_threads=team):
-        # this thread's scratch: the item's input panels, its output offsets and 4 * MR pixel indices
+        # this thread's scratch: the item's input panels, its output offsets and packing scratch, and the
+        # accumulators its tiles keep between blocks of k
         panels = <floating*> malloc(panel_elements * sizeof(floating))
         offsets = <Py_ssize_t*> malloc(offset_elements * sizeof(Py_ssize_t))
-        if panels == NULL or offsets == NULL:
+        partials = <floating*> malloc(partial_elements * sizeof(floating))
+        if panels == NULL or offsets == NULL or partials == NULL:
             alloc_failed[0] = 1
+        else:
+            offsets[offset_elements - 1] = -1  # no panels packed yet
         for item in prange(n_items, schedule="static"):
-            if panels != NULL and offsets != NULL and gp.dot:
+            if panels != NULL and offsets != NULL and partials != NULL and gp.dot:
                 _dot_item(&plan, &gp, x_ptr, w_ptr, b_ptr, out_ptr, panels, offsets, item)
-            elif panels != NULL and offsets != NULL:
+            elif panels != NULL and offsets != NULL and partials != NULL:
                 _gemm_item(&plan, &gp, x_ptr, w_packed, b_ptr, out_ptr, panels, offsets,
-                           offsets + gp.tiles_per_block * gp.mr, item)
+                           offsets + gp.tiles_per_block * gp.mr, partials, offsets + offset_elements - 1, item)
         free(panels)
         free(offsets)
+        free(partials)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {panel_elements * sizeof(floating)} bytes of scratch")
 

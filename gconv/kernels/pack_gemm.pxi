@@ -43,21 +43,36 @@ cdef void _pack_gemm_weight(const Plan* plan, const GemmPlan* gp, const floating
             dst[k * nr + j] = 0
 
 
+cdef enum:
+    # Taps whose source offsets _pack_gemm_tile keeps at once (a 3x3 or 4x4 kernel in one go; larger
+    # kernels in groups of this many taps): each input channel then writes its taps' rows of the panel
+    # one after the other, at consecutive addresses.
+    GEMM_PACK_TAPS = 16
+
+
 cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* x, Py_ssize_t g, Py_ssize_t m0,
                           floating* a, Py_ssize_t* out_offset, Py_ssize_t* pixel) noexcept nogil:
     """Input panel of the tile of pixels m0 .. m0 + MR - 1: a[k][m], zeros in the padding and past M.
 
-    Also writes out_offset[m], the output's offset of pixel m (channel 0). pixel is 4 * MR scratch.
+    Also writes out_offset[m], the output's offset of pixel m (channel 0). pixel is scratch of
+    (3 + GEMM_PACK_TAPS) * MR + GEMM_PACK_TAPS. The panel is written in k order (input channel outer, its
+    taps inner): with the taps outer, each channel's row landed 216 bytes after the last and a 3x3
+    256-channel panel (55 KiB, past L1) came back into L1 once per tap.
     """
-    cdef Py_ssize_t mr = gp.mr, n_m = min(gp.mr, gp.M - m0), taps = gp.KHKW
+    cdef Py_ssize_t mr = GCONV_GEMM_MR_F32 if floating is float else GCONV_GEMM_MR_F64
+    cdef Py_ssize_t n_m = min(mr, gp.M - m0), taps = gp.KHKW
     cdef Py_ssize_t xs_c = plan.x_stride_c, xs_h = plan.x_stride_h, xs_w = plan.x_stride_w
     cdef Py_ssize_t* image_offset = pixel
     cdef Py_ssize_t* first_row = pixel + mr
     cdef Py_ssize_t* first_col = pixel + 2 * mr
+    # per tap of the group: the source offset of each pixel (-1: a zero) and whether they form one run
     cdef Py_ssize_t* src_offset = pixel + 3 * mr
-    cdef Py_ssize_t m, p, n, oh, ow, kh, kw, ih, iw, ic, tap
+    cdef Py_ssize_t* is_run = pixel + (3 + GEMM_PACK_TAPS) * mr
+    cdef Py_ssize_t m, p, n, oh, ow, kh, kw, ih, iw, ic, tap, tap_first, n_taps, t
     cdef bint run  # the tile's pixels read consecutive input elements for this tap
     cdef const floating* xg = x + g * plan.in_channels_per_group * xs_c
+    cdef const floating* xc
+    cdef const Py_ssize_t* src
     cdef floating* dst
     for m in range(n_m):
         p = m0 + m
@@ -68,43 +83,40 @@ cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* 
         image_offset[m] = n * plan.x_stride_n
         first_row[m] = oh * plan.stride_h - plan.pad_top
         first_col[m] = ow * plan.stride_w - plan.pad_left
-    for kh in range(plan.KH):
-        for kw in range(plan.KW):
-            tap = kh * plan.KW + kw
+    tap_first = 0
+    while tap_first < taps:
+        n_taps = min(<Py_ssize_t> GEMM_PACK_TAPS, taps - tap_first)
+        for t in range(n_taps):
+            kh = (tap_first + t) // plan.KW
+            kw = (tap_first + t) % plan.KW
             run = n_m == mr
-            for m in range(n_m):
+            for m in range(mr):
                 ih = first_row[m] + kh * plan.dilation_h
                 iw = first_col[m] + kw * plan.dilation_w
-                if ih < 0 or ih >= plan.H or iw < 0 or iw >= plan.W:
-                    src_offset[m] = -1
+                if m >= n_m or ih < 0 or ih >= plan.H or iw < 0 or iw >= plan.W:
+                    src_offset[t * mr + m] = -1
                     run = False
                 else:
-                    src_offset[m] = image_offset[m] + ih * xs_h + iw * xs_w
-                    if m and src_offset[m] != src_offset[m - 1] + 1:
+                    src_offset[t * mr + m] = image_offset[m] + ih * xs_h + iw * xs_w
+                    if m and src_offset[t * mr + m] != src_offset[t * mr + m - 1] + 1:
                         run = False
-            if xs_c == 1 and not run:
-                # channels adjacent (channels-last): read each pixel's channels in order
-                for m in range(mr):
-                    if m < n_m and src_offset[m] >= 0:
-                        for ic in range(plan.in_channels_per_group):
-                            a[(ic * taps + tap) * mr + m] = xg[src_offset[m] + ic]
-                    else:
-                        for ic in range(plan.in_channels_per_group):
-                            a[(ic * taps + tap) * mr + m] = 0
-                continue
-            for ic in range(plan.in_channels_per_group):
-                dst = a + (ic * taps + tap) * mr
-                if run:  # 1x1 stride 1 on NCHW, and most kxk tiles away from the border
+            is_run[t] = run
+        for ic in range(plan.in_channels_per_group):
+            xc = xg + ic * xs_c
+            dst = a + (ic * taps + tap_first) * mr
+            for t in range(n_taps):
+                src = src_offset + t * mr
+                if is_run[t]:  # 1x1 stride 1 on NCHW, and most kxk tiles away from the border
                     # a size known at compile time: the copy is inlined, not a call to memcpy
                     if floating is float:
-                        memcpy(dst, xg + ic * xs_c + src_offset[0], GCONV_GEMM_MR_F32 * sizeof(float))
+                        memcpy(dst, xc + src[0], GCONV_GEMM_MR_F32 * sizeof(float))
                     else:
-                        memcpy(dst, xg + ic * xs_c + src_offset[0], GCONV_GEMM_MR_F64 * sizeof(double))
-                    continue
-                for m in range(n_m):
-                    dst[m] = xg[ic * xs_c + src_offset[m]] if src_offset[m] >= 0 else 0
-                for m in range(n_m, mr):
-                    dst[m] = 0
+                        memcpy(dst, xc + src[0], GCONV_GEMM_MR_F64 * sizeof(double))
+                else:
+                    for m in range(mr):
+                        dst[m] = xc[src[m]] if src[m] >= 0 else 0
+                dst += mr
+        tap_first += n_taps
 
 
 cdef void _pack_dot_rows(const Plan* plan, const GemmPlan* gp, const floating* x, Py_ssize_t g, Py_ssize_t m0,
