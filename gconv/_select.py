@@ -66,6 +66,12 @@ POINTWISE_MIN_PIXELS = 100
 # 1.05-1.2x faster, 192->1152 1.0x, 512->2048, 1024->1024 (4 MB) 0.98x, 1024->2048 (8 MB) 0.92x.
 POINTWISE_MIN_PIXELS_SMALL = 49
 POINTWISE_MAX_WEIGHT_BYTES = 2 * 1024 * 1024
+# A module's pointwise calls read its weights packed into [K][6] panels (the broadcasts of a tap one stream,
+# not six rows) where the batch has at least this many pixels: 64->256 on 56x56 1.28x faster, 1024->2048 on
+# 7x7 at batch 8 1.1x, most 14x14 and 7x7 layers 1.0-1.05x. Checking that the kept panels are still the
+# weights' (a memcmp of the weights against a copy, ~0.3 ns per weight from L3) costs more than that on
+# fewer pixels: 960->160, 440->440 on 7x7 at batch 1 1.07-1.1x slower with it than on the raw weights.
+POINTWISE_MIN_PIXELS_PACKED = 392
 
 # Depthwise convolutions (groups == in_channels == out_channels) run on the dwconv family, vectorised along
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
@@ -408,7 +414,7 @@ def conv2d(
         return choice
     if choice.family == "gemm" and choice.pointwise_rows:
         packed = None
-        if weight_cache is not None:
+        if weight_cache is not None and out.shape[0] * out.shape[2] * out.shape[3] >= POINTWISE_MIN_PIXELS_PACKED:
             packed = weight_cache.panels(kernels, weight, groups, choice.n_threads, "pointwise")
         kernels.conv2d_pointwise(x, weight, bias, out, groups, choice.n_threads, packed)
         return choice

@@ -325,7 +325,7 @@ def test_pointwise_tiles_on_packed_weights_match_the_reference(isa, dtype):
 def test_modules_keep_pointwise_weights_packed_and_see_writes(isa, pointwise_forced):
     rng = np.random.default_rng(10)
     m = gconv.Conv2d(128, 70, 1)  # 8960 weights: kept packed (MIN_CACHED_WEIGHTS)
-    x = rng.standard_normal((2, 128, 7, 9), dtype=np.float32)
+    x = rng.standard_normal((8, 128, 7, 9), dtype=np.float32)  # 504 pixels: POINTWISE_MIN_PIXELS_PACKED
     w, b = m.weight, m.bias
     np.testing.assert_allclose(m(x), conv_reference(x, w, b), **_tolerance(np.float32))
     w[3] += 1  # in place: the next call packs again
