@@ -104,7 +104,12 @@ def conv2d_pointwise(
     out: _Floats,
     groups: int,
     n_threads: int,
+    packed_weight: _Floats | None = None,
 ) -> None: ...
+def pointwise_pack_weights(weight: _Floats, groups: int, n_threads: int = 1) -> _Floats: ...
+def pointwise_plan(
+    x_shape: tuple[int, ...], weight_shape: tuple[int, ...], groups: int, itemsize: int, n_threads: int
+) -> dict[str, int]: ...
 def dwconv_scratch_bytes(
     W: int,
     W_out: int,

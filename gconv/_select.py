@@ -59,10 +59,19 @@ GEMM_DOT_MAX_PIXELS_BELOW_AVX512 = 8
 # The baseline (SSE) build alike: 1.2-1.7x faster than either. AVX-512 keeps its measured rules (its direct
 # tile has 16 accumulators of 32 registers).
 POINTWISE_MIN_PIXELS = 100
-# A 7x7 map fills 49 of its 64 strip pixels, while panels fold the batch into their pixels: pointwise tiles
-# only at batch 1 there (960->160, 160->960, 576->160 on 7x7: 1.07-1.12x faster at batch 1, even at
-# batch 2, 1.04-1.07x slower at batch 8).
-POINTWISE_MIN_PIXELS_ONE_IMAGE = 49
+# Smaller maps (7x7: 49 pixels, a map's last pixels in a one-vector tile) too, at batch 1, or at any batch
+# while the weights are at most POINTWISE_MAX_WEIGHT_BYTES: each image reads all of them once per strip where
+# panels fold the batch into their pixels. Measured on AVX2 (Zen, 1 thread, weights packed by the module)
+# against panels at batch 8 on 7x7: 576->160, 960->160, 440->440, 1152->192, 320->1280 (1.6 MB of weights)
+# 1.05-1.2x faster, 192->1152 1.0x, 512->2048, 1024->1024 (4 MB) 0.98x, 1024->2048 (8 MB) 0.92x.
+POINTWISE_MIN_PIXELS_SMALL = 49
+POINTWISE_MAX_WEIGHT_BYTES = 2 * 1024 * 1024
+# A module's pointwise calls read its weights packed into [K][6] panels (the broadcasts of a tap one stream,
+# not six rows) where the batch has at least this many pixels: 64->256 on 56x56 1.28x faster, 1024->2048 on
+# 7x7 at batch 8 1.1x, most 14x14 and 7x7 layers 1.0-1.05x. Checking that the kept panels are still the
+# weights' (a memcmp of the weights against a copy, ~0.3 ns per weight from L3) costs more than that on
+# fewer pixels: 960->160, 440->440 on 7x7 at batch 1 1.07-1.1x slower with it than on the raw weights.
+POINTWISE_MIN_PIXELS_PACKED = 392
 
 # Depthwise convolutions (groups == in_channels == out_channels) run on the dwconv family, vectorised along
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
@@ -292,7 +301,8 @@ def choose(
     # the gemm tiles overwrite their output: calls that add into it stay on the direct family
     if not accumulate and pointwise and (FORCE_FAMILY == "gemm:pointwise" or FORCE_FAMILY is None):
         pixels = out_shape[2] * out_shape[3]
-        min_pixels = POINTWISE_MIN_PIXELS_ONE_IMAGE if out_shape[0] == 1 else POINTWISE_MIN_PIXELS
+        small_ok = out_shape[0] == 1 or math.prod(weight_shape) * itemsize <= POINTWISE_MAX_WEIGHT_BYTES
+        min_pixels = POINTWISE_MIN_PIXELS_SMALL if small_ok else POINTWISE_MIN_PIXELS
         if FORCE_FAMILY or (kernels.ISA != "avx512" and pixels >= min_pixels):
             mr, nr = kernels.GEMM_POINTWISE_TILE["float32" if itemsize == 4 else "float64"]
             if why:
@@ -300,7 +310,7 @@ def choose(
                     "gemm: forced pointwise tiles"
                     if FORCE_FAMILY
                     else f"gemm: 1x1 at stride 1 on NCHW maps of {pixels} pixels (>= {min_pixels} at batch "
-                    f"{out_shape[0]}), below AVX-512"
+                    f"{out_shape[0]} with {math.prod(weight_shape) * itemsize} bytes of weights), below AVX-512"
                 )
                 reasons.append(
                     f"pointwise tiles of {mr} output channels x {nr} pixels per image, input rows read in place, "
@@ -403,7 +413,10 @@ def conv2d(
             out[...] = target
         return choice
     if choice.family == "gemm" and choice.pointwise_rows:
-        kernels.conv2d_pointwise(x, weight, bias, out, groups, choice.n_threads)
+        packed = None
+        if weight_cache is not None and out.shape[0] * out.shape[2] * out.shape[3] >= POINTWISE_MIN_PIXELS_PACKED:
+            packed = weight_cache.panels(kernels, weight, groups, choice.n_threads, "pointwise")
+        kernels.conv2d_pointwise(x, weight, bias, out, groups, choice.n_threads, packed)
         return choice
     if choice.family == "gemm":
         packed = None

@@ -31,7 +31,8 @@ class PackedWeights:
         self, kernels: Any, weight: np.ndarray, groups: int, n_threads: int, family: str = "gemm"
     ) -> np.ndarray | None:
         """The [K][NR] panels of weight (C-contiguous, float) for this kernel build (family 'dwconv': its
-        [block][tap][lane] vectors), packed now or reused; None for a small weight, which the kernel packs
+        [block][tap][lane] vectors; 'pointwise': a [K][MR] panel per tile of MR output channels), packed now or
+        reused; None for a small weight, which the kernel packs
         faster than this could check it."""
         if weight.size < MIN_CACHED_WEIGHTS:
             self._entry = None  # nothing kept for a module whose weight was large once
@@ -42,6 +43,8 @@ class PackedWeights:
             return entry[2]
         if family == "dwconv":
             packed = kernels.dwconv_pack_weights(weight, groups)
+        elif family == "pointwise":
+            packed = kernels.pointwise_pack_weights(weight, groups, n_threads)
         else:
             packed = kernels.gemm_pack_weights(weight, groups, n_threads)
         self._entry = (key, weight.copy(), packed)

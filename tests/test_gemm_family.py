@@ -117,6 +117,7 @@ def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
         # for the chunks that follow it)
         ((1, 64, 5, 5), (96, 64, 3, 3), dict(padding=1)),
         ((1, 40, 9, 9), (50, 40, 1, 1), dict()),  # pointwise: strips, then channel tiles, shared out
+        ((1, 116, 14, 14), (116, 116, 1, 1), dict()),  # pointwise: channel tiles first, a one-vector strip
     ],
 )
 def test_gemm_results_do_not_depend_on_the_thread_count(isa, gemm_forced, shape):
@@ -280,6 +281,10 @@ POINTWISE_CASES = [
     ((2, 12, 6, 6), (21, 4, 1, 1), 3),
     ((1, 24, 32, 32), (20, 24, 1, 1), 1),
     ((2, 40, 1, 37), (7, 40, 1, 1), 1),
+    # a map's last pixels in fewer vectors than a strip, overlapping the strip before (25 = 16 + 9: two
+    # vectors from pixel 9; 49 and 37: one vector), or exactly one vector (8 pixels)
+    ((2, 7, 5, 5), (13, 7, 1, 1), 1),
+    ((1, 6, 2, 4), (5, 6, 1, 1), 1),
 ]
 
 
@@ -301,6 +306,48 @@ def test_pointwise_tiles_match_the_reference(isa, pointwise_forced, dtype):
             got = gconv.conv2d(x, w, b, groups=groups, n_threads=n_threads)
             np.testing.assert_allclose(got, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {w_shape}")
         assert "pointwise" in gconv.explain(x_shape, w_shape, groups=groups, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_tiles_on_packed_weights_match_the_reference(isa, dtype):
+    # the weights packed into [K][MR] panels per channel tile, as a module keeps them
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(9)
+    for i, (x_shape, w_shape, groups) in enumerate(POINTWISE_CASES):
+        x, w, b = _case(rng, x_shape, w_shape, dtype, bias=i % 2 == 0)
+        expected = conv_reference(x, w, b, groups=groups)
+        packed = kernels.pointwise_pack_weights(w, groups)
+        for n_threads in (1, 3):
+            got = np.full(expected.shape, np.nan, dtype)
+            kernels.conv2d_pointwise(x, w, b if b is not None else np.empty(0, dtype), got, groups, n_threads, packed)
+            np.testing.assert_allclose(got, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {w_shape}")
+            # the same sums in the same order as on the raw weights
+            raw = np.full(expected.shape, np.nan, dtype)
+            kernels.conv2d_pointwise(x, w, b if b is not None else np.empty(0, dtype), raw, groups, n_threads)
+            np.testing.assert_array_equal(got, raw)
+    with pytest.raises(ValueError, match="packed_weight"):
+        kernels.conv2d_pointwise(x, w, np.empty(0, dtype), np.empty(expected.shape, dtype), groups, 1, packed[1:])
+
+
+def test_modules_keep_pointwise_weights_packed_and_see_writes(isa, pointwise_forced):
+    rng = np.random.default_rng(10)
+    m = gconv.Conv2d(128, 70, 1)  # 8960 weights: kept packed (MIN_CACHED_WEIGHTS)
+    x = rng.standard_normal((8, 128, 7, 9), dtype=np.float32)  # 504 pixels: POINTWISE_MIN_PIXELS_PACKED
+    w, b = m.weight, m.bias
+    np.testing.assert_allclose(m(x), conv_reference(x, w, b), **_tolerance(np.float32))
+    w[3] += 1  # in place: the next call packs again
+    np.testing.assert_allclose(m(x), conv_reference(x, w, b), **_tolerance(np.float32))
+
+
+def test_pointwise_threads_share_out_channel_tiles_where_that_is_more_even():
+    kernels = _dispatch.kernels
+    # 116->116 on 14x14: 12 whole strips and a one-vector one, or 20 channel tiles of 6 (f32, below AVX-512)
+    plan = kernels.pointwise_plan((1, 116, 14, 14), (116, 116, 1, 1), 1, 4, 2)
+    if kernels.ISA != "avx512":
+        assert plan["n_p_blocks"] == 1 and plan["n_chunks"] >= 2
+    # large maps and batches keep sharing out strips and images
+    assert kernels.pointwise_plan((1, 64, 56, 56), (256, 64, 1, 1), 1, 4, 2)["n_chunks"] == 1
+    assert kernels.pointwise_plan((8, 116, 14, 14), (116, 116, 1, 1), 1, 4, 2)["n_chunks"] == 1
 
 
 def test_pointwise_kernel_reads_and_writes_channel_views_and_nothing_else(isa):
@@ -408,12 +455,16 @@ def test_select_runs_wide_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monke
     assert _select.choose(*dense(14)).family == "gemm"
 
 
-def test_select_keeps_panels_for_batched_7x7_maps():
-    # panels fold the batch into their pixels; a 7x7 map fills 49 of a strip's 64 pixels
+def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights():
+    # panels fold the batch into their pixels: each image reads all the weights of a pointwise call
     f32 = 4
-    batched = ((8, 960, 7, 7), (160, 960, 1, 1), (8, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
-    choice = _select.choose(*batched)
+
+    def call(batch, c_in, c_out):
+        return ((batch, c_in, 7, 7), (c_out, c_in, 1, 1), (batch, c_out, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+
+    choice = _select.choose(*call(8, 1024, 2048))  # 8 MiB of weights
     assert choice.family == "gemm" and not choice.pointwise_rows
     if _dispatch.kernels.ISA != "avx512":
-        one = ((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
-        assert _select.choose(*one).pointwise_rows
+        assert _select.choose(*call(1, 1024, 2048)).pointwise_rows
+        assert _select.choose(*call(8, 960, 160)).pointwise_rows  # 600 KiB
+        assert "bytes of weights" in " ".join(_select.choose(*call(8, 960, 160), why=True).reasons)

@@ -33,14 +33,18 @@ cdef extern from "kernels/gemm/tile.h" nogil:
                              const double* bias, double* out, const Py_ssize_t* out_offset,
                              Py_ssize_t out_channel_stride, Py_ssize_t n_m, Py_ssize_t n_n)
     int GCONV_PW_MR
+    int GCONV_PW_VECTORS
     int GCONV_PW_NR_F32
     int GCONV_PW_NR_F64
     void gconv_pw_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* w,
-                      const float* bias, float* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
-                      Py_ssize_t n_p)
+                      int packed, const float* bias, float* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
+                      Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
     void gconv_pw_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy, const double* w,
-                      const double* bias, double* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
-                      Py_ssize_t n_p)
+                      int packed, const double* bias, double* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
+                      Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+    void gconv_pw_pack_float(const float* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile, float* panel)
+    void gconv_pw_pack_double(const double* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile,
+                              double* panel)
 
 
 # The tile shapes for gconv._select: (pixels, output channels) per dtype; dot tiles (unpacked weights) for
@@ -357,61 +361,78 @@ cdef struct PointwisePlan:
     # per image and group: K = C_in / groups rows of HW pixels, cut into strips of nr pixels (one tile
     # wide) and the output channels into tiles of GCONV_PW_MR; a work item is (image, group, block of
     # strips, chunk of channel tiles), item = ((n * groups + g) * n_p_blocks + p_block) * n_chunks + chunk
-    Py_ssize_t K, HW, nr, n_strips, strips_per_block, n_p_blocks, n_c_tiles, tiles_per_chunk, n_chunks
+    Py_ssize_t K, HW, nr, lanes, n_strips, strips_per_block, n_p_blocks, n_c_tiles, tiles_per_chunk, n_chunks
     # the first channel tile of a strip copies its rows for the others: where K rows at the input's channel
     # stride fall into too few L1 sets to stay there (maps of 32x32 pixels: one set), see _rows_alias
     bint copy_rows
 
 
 cdef inline void _pw_tile(Py_ssize_t k_size, const floating* x, Py_ssize_t x_k_stride, floating* x_copy,
-                          const floating* w, const floating* bias, floating* out, Py_ssize_t out_channel_stride,
-                          Py_ssize_t n_c, Py_ssize_t n_p) noexcept nogil:
+                          const floating* w, bint packed, const floating* bias, floating* out,
+                          Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,
+                          int n_v) noexcept nogil:
     # the C micro-kernel for this dtype
     if floating is float:
-        gconv_pw_f32(k_size, x, x_k_stride, x_copy, w, bias, out, out_channel_stride, n_c, n_p)
+        gconv_pw_f32(k_size, x, x_k_stride, x_copy, w, packed, bias, out, out_channel_stride, n_c, p_first, n_p,
+                     n_v)
     else:
-        gconv_pw_f64(k_size, x, x_k_stride, x_copy, w, bias, out, out_channel_stride, n_c, n_p)
+        gconv_pw_f64(k_size, x, x_k_stride, x_copy, w, packed, bias, out, out_channel_stride, n_c, p_first, n_p,
+                     n_v)
 
 
 cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const floating* x, const floating* weight,
-                          const floating* bias, floating* out, floating* rows, Py_ssize_t item) noexcept nogil:
+                          const floating* packed_weight, const floating* bias, floating* out, floating* rows,
+                          Py_ssize_t item) noexcept nogil:
     """One work item: each strip of the block against each channel tile of the chunk."""
     cdef Py_ssize_t chunk = item % pp.n_chunks
     cdef Py_ssize_t p_block = (item // pp.n_chunks) % pp.n_p_blocks
     cdef Py_ssize_t g = (item // (pp.n_chunks * pp.n_p_blocks)) % plan.groups
     cdef Py_ssize_t n = item // (pp.n_chunks * pp.n_p_blocks * plan.groups)
-    cdef Py_ssize_t ocpg = plan.out_channels_per_group, nr = pp.nr
+    cdef Py_ssize_t ocpg = plan.out_channels_per_group, nr = pp.nr, K = pp.K
     cdef Py_ssize_t tile_first = chunk * pp.tiles_per_chunk
     cdef Py_ssize_t tile_end = min(tile_first + pp.tiles_per_chunk, pp.n_c_tiles)
     cdef Py_ssize_t strip_end = min((p_block + 1) * pp.strips_per_block, pp.n_strips)
-    cdef const floating* x_group = x + n * plan.x_stride_n + g * pp.K * plan.x_stride_c
-    cdef Py_ssize_t strip, t, k, p, p0, n_p, c0, oc_first
+    cdef const floating* x_group = x + n * plan.x_stride_n + g * K * plan.x_stride_c
+    cdef floating* out_image = out + n * plan.out_stride_n
+    cdef Py_ssize_t strip, t, k, p, p0, n_p, c0, oc_first, start
     cdef const floating* src
+    cdef const floating* w
     cdef Py_ssize_t src_stride
     cdef floating* copy
+    cdef int n_v
+    cdef bint packed = packed_weight != NULL
     for strip in range(p_block * pp.strips_per_block, strip_end):
         p0 = strip * nr
         n_p = min(nr, pp.HW - p0)
+        n_v, start, src, src_stride = GCONV_PW_VECTORS, p0, x_group + p0, plan.x_stride_c
         if n_p < nr:
-            # the ragged last strip: its rows with zeros after them, so that no tile reads past a row
-            for k in range(pp.K):
-                for p in range(n_p):
-                    rows[k * nr + p] = x_group[k * plan.x_stride_c + p0 + p]
-                for p in range(n_p, nr):
-                    rows[k * nr + p] = 0
-            src, src_stride, copy = rows, nr, NULL
-        else:
-            # the first tile reads the rows in place and copies them for the others
-            src, src_stride, copy = x_group + p0, plan.x_stride_c, NULL
-            if pp.copy_rows and tile_end - tile_first > 1:
-                copy = rows
+            # the map's last pixels: as few vectors as hold them, ending at the map's end and overlapping
+            # the strip before (whose tiles store the pixels they share)
+            n_v = <int> _ceil_div(n_p, pp.lanes)
+            if pp.HW >= n_v * pp.lanes:
+                start = pp.HW - n_v * pp.lanes
+                src = x_group + start
+            else:
+                # a map narrower than the tile: its rows with zeros after them, so that no tile reads past
+                # a row
+                for k in range(K):
+                    for p in range(n_p):
+                        rows[k * nr + p] = x_group[k * plan.x_stride_c + p0 + p]
+                    for p in range(n_p, nr):
+                        rows[k * nr + p] = 0
+                src, src_stride = rows, nr
+        # the first tile reads whole strips in place and copies them for the others
+        copy = rows if n_p == nr and pp.copy_rows and tile_end - tile_first > 1 else NULL
         for t in range(tile_first, tile_end):
             c0 = t * GCONV_PW_MR
             oc_first = g * ocpg + c0
-            _pw_tile(pp.K, src, src_stride, copy, weight + oc_first * pp.K,
-                     bias + oc_first if bias != NULL else NULL,
-                     out + n * plan.out_stride_n + oc_first * plan.out_stride_c + p0, plan.out_stride_c,
-                     min(GCONV_PW_MR, ocpg - c0), n_p)
+            if packed:
+                w = packed_weight + (g * pp.n_c_tiles + t) * K * GCONV_PW_MR
+            else:
+                w = weight + oc_first * K
+            _pw_tile(K, src, src_stride, copy, w, packed, bias + oc_first if bias != NULL else NULL,
+                     out_image + oc_first * plan.out_stride_c + start, plan.out_stride_c,
+                     min(GCONV_PW_MR, ocpg - c0), p0 - start, p0 - start + n_p, n_v)
             if copy != NULL:
                 src, src_stride, copy = rows, nr, NULL
 
@@ -439,23 +460,10 @@ cdef bint _rows_alias(Py_ssize_t k_size, Py_ssize_t row_bytes) noexcept nogil:
     return k_size > L1_WAYS * n_sets
 
 
-cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsize, int n_threads) except -1:
-    """The strips and channel tiles of a pointwise call and its work items for n_threads threads."""
-    pp.copy_rows = _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
-    pp.K = plan.in_channels_per_group
-    pp.HW = plan.H_out * plan.W_out
-    pp.nr = GCONV_PW_NR_F32 if itemsize == 4 else GCONV_PW_NR_F64
-    pp.n_strips = _ceil_div(pp.HW, pp.nr)
-    pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, GCONV_PW_MR)
-    pp.strips_per_block = pp.n_strips
-    pp.n_p_blocks = 1
-    pp.tiles_per_chunk = pp.n_c_tiles
-    pp.n_chunks = 1
-    cdef Py_ssize_t wanted = GEMM_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
-    # threads share out strips first (each strip's rows are read once per item); channel tiles only
-    # where an image has fewer strips than the threads want (small maps)
+cdef void _split_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t wanted, bint tiles_first) noexcept:
+    # halve the blocks of strips (or the chunks of channel tiles first) until there are wanted items
     while plan.N * plan.groups * pp.n_p_blocks * pp.n_chunks < wanted:
-        if pp.strips_per_block > 1:
+        if pp.strips_per_block > 1 and not (tiles_first and pp.tiles_per_chunk > 1):
             pp.strips_per_block = _ceil_div(pp.strips_per_block, 2)
             pp.n_p_blocks = _ceil_div(pp.n_strips, pp.strips_per_block)
         elif pp.tiles_per_chunk > 1:
@@ -463,12 +471,104 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
             pp.n_chunks = _ceil_div(pp.n_c_tiles, pp.tiles_per_chunk)
         else:
             break
+
+
+cdef Py_ssize_t _pointwise_load(const Plan* plan, const PointwisePlan* pp, int n_threads) noexcept:
+    """The most tiles x vectors one thread runs when the items are shared out in static chunks."""
+    cdef Py_ssize_t n_items = plan.N * plan.groups * pp.n_p_blocks * pp.n_chunks
+    cdef Py_ssize_t item, p_block, chunk, strips, vectors, tiles, thread_end
+    cdef Py_ssize_t load = 0, most = 0, thread = 0
+    # OpenMP's static schedule: n_items // n_threads items each, one more for the first n_items % n_threads
+    thread_end = n_items // n_threads + (1 if n_items % n_threads > 0 else 0)
+    for item in range(n_items):
+        chunk = item % pp.n_chunks
+        p_block = (item // pp.n_chunks) % pp.n_p_blocks
+        strips = min(pp.strips_per_block, pp.n_strips - p_block * pp.strips_per_block)
+        # a block's strips are whole (GCONV_PW_VECTORS vectors) but for the map's last one
+        vectors = strips * GCONV_PW_VECTORS
+        if p_block == pp.n_p_blocks - 1 and pp.HW % pp.nr != 0:
+            vectors -= GCONV_PW_VECTORS - _ceil_div(pp.HW % pp.nr, pp.lanes)
+        tiles = min(pp.tiles_per_chunk, pp.n_c_tiles - chunk * pp.tiles_per_chunk)
+        load += tiles * vectors
+        if item == thread_end - 1:
+            most = max(most, load)
+            load = 0
+            thread += 1
+            thread_end += n_items // n_threads + (1 if n_items % n_threads > thread else 0)
+    return most
+
+
+cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsize, int n_threads) except -1:
+    """The strips and channel tiles of a pointwise call and its work items for n_threads threads."""
+    pp.copy_rows = _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
+    pp.K = plan.in_channels_per_group
+    pp.HW = plan.H_out * plan.W_out
+    pp.nr = GCONV_PW_NR_F32 if itemsize == 4 else GCONV_PW_NR_F64
+    pp.lanes = pp.nr // GCONV_PW_VECTORS
+    pp.n_strips = _ceil_div(pp.HW, pp.nr)
+    pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, GCONV_PW_MR)
+    pp.strips_per_block = pp.n_strips
+    pp.n_p_blocks = 1
+    pp.tiles_per_chunk = pp.n_c_tiles
+    pp.n_chunks = 1
+    cdef Py_ssize_t wanted = GEMM_ITEMS_PER_THREAD * n_threads if n_threads > 1 else 1
+    # threads share out strips first (each strip's rows are read once per item), channel tiles where an
+    # image has fewer strips than the threads want; or channel tiles first where that shares the work out
+    # more evenly (small maps: 116->116 on 14x14 is 12 strips and a one-vector one, or 20 channel tiles)
+    cdef PointwisePlan by_tiles = pp[0]
+    _split_pointwise(plan, pp, wanted, False)
+    if n_threads > 1:
+        _split_pointwise(plan, &by_tiles, wanted, True)
+        if _pointwise_load(plan, &by_tiles, n_threads) < _pointwise_load(plan, pp, n_threads):
+            pp[0] = by_tiles
     return 0
 
 
 cdef bint _pixels_contiguous(Py_ssize_t H, Py_ssize_t W, Py_ssize_t stride_h, Py_ssize_t stride_w) noexcept:
     # pixel h * W + w lies h * W + w elements after pixel 0 (NCHW, or a view that keeps every map whole)
     return (W <= 1 or stride_w == 1) and (H <= 1 or stride_h == W)
+
+
+def pointwise_plan(x_shape, weight_shape, Py_ssize_t groups, int itemsize, int n_threads):
+    """The pointwise tiles' work split for a call (a dict), for tests."""
+    cdef Plan plan
+    cdef PointwisePlan pp
+    plan.N, plan.C_in, plan.H_out, plan.W_out = x_shape[0], x_shape[1], x_shape[2], x_shape[3]
+    plan.C_out, plan.in_channels_per_group = weight_shape[0], weight_shape[1]
+    plan.groups = groups
+    plan.out_channels_per_group = plan.C_out // groups
+    plan.x_stride_c = x_shape[2] * x_shape[3]
+    _plan_pointwise(&plan, &pp, itemsize, n_threads)
+    return dict(nr=pp.nr, n_strips=pp.n_strips, strips_per_block=pp.strips_per_block, n_p_blocks=pp.n_p_blocks,
+                n_c_tiles=pp.n_c_tiles, tiles_per_chunk=pp.tiles_per_chunk, n_chunks=pp.n_chunks)
+
+
+def pointwise_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups, int n_threads=1):
+    """The [K][MR] panels of a pointwise call's weights (C_out, C_in // groups, 1, 1), one per tile of MR
+    output channels of each group (zeros past a group's last channel), for conv2d_pointwise(packed_weight=)."""
+    if groups <= 0 or weight.shape[0] % groups != 0:
+        raise ValueError("pointwise_pack_weights: the output channels must be a multiple of groups")
+    if weight.shape[2] != 1 or weight.shape[3] != 1:
+        raise ValueError("pointwise_pack_weights: the weight must be 1x1")
+    cdef Py_ssize_t ocpg = weight.shape[0] // groups, K = weight.shape[1]
+    cdef Py_ssize_t n_c_tiles = _ceil_div(ocpg, GCONV_PW_MR)
+    cdef Py_ssize_t n_panels = groups * n_c_tiles, panel, g
+    packed = np.empty(n_panels * K * GCONV_PW_MR, dtype=np.float32 if floating is float else np.float64)
+    if packed.size == 0:
+        return packed
+    cdef floating[::1] packed_view = packed
+    cdef floating* w_packed = &packed_view[0]
+    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
+    cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
+    for panel in prange(n_panels, nogil=True, num_threads=team, schedule="static"):
+        g = panel // n_c_tiles
+        if floating is float:
+            gconv_pw_pack_float(w_ptr + g * ocpg * K, ocpg, K, panel % n_c_tiles,
+                                w_packed + panel * K * GCONV_PW_MR)
+        else:
+            gconv_pw_pack_double(w_ptr + g * ocpg * K, ocpg, K, panel % n_c_tiles,
+                                 w_packed + panel * K * GCONV_PW_MR)
+    return packed
 
 
 def conv2d_pointwise(
@@ -478,6 +578,7 @@ def conv2d_pointwise(
     floating[:, :, :, :] out not None,             # OUT (N, C_out, H, W), each map pixel-contiguous
     Py_ssize_t groups,
     int n_threads,
+    const floating[::1] packed_weight=None,        # pointwise_pack_weights(weight, groups), or the raw weights
 ):
     """Grouped 1x1 convolution, stride 1, no padding, as per-image products out[c][p] = w[c][:] . x[:][p].
 
@@ -485,6 +586,8 @@ def conv2d_pointwise(
     output row is stored whole. Batch and channel strides are free; within a map the H * W pixels must be
     contiguous (NCHW or a channel/batch view of it), as gconv._select sends. Each output is reduced over
     all taps in one tile, in order, so the results do not depend on how the work is shared among threads.
+    packed_weight: the panels pointwise_pack_weights made from this weight (the caller keeps them fresh);
+    without them the tiles read the weights as they are.
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, (1, 1), (0, 0), (1, 1), groups)
@@ -497,6 +600,14 @@ def conv2d_pointwise(
         return
     cdef PointwisePlan pp
     _plan_pointwise(&plan, &pp, sizeof(floating), n_threads)
+    cdef const floating* pw_ptr = NULL
+    if packed_weight is not None:
+        if packed_weight.shape[0] != plan.groups * pp.n_c_tiles * pp.K * GCONV_PW_MR:
+            raise ValueError(f"conv2d_pointwise: packed_weight has {packed_weight.shape[0]} elements, this "
+                             f"weight's panels {plan.groups * pp.n_c_tiles * pp.K * GCONV_PW_MR} (packed for "
+                             f"another weight or kernel module?)")
+        if packed_weight.shape[0] != 0:
+            pw_ptr = &packed_weight[0]
     cdef Py_ssize_t n_items = plan.N * plan.groups * pp.n_p_blocks * pp.n_chunks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
     cdef const floating* x_ptr = &x[0, 0, 0, 0]
@@ -507,15 +618,17 @@ def conv2d_pointwise(
     cdef Py_ssize_t item
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
+    cdef char* rows_memory
     cdef floating* rows
     with nogil, parallel(num_threads=team):
-        # this thread's copy of one strip's rows (a ragged strip's, zero-padded)
-        rows = <floating*> malloc(rows_elements * sizeof(floating))
-        if rows == NULL:
+        # this thread's copy of one strip's rows (a narrow map's, zero-padded), on a cache line boundary
+        rows_memory = <char*> malloc(rows_elements * sizeof(floating) + 64)
+        rows = <floating*> (rows_memory + 64 - (<size_t> rows_memory) % 64)
+        if rows_memory == NULL:
             alloc_failed[0] = 1
         for item in prange(n_items, schedule="static"):
-            if rows != NULL:
-                _pointwise_item(&plan, &pp, x_ptr, w_ptr, b_ptr, out_ptr, rows, item)
-        free(rows)
+            if rows_memory != NULL:
+                _pointwise_item(&plan, &pp, x_ptr, w_ptr, pw_ptr, b_ptr, out_ptr, rows, item)
+        free(rows_memory)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {rows_elements * sizeof(floating)} bytes of scratch")

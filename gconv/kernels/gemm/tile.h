@@ -302,39 +302,55 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 
 /* Pointwise tiles: a 1x1, stride-1, unpadded convolution on pixel-contiguous maps (NCHW) is per image and
  * group the plain product out[c][p] = sum_k w[c][k] * x[k][p] + bias[c], p running over the image's H * W
- * pixels. A register tile is MR output channels x PW_VECTORS vectors of pixels: per k it loads the
- * vectors of input row k in place and broadcasts each of the MR channels' weights from the weight rows as
- * they are, as BLIS's and MLAS's sgemm kernels do with their packed panels. Nothing is packed per call
- * and each output row is stored straight from the registers, where the implicit-GEMM tile above (pixels
- * x channels) stores an NCHW output as runs of MR values per channel.
+ * pixels. A register tile is MR output channels x 1 or PW_VECTORS vectors of pixels: per k it loads the
+ * vectors of input row k in place and broadcasts each of the MR channels' weights, as BLIS's and MLAS's
+ * sgemm kernels do with their packed panels. The weights come as they are (w[c][k], MR rows read side by
+ * side) or packed per channel tile into [K][MR] panels (gconv_pw_pack), so that the broadcasts of a k are
+ * one stream of adjacent values. Nothing else is packed and each output row is stored straight from the
+ * registers, where the implicit-GEMM tile above (pixels x channels) stores an NCHW output as runs of MR
+ * values per channel. The one-vector tile runs a map's last few pixels (49 = 3 x 16 + 1 on 7x7 maps).
  *
  * Registers: MR x PW_VECTORS accumulators + PW_VECTORS input vectors + one broadcast (15 of 16 below
  * AVX-512; AVX-512 is not chosen for these tiles, see gconv._select, but computes them alike).
  *
- * x: input rows, x[k * x_k_stride + p] for pixel p < PW_VECTORS * lanes of the tile (all of them are read).
+ * Every output is the same chain of multiply-adds over k in order, whatever the tile's width or the lane
+ * it falls in: results do not depend on how pixels are cut into tiles.
+ *
+ * x: input rows, x[k * x_k_stride + p] for pixel p < n_v * lanes of the tile (all of them are read).
  * x_copy: NULL, or where the tile also writes the rows it reads, x_copy[k * NR + p] (the next tiles of the
  *    same pixels read that copy: K rows one cache line apart each can map to few L1 sets, as with
  *    maps of 32x32 or 64x64 pixels, and the copy does not).
- * w: weights of the tile's first channel, w[c * k_size + k] (rows past n_c are not read).
+ * w: weights of the tile's first channel, w[c * k_size + k] (rows past n_c are not read), or with packed
+ *    set its panel w[k * MR + c] (all MR columns are read).
  * bias: bias of the tile's first channel, or NULL. out: out[c * out_channel_stride + p].
- * n_c <= MR channels and n_p <= NR pixels are stored. */
+ * n_c <= MR channels and the pixels p_first <= p < n_p (n_p <= n_v * lanes) are stored: a map's last tile
+ * may overlap the one before it, stored by that one. */
+#ifndef GCONV_PW_MR
 #define GCONV_PW_MR 6
 #define GCONV_PW_VECTORS 2
+#endif
 #define GCONV_PW_NR_F32 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 4)
 #define GCONV_PW_NR_F64 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 8)
 
 #define GCONV_PW_PARAMS(T)                                                                           \
     Py_ssize_t k_size, const T *GCONV_RESTRICT x, Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,   \
-        const T *GCONV_RESTRICT w, const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,              \
-        Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t n_p
+        const T *GCONV_RESTRICT w, int packed, const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,  \
+        Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v
 
 #if defined(__GNUC__) || defined(__clang__)
-#define GCONV_DEFINE_PW(T, NAME)                                                                     \
-    static void NAME(GCONV_PW_PARAMS(T))                                                             \
+/* The tile for NV vectors, weights packed or not, rows copied or not: inlined with constants into the
+ * variants below, so each is its own loop with its accumulators in registers. */
+#define GCONV_DEFINE_PW_BODY(T)                                                                      \
+    GCONV_INLINE void gconv_pw_body_##T(Py_ssize_t k_size, const T *GCONV_RESTRICT x,                \
+                                        Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,             \
+                                        const T *GCONV_RESTRICT w, const T *GCONV_RESTRICT bias,     \
+                                        T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,        \
+                                        Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,          \
+                                        const int NV, const int PACKED, const int COPY)              \
     {                                                                                                \
         typedef gconv_vec_##T vec;                                                                   \
-        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), MR = GCONV_PW_MR, NV = GCONV_PW_VECTORS,      \
-               NR = NV * LANES };                                                                    \
+        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), MR = GCONV_PW_MR,                             \
+               NR = GCONV_PW_VECTORS * LANES };                                                      \
         const T *w_row[GCONV_PW_MR];                                                                 \
         vec acc[GCONV_PW_MR][GCONV_PW_VECTORS];                                                      \
         int c, v;                                                                                    \
@@ -343,51 +359,80 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
         for (c = 0; c < MR; c++) w_row[c] = w + (c < n_c ? c : n_c - 1) * k_size;                    \
         for (c = 0; c < MR; c++)                                                                     \
             for (v = 0; v < NV; v++) acc[c][v] = (vec){0};                                           \
-        if (x_copy) {                                                                                \
-            for (k = 0; k < k_size; k++, x += x_k_stride, x_copy += NR) {                            \
-                vec b[GCONV_PW_VECTORS];                                                             \
-                for (v = 0; v < NV; v++) {                                                           \
-                    memcpy(&b[v], x + v * LANES, sizeof(vec));                                       \
-                    memcpy(x_copy + v * LANES, &b[v], sizeof(vec));                                  \
-                }                                                                                    \
-                for (c = 0; c < MR; c++) {                                                           \
-                    const T a = w_row[c][k];                                                         \
-                    for (v = 0; v < NV; v++) acc[c][v] += a * b[v];                                  \
-                }                                                                                    \
+        for (k = 0; k < k_size; k++, x += x_k_stride) {                                              \
+            vec b[GCONV_PW_VECTORS];                                                                 \
+            for (v = 0; v < NV; v++) memcpy(&b[v], x + v * LANES, sizeof(vec));                      \
+            if (COPY) {                                                                              \
+                for (v = 0; v < NV; v++) memcpy(x_copy + v * LANES, &b[v], sizeof(vec));             \
+                x_copy += NR;                                                                        \
             }                                                                                        \
-        } else {                                                                                     \
-            for (k = 0; k < k_size; k++, x += x_k_stride) {                                          \
-                vec b[GCONV_PW_VECTORS];                                                             \
-                for (v = 0; v < NV; v++) memcpy(&b[v], x + v * LANES, sizeof(vec));                  \
-                for (c = 0; c < MR; c++) {                                                           \
-                    const T a = w_row[c][k];                                                         \
-                    for (v = 0; v < NV; v++) acc[c][v] += a * b[v];                                  \
-                }                                                                                    \
+            for (c = 0; c < MR; c++) {                                                               \
+                const T a = PACKED ? w[k * MR + c] : w_row[c][k];                                    \
+                for (v = 0; v < NV; v++) acc[c][v] += a * b[v];                                      \
             }                                                                                        \
         }                                                                                            \
         for (c = 0; c < n_c; c++, out += out_channel_stride) {                                       \
             vec y[GCONV_PW_VECTORS];                                                                 \
             const T b = bias ? bias[c] : (T)0;                                                       \
             for (v = 0; v < NV; v++) y[v] = acc[c][v] + b;                                           \
-            if (n_p == NR)                                                                           \
-                memcpy(out, y, sizeof(y));                                                           \
+            if (p_first == 0 && n_p == NV * LANES)                                                   \
+                memcpy(out, y, NV * sizeof(vec));                                                    \
             else                                                                                     \
-                for (p = 0; p < n_p; p++) out[p] = y[p / LANES][p % LANES];                          \
+                for (p = p_first; p < n_p; p++) out[p] = y[p / LANES][p % LANES];                    \
+        }                                                                                            \
+    }
+
+#define GCONV_PW_CALL(T, NV, PACKED, COPY)                                                          \
+    gconv_pw_body_##T(k_size, x, x_k_stride, x_copy, w, bias, out, out_channel_stride, n_c, p_first, n_p, \
+                      NV, PACKED, COPY)
+#if GCONV_PW_VECTORS > 2
+#define GCONV_PW_CALL_TWO(T)                                                                         \
+    else if (n_v == 2) {                                                                             \
+        if (packed)                                                                                  \
+            GCONV_PW_CALL(T, 2, 1, 0);                                                               \
+        else                                                                                         \
+            GCONV_PW_CALL(T, 2, 0, 0);                                                               \
+    }
+#else
+#define GCONV_PW_CALL_TWO(T)
+#endif
+/* one loop per width (n_v vectors), weight layout and row copy */
+#define GCONV_DEFINE_PW(T, NAME)                                                                     \
+    GCONV_DEFINE_PW_BODY(T)                                                                          \
+    static void NAME(GCONV_PW_PARAMS(T))                                                             \
+    {                                                                                                \
+        if (n_v == GCONV_PW_VECTORS) {                                                               \
+            if (x_copy && packed)                                                                    \
+                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 1);                                            \
+            else if (x_copy)                                                                         \
+                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 1);                                            \
+            else if (packed)                                                                         \
+                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 0);                                            \
+            else                                                                                     \
+                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 0);                                            \
+        }                                                                                            \
+        GCONV_PW_CALL_TWO(T)                                                                         \
+        else {                                                                                       \
+            if (packed)                                                                              \
+                GCONV_PW_CALL(T, 1, 1, 0);                                                           \
+            else                                                                                     \
+                GCONV_PW_CALL(T, 1, 0, 0);                                                           \
         }                                                                                            \
     }
 #else
 #define GCONV_DEFINE_PW(T, NAME)                                                                     \
     static void NAME(GCONV_PW_PARAMS(T))                                                             \
     {                                                                                                \
-        enum { NR = GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / sizeof(T) };                             \
+        const Py_ssize_t width = n_v * (GCONV_VECTOR_BYTES / sizeof(T));                             \
         Py_ssize_t c, k, p;                                                                          \
         if (x_copy)                                                                                  \
             for (k = 0; k < k_size; k++)                                                             \
-                for (p = 0; p < NR; p++) x_copy[k * NR + p] = x[k * x_k_stride + p];                 \
+                for (p = 0; p < width; p++) x_copy[k * width + p] = x[k * x_k_stride + p];           \
         for (c = 0; c < n_c; c++)                                                                    \
-            for (p = 0; p < n_p; p++) {                                                              \
+            for (p = p_first; p < n_p; p++) {                                                        \
                 T s = 0;                                                                             \
-                for (k = 0; k < k_size; k++) s += w[c * k_size + k] * x[k * x_k_stride + p];         \
+                for (k = 0; k < k_size; k++)                                                         \
+                    s += (packed ? w[k * GCONV_PW_MR + c] : w[c * k_size + k]) * x[k * x_k_stride + p]; \
                 out[c * out_channel_stride + p] = s + (bias ? bias[c] : (T)0);                       \
             }                                                                                        \
     }
@@ -395,5 +440,23 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 
 GCONV_DEFINE_PW(float, gconv_pw_f32)
 GCONV_DEFINE_PW(double, gconv_pw_f64)
+
+/* Pack channel tile `tile` of one group's weights w[c][k] (ocpg rows of k_size) into its [K][MR] panel,
+ * zeros for the channels past the group's last. */
+#define GCONV_DEFINE_PW_PACK(T)                                                                      \
+    static void gconv_pw_pack_##T(const T *GCONV_RESTRICT w, Py_ssize_t ocpg, Py_ssize_t k_size,     \
+                                  Py_ssize_t tile, T *GCONV_RESTRICT panel)                          \
+    {                                                                                                \
+        Py_ssize_t c, k, c0 = tile * GCONV_PW_MR;                                                    \
+        for (c = 0; c < GCONV_PW_MR; c++) {                                                          \
+            if (c0 + c < ocpg)                                                                       \
+                for (k = 0; k < k_size; k++) panel[k * GCONV_PW_MR + c] = w[(c0 + c) * k_size + k];  \
+            else                                                                                     \
+                for (k = 0; k < k_size; k++) panel[k * GCONV_PW_MR + c] = 0;                         \
+        }                                                                                            \
+    }
+
+GCONV_DEFINE_PW_PACK(float)
+GCONV_DEFINE_PW_PACK(double)
 
 #endif
