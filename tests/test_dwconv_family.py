@@ -48,11 +48,8 @@ def isa(request):
 
 
 @pytest.fixture
-def dwconv_forced():
-    previous = _select.FORCE_FAMILY
-    _select.FORCE_FAMILY = "dwconv"
-    yield
-    _select.FORCE_FAMILY = previous
+def dwconv_forced(monkeypatch):
+    monkeypatch.setattr(_select, "FORCE_FAMILY", "dwconv")
 
 
 def _tolerance(dtype):

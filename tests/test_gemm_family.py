@@ -289,11 +289,8 @@ POINTWISE_CASES = [
 
 
 @pytest.fixture
-def pointwise_forced():
-    previous = _select.FORCE_FAMILY
-    _select.FORCE_FAMILY = "gemm:pointwise"
-    yield
-    _select.FORCE_FAMILY = previous
+def pointwise_forced(monkeypatch):
+    monkeypatch.setattr(_select, "FORCE_FAMILY", "gemm:pointwise")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
