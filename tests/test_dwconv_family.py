@@ -252,7 +252,9 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
     assert family((8, 32 * 4 * lanes, 7, 7), (32 * 4 * lanes, 4 * lanes, 3, 3), 32, (7, 7)) == "dwconv"
     assert family((1, 32 * lanes, 28, 28), (32 * lanes, lanes, 3, 3), 32, (28, 28)) == "dwconv"
     assert family((1, 6 * lanes, 56, 56), (6 * lanes, lanes, 3, 3), 6, (56, 56)) == "direct"  # long rows
-    assert family((1, 128, 56, 56), (128, 4, 3, 3), 32, (28, 28)) == "direct"  # groups of 4
+    # groups of 4 outputs: half a vector with AVX2 or AVX-512 (direct), a whole one on the baseline build
+    assert family((1, 128, 56, 56), (128, 4, 3, 3), 32, (28, 28)) == ("dwconv" if lanes <= 4 else "direct")
+    assert family((1, 64, 56, 56), (64, 2, 3, 3), 32, (28, 28)) == "direct"  # groups of 2: never a whole vector
     assert family((1, 64, 7, 7), (64, 64, 3, 3), 1, (7, 7)) != "dwconv"  # one group: dense
     assert family((1, 8, 9, 9), (8, 1, 3, 3), 8, (9, 9), accumulate=True) == "direct"  # adds into out
     # huge dilation: even one row's slab is past the scratch limit
