@@ -36,7 +36,12 @@ GEMM_MAX_ROW_POINTWISE = 28
 # faster on gemm; 64->64 on 28x28 even; 32->32 on 28x28 1.2x slower. 56-column rows stay direct (3x3
 # 64->64 on 56x56: direct 1.18x faster).
 GEMM_MAX_ROW_DENSE_BELOW_AVX512 = 28
-GEMM_MIN_OUT_CHANNELS_DENSE_BELOW_AVX512 = 64
+GEMM_MIN_OUT_CHANNELS_DENSE = 64
+# With AVX-512 the 8 x 32 gemm tile wins up to 56-column rows. Measured (1 thread, batch 1 and 8, medians of
+# interleaved runs): 3x3 64->64 on 56x56 1.13-1.19x, 128->128 on 28x28 1.23-1.25x, 3x3 s2 128->128 from
+# 56x56 1.18-1.3x, 2x2 s2 96->192 from 56x56 1.2-1.35x faster than the direct tile (16 x 32 accumulators);
+# on 112-column rows it varies (64->64 1.1x faster, 32->32 1.1x slower), so those stay direct.
+GEMM_MAX_ROW_DENSE_AVX512 = 56
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
 # has at most GEMM_DOT_MAX_PIXELS output pixels (batch x rows x columns) and at least GEMM_DOT_MIN_TAPS taps
@@ -45,22 +50,26 @@ GEMM_MIN_OUT_CHANNELS_DENSE_BELOW_AVX512 = 64
 # ends with a reduction across its lanes per output, so it needs a deep reduction to amortise it (1x1
 # 160->960 on 7x7: panels 2x faster; 960->160: dot 1.3x faster); with many pixels its input rows stream
 # from L2 once per block of 4 channels and panels win (3x3 256->256 on 14x14 at batch 1: panels 1.2x).
-GEMM_DOT_MAX_PIXELS = 64
+# With AVX-512 (1 thread, batch 1): 3x3 512->512 and 1x1 1024->1024 on 4x4 and 5x5 maps dot 1.1-1.4x faster;
+# on 7x7 maps (49 pixels) panels 1.03-1.15x faster (3x3 512->512, 2x2 s2 384->768 from 14x14).
+GEMM_DOT_MAX_PIXELS = 32
 GEMM_DOT_MIN_TAPS = 192
 # below AVX-512 (16 registers: dot tiles of 2 pixels x 4 channels), see _gemm_choice
 GEMM_DOT_MAX_PIXELS_BELOW_AVX512 = 8
 
-# Below AVX-512, 1x1 convolutions at stride 1 without padding on NCHW maps of at least this many pixels run
-# on the gemm family's pointwise tiles (out[c][p] = w[c][:] . x[:][p] per image: 6 channels x 16 pixels,
+# 1x1 convolutions at stride 1 without padding on NCHW maps of at least this many pixels run on the gemm
+# family's pointwise tiles (out[c][p] = w[c][:] . x[:][p] per image: 6 channels x 16 pixels,
 # input rows read in place, output rows stored whole). Measured on AVX2 (Zen), batch 1 and 8, one thread:
 # 64->256, 256->64, 24->144 on 56x56, 32->16, 16->96 on 112x112 1.5-2x faster than the direct tile
 # (8 accumulators of 16 registers) and 1.2-2.5x faster than panels (whose NCHW stores are runs of 6 per
 # channel); 96->576, 576->96 on 14x14 1.2x faster than panels; 64->64 on 10x10 1.25x at batch 1 and 8.
-# The baseline (SSE) build alike: 1.2-1.7x faster than either. AVX-512 keeps its measured rules (its direct
-# tile has 16 accumulators of 32 registers).
+# The baseline (SSE) build alike: 1.2-1.7x faster than either. With AVX-512 (12 channels x 32 pixels, the
+# input in cache blocks of strips; 1 thread): at batch 1 1.05-1.4x faster than panels or the direct tile on
+# 112x112 to 7x7 maps (2048->512 on 7x7 0.79 ms against 1.04), at batch 8 1.1-1.5x on 28x28 and larger.
 POINTWISE_MIN_PIXELS = 100
-# Smaller maps (7x7: 49 pixels, a map's last pixels in a one-vector tile) too, at batch 1, or at any batch
-# while the weights are at most POINTWISE_MAX_WEIGHT_BYTES: each image reads all of them once per strip where
+# Smaller maps (7x7: 49 pixels, a map's last pixels in a one-vector tile) too, at batch 1, or below AVX-512
+# at any batch while the weights are at most POINTWISE_MAX_WEIGHT_BYTES (with AVX-512 panels win at batch 8
+# on 7x7 maps: 232->232, 440->440, 576->192, 2048->512 1.1-1.2x): each image reads all of them once per strip where
 # panels fold the batch into their pixels. Measured on AVX2 (Zen, 1 thread, weights packed by the module)
 # against panels at batch 8 on 7x7: 576->160, 960->160, 440->440, 1152->192, 320->1280 (1.6 MB of weights)
 # 1.05-1.2x faster, 192->1152 1.0x, 512->2048, 1024->1024 (4 MB) 0.98x, 1024->2048 (8 MB) 0.92x.
@@ -144,18 +153,12 @@ def _gemm_reason(weight_shape, out_shape, groups, isa):
     if w_out <= max_row:
         return f"output rows of {w_out} <= {max_row} columns leave the row-vectorised tile's lanes idle"
     kxk = weight_shape[2] > 1 and weight_shape[3] > 1
-    if (
-        kxk
-        and groups == 1
-        and isa != "avx512"
-        and w_out <= GEMM_MAX_ROW_DENSE_BELOW_AVX512
-        and out_channels_per_group >= GEMM_MIN_OUT_CHANNELS_DENSE_BELOW_AVX512
-    ):
+    max_row_dense = GEMM_MAX_ROW_DENSE_AVX512 if isa == "avx512" else GEMM_MAX_ROW_DENSE_BELOW_AVX512
+    if kxk and groups == 1 and w_out <= max_row_dense and out_channels_per_group >= GEMM_MIN_OUT_CHANNELS_DENSE:
         return (
-            f"dense {weight_shape[2]}x{weight_shape[3]} with output rows of {w_out} <= "
-            f"{GEMM_MAX_ROW_DENSE_BELOW_AVX512} columns and {out_channels_per_group} >= "
-            f"{GEMM_MIN_OUT_CHANNELS_DENSE_BELOW_AVX512} output channels below AVX-512, where the gemm tile "
-            f"reduces faster than the row-vectorised one"
+            f"dense {weight_shape[2]}x{weight_shape[3]} with output rows of {w_out} <= {max_row_dense} columns "
+            f"and {out_channels_per_group} >= {GEMM_MIN_OUT_CHANNELS_DENSE} output channels ({isa}), where the "
+            f"gemm tile reduces faster than the row-vectorised one"
         )
     return ""
 
@@ -301,9 +304,11 @@ def choose(
     # the gemm tiles overwrite their output: calls that add into it stay on the direct family
     if not accumulate and pointwise and (FORCE_FAMILY == "gemm:pointwise" or FORCE_FAMILY is None):
         pixels = out_shape[2] * out_shape[3]
-        small_ok = out_shape[0] == 1 or math.prod(weight_shape) * itemsize <= POINTWISE_MAX_WEIGHT_BYTES
+        small_ok = out_shape[0] == 1 or (
+            kernels.ISA != "avx512" and math.prod(weight_shape) * itemsize <= POINTWISE_MAX_WEIGHT_BYTES
+        )
         min_pixels = POINTWISE_MIN_PIXELS_SMALL if small_ok else POINTWISE_MIN_PIXELS
-        if FORCE_FAMILY or (kernels.ISA != "avx512" and pixels >= min_pixels):
+        if FORCE_FAMILY or pixels >= min_pixels:
             mr, nr = kernels.GEMM_POINTWISE_TILE["float32" if itemsize == 4 else "float64"]
             if why:
                 reasons.append(

@@ -180,9 +180,12 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     many = _select.choose((8, 256, 14, 14), (256, 256, 3, 3), (8, 256, 14, 14), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
     assert many.family == "gemm" and many.pack_weights
     long_rows = _select.choose(
-        (1, 64, 56, 56), (64, 64, 3, 3), (1, 64, 56, 56), (1, 1), (1, 1), (1, 1), 1, f32, True, 1
+        (1, 64, 112, 112), (64, 64, 3, 3), (1, 64, 112, 112), (1, 1), (1, 1), (1, 1), 1, f32, True, 1
     )
     assert long_rows.family == "direct"
+    # 56-column rows of a dense 3x3: the 8 x 32 gemm tile with AVX-512, the row-vectorised one below it
+    rows_56 = _select.choose((1, 64, 56, 56), (64, 64, 3, 3), (1, 64, 56, 56), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
+    assert rows_56.family == ("gemm" if _dispatch.kernels.ISA == "avx512" else "direct")
     depthwise = _select.choose(
         (1, 960, 7, 7), (960, 1, 3, 3), (1, 960, 7, 7), (1, 1), (1, 1), (1, 1), 960, f32, True, 1
     )
@@ -190,8 +193,8 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
     f64 = _select.choose((1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, 8, True, 1)
     assert f64.family == "gemm"
     f64_rows = _select.choose((8, 64, 28, 28), (64, 64, 3, 3), (8, 64, 28, 28), (1, 1), (1, 1), (1, 1), 1, 8, True, 1)
-    # benchmarks/bench.py's 'dense 3x3 f64' row: 28-column rows, gemm below AVX-512 (see the next test)
-    assert f64_rows.family == ("direct" if _dispatch.kernels.ISA == "avx512" else "gemm")
+    # benchmarks/bench.py's 'dense 3x3 f64' row: 28-column rows, gemm on every ISA
+    assert f64_rows.family == "gemm"
     narrow = _select.choose((8, 32, 14, 14), (16, 32, 1, 1), (8, 16, 14, 14), (1, 1), (0, 0), (1, 1), 1, f32, False, 1)
     assert narrow.family == "direct"  # 16 output channels fill half a tile (channels-last: no pointwise tiles)
     for c_in, c_out in ((672, 28), (20, 480)):  # squeeze-excitation layers on a 1x1 map, whatever their widths
@@ -271,8 +274,8 @@ def test_gemm_agrees_with_torch(gemm_forced):
 
 
 POINTWISE_CASES = [
-    # x shape, weight shape, groups: ragged channel tiles (C_out per group % 6, fewer than 6), ragged and
-    # short pixel strips (H * W % 16, fewer than 16), batch, groups, maps whose rows alias in L1 (32x32:
+    # x shape, weight shape, groups: ragged channel tiles (C_out per group % 6 or % 12, fewer than that),
+    # ragged and short pixel strips (H * W % 16, fewer than 16), batch, groups, maps whose rows alias in L1 (32x32:
     # every strip row in one set, so the first channel tile copies them for the others)
     ((1, 16, 7, 7), (40, 16, 1, 1), 1),
     ((3, 5, 4, 4), (6, 5, 1, 1), 1),
@@ -285,6 +288,11 @@ POINTWISE_CASES = [
     # vectors from pixel 9; 49 and 37: one vector), or exactly one vector (8 pixels)
     ((2, 7, 5, 5), (13, 7, 1, 1), 1),
     ((1, 6, 2, 4), (5, 6, 1, 1), 1),
+    # deep enough for several cache blocks of strips per image (each channel tile runs a block's strips
+    # before the next tile): a ragged last strip in the last block, and rows that alias (16x16: four L1
+    # sets), copied by the first tile of each block
+    ((1, 512, 13, 13), (30, 512, 1, 1), 1),
+    ((2, 520, 16, 16), (25, 520, 1, 1), 1),
 ]
 
 
@@ -347,6 +355,17 @@ def test_pointwise_threads_share_out_channel_tiles_where_that_is_more_even():
     assert kernels.pointwise_plan((8, 116, 14, 14), (116, 116, 1, 1), 1, 4, 2)["n_chunks"] == 1
 
 
+def test_pointwise_items_run_deep_maps_in_cache_blocks_of_strips():
+    # POINTWISE_CASES' deep maps have more strips than a cache block holds, on every build and dtype
+    kernels = _dispatch.kernels
+    for itemsize in (4, 8):
+        plan = kernels.pointwise_plan((1, 512, 13, 13), (30, 512, 1, 1), 1, itemsize, 1)
+        assert 1 <= plan["strips_per_cache_block"] < plan["n_strips"] == plan["strips_per_block"]
+        # shallow ones keep each item's strips in one block
+        plan = kernels.pointwise_plan((1, 16, 7, 7), (40, 16, 1, 1), 1, itemsize, 1)
+        assert plan["strips_per_cache_block"] >= plan["n_strips"]
+
+
 def test_pointwise_kernel_reads_and_writes_channel_views_and_nothing_else(isa):
     # batch and channel strides are free (a channel slice of NCHW arrays); every map stays pixel-contiguous
     kernels = _dispatch.kernels
@@ -381,24 +400,22 @@ def test_pointwise_kernel_refuses_maps_that_are_not_pixel_contiguous():
         )
 
 
-def test_select_runs_pointwise_tiles_below_avx512_on_nchw_maps(monkeypatch):
+def test_select_runs_pointwise_tiles_on_nchw_maps(monkeypatch):
     f32 = 4
     args = ((1, 64, 56, 56), (256, 64, 1, 1), (1, 256, 56, 56), (1, 1), (0, 0), (1, 1), 1, f32)
     kernels = _dispatch.kernels
-    if kernels.ISA != "avx512":
+    for isa in ("avx2", "avx512"):
+        monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
         nchw = _select.choose(*args, True, 1, why=True)
         assert nchw.family == "gemm" and nchw.pointwise_rows and nchw.tile.startswith("pointwise")
         assert any("pointwise tiles" in reason for reason in nchw.reasons)
-    # channels-last, padded, strided, 3-D (accumulating) and 1x1-map calls keep their rules
-    assert not _select.choose(*args, False, 1).pointwise_rows
-    assert _select.choose(*args, True, 1, accumulate=True).family == "direct"
-    padded = ((1, 64, 56, 56), (256, 64, 1, 1), (1, 256, 58, 58), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
-    assert _select.choose(*padded).family == "direct"
-    se = ((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
-    assert _select.choose(*se).tile == "dot 1x8"
-    # AVX-512 keeps its measured rules: direct on long rows
-    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
-    assert _select.choose(*args, True, 1).family == "direct"
+        # channels-last, padded, strided, 3-D (accumulating) and 1x1-map calls keep their rules
+        assert not _select.choose(*args, False, 1).pointwise_rows
+        assert _select.choose(*args, True, 1, accumulate=True).family == "direct"
+        padded = ((1, 64, 56, 56), (256, 64, 1, 1), (1, 256, 58, 58), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
+        assert _select.choose(*padded).family == "direct"
+        se = ((1, 240, 1, 1), (960, 240, 1, 1), (1, 960, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
+        assert _select.choose(*se).tile == "dot 1x8"
 
 
 class _IsaAs:
@@ -411,7 +428,7 @@ class _IsaAs:
         return getattr(self._kernels, name)
 
 
-def test_select_runs_wide_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monkeypatch):
+def test_select_runs_wide_dense_kxk_on_gemm(monkeypatch):
     f32 = 4
 
     def dense(width, kernel=3, stride=1, groups=1):
@@ -431,37 +448,38 @@ def test_select_runs_wide_dense_kxk_on_28_column_rows_on_gemm_below_avx512(monke
         )
 
     kernels = _dispatch.kernels
-    below = kernels.ISA != "avx512"
-    for args in (dense(28), dense(56, stride=2), dense(56, kernel=2, stride=2)):
-        choice = _select.choose(*args, why=True)
-        assert choice.family == ("gemm" if below else "direct")
-        if below:
-            assert any("below AVX-512" in reason and "128 >= 64 output channels" in reason for reason in choice.reasons)
-    # 56-column rows, narrower layers and 1-D (1 x k) kernels keep the direct family; grouped calls are
-    # not this rule's (the dwconv family's grouped rule takes them)
-    narrow = ((1, 32, 28, 28), (32, 32, 3, 3), (1, 32, 28, 28), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
-    for args in (dense(56), narrow):
-        assert _select.choose(*args).family == "direct"
-    assert _select.choose(*dense(28, groups=2)).family != "gemm"
-    conv1d = ((2, 64, 1, 40), (64, 64, 1, 3), (2, 64, 1, 19), (1, 2), (0, 0), (1, 1), 1, f32, True, 1)
-    assert _select.choose(*conv1d).family == "direct"
-    # 14-column rows run on gemm at every level; AVX-512 keeps its 14-column threshold
-    assert _select.choose(*dense(14)).family == "gemm"
-    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
-    assert _select.choose(*dense(28)).family == "direct"
-    assert _select.choose(*dense(14)).family == "gemm"
+    for isa in ("avx2", "avx512"):
+        monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
+        for args in (dense(14), dense(28), dense(56, stride=2), dense(56, kernel=2, stride=2)):
+            choice = _select.choose(*args, why=True)
+            assert choice.family == "gemm"
+            assert any("128 >= 64 output channels" in reason for reason in choice.reasons) or args == dense(14)
+        # 56-column rows: gemm's 8 x 32 tile with AVX-512, the direct tile below it; 112-column rows,
+        # narrower layers and 1-D (1 x k) kernels keep the direct family; grouped calls are not this rule's
+        # (the dwconv family's grouped rule takes them)
+        assert _select.choose(*dense(56)).family == ("gemm" if isa == "avx512" else "direct")
+        narrow = ((1, 32, 28, 28), (32, 32, 3, 3), (1, 32, 28, 28), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
+        for args in (dense(112), narrow):
+            assert _select.choose(*args).family == "direct"
+        assert _select.choose(*dense(28, groups=2)).family != "gemm"
+        conv1d = ((2, 64, 1, 40), (64, 64, 1, 3), (2, 64, 1, 19), (1, 2), (0, 0), (1, 1), 1, f32, True, 1)
+        assert _select.choose(*conv1d).family == "direct"
 
 
-def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights():
+def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights(monkeypatch):
     # panels fold the batch into their pixels: each image reads all the weights of a pointwise call
     f32 = 4
 
     def call(batch, c_in, c_out):
         return ((batch, c_in, 7, 7), (c_out, c_in, 1, 1), (batch, c_out, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
 
-    choice = _select.choose(*call(8, 1024, 2048))  # 8 MiB of weights
-    assert choice.family == "gemm" and not choice.pointwise_rows
-    if _dispatch.kernels.ISA != "avx512":
+    kernels = _dispatch.kernels
+    for isa in ("avx2", "avx512"):
+        monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
+        choice = _select.choose(*call(8, 1024, 2048))  # 8 MiB of weights
+        assert choice.family == "gemm" and not choice.pointwise_rows
         assert _select.choose(*call(1, 1024, 2048)).pointwise_rows
-        assert _select.choose(*call(8, 960, 160)).pointwise_rows  # 600 KiB
-        assert "bytes of weights" in " ".join(_select.choose(*call(8, 960, 160), why=True).reasons)
+        # 600 KiB: below AVX-512 pointwise at any batch; with AVX-512 panels at batch 8
+        assert _select.choose(*call(8, 960, 160)).pointwise_rows == (isa != "avx512")
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx2"))
+    assert "bytes of weights" in " ".join(_select.choose(*call(8, 960, 160), why=True).reasons)

@@ -36,12 +36,12 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     int GCONV_PW_VECTORS
     int GCONV_PW_NR_F32
     int GCONV_PW_NR_F64
-    void gconv_pw_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* w,
-                      int packed, const float* bias, float* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
-                      Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
-    void gconv_pw_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy, const double* w,
-                      int packed, const double* bias, double* out, Py_ssize_t out_channel_stride, Py_ssize_t n_c,
-                      Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+    void gconv_pw_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* x_next,
+                      const float* w, int packed, const float* bias, float* out, Py_ssize_t out_channel_stride,
+                      Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+    void gconv_pw_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy,
+                      const double* x_next, const double* w, int packed, const double* bias, double* out,
+                      Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
     void gconv_pw_pack_float(const float* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile, float* panel)
     void gconv_pw_pack_double(const double* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile,
                               double* panel)
@@ -362,22 +362,24 @@ cdef struct PointwisePlan:
     # wide) and the output channels into tiles of GCONV_PW_MR; a work item is (image, group, block of
     # strips, chunk of channel tiles), item = ((n * groups + g) * n_p_blocks + p_block) * n_chunks + chunk
     Py_ssize_t K, HW, nr, lanes, n_strips, strips_per_block, n_p_blocks, n_c_tiles, tiles_per_chunk, n_chunks
+    # strips an item runs through every channel tile of its chunk before the next ones (see _pointwise_item)
+    Py_ssize_t strips_per_cache_block
     # the first channel tile of a strip copies its rows for the others: where K rows at the input's channel
     # stride fall into too few L1 sets to stay there (maps of 32x32 pixels: one set), see _rows_alias
     bint copy_rows
 
 
 cdef inline void _pw_tile(Py_ssize_t k_size, const floating* x, Py_ssize_t x_k_stride, floating* x_copy,
-                          const floating* w, bint packed, const floating* bias, floating* out,
+                          const floating* x_next, const floating* w, bint packed, const floating* bias, floating* out,
                           Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,
                           int n_v) noexcept nogil:
     # the C micro-kernel for this dtype
     if floating is float:
-        gconv_pw_f32(k_size, x, x_k_stride, x_copy, w, packed, bias, out, out_channel_stride, n_c, p_first, n_p,
-                     n_v)
+        gconv_pw_f32(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c, p_first,
+                     n_p, n_v)
     else:
-        gconv_pw_f64(k_size, x, x_k_stride, x_copy, w, packed, bias, out, out_channel_stride, n_c, p_first, n_p,
-                     n_v)
+        gconv_pw_f64(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c, p_first,
+                     n_p, n_v)
 
 
 cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const floating* x, const floating* weight,
@@ -394,50 +396,73 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
     cdef Py_ssize_t strip_end = min((p_block + 1) * pp.strips_per_block, pp.n_strips)
     cdef const floating* x_group = x + n * plan.x_stride_n + g * K * plan.x_stride_c
     cdef floating* out_image = out + n * plan.out_stride_n
-    cdef Py_ssize_t strip, t, k, p, p0, n_p, c0, oc_first, start
+    cdef Py_ssize_t strip, t, k, p, p0, n_p, c0, oc_first, start, block_first, block_end
     cdef const floating* src
     cdef const floating* w
+    cdef const floating* x_next
     cdef Py_ssize_t src_stride
     cdef floating* copy
+    cdef floating* strip_rows
     cdef int n_v
-    cdef bint packed = packed_weight != NULL
-    for strip in range(p_block * pp.strips_per_block, strip_end):
-        p0 = strip * nr
-        n_p = min(nr, pp.HW - p0)
-        n_v, start, src, src_stride = GCONV_PW_VECTORS, p0, x_group + p0, plan.x_stride_c
-        if n_p < nr:
-            # the map's last pixels: as few vectors as hold them, ending at the map's end and overlapping
-            # the strip before (whose tiles store the pixels they share)
-            n_v = <int> _ceil_div(n_p, pp.lanes)
-            if pp.HW >= n_v * pp.lanes:
-                start = pp.HW - n_v * pp.lanes
-                src = x_group + start
-            else:
-                # a map narrower than the tile: its rows with zeros after them, so that no tile reads past
-                # a row
-                for k in range(K):
-                    for p in range(n_p):
-                        rows[k * nr + p] = x_group[k * plan.x_stride_c + p0 + p]
-                    for p in range(n_p, nr):
-                        rows[k * nr + p] = 0
-                src, src_stride = rows, nr
-        # the first tile reads whole strips in place and copies them for the others
-        copy = rows if n_p == nr and pp.copy_rows and tile_end - tile_first > 1 else NULL
+    cdef bint packed = packed_weight != NULL, first
+    # cache blocks of strips: every channel tile runs over a block's strips before the next tile, so that
+    # each output row is written in runs of a block's pixels (a few streams the prefetchers follow, not
+    # one per output channel) while the block's input rows stay in L2
+    block_first = p_block * pp.strips_per_block
+    while block_first < strip_end:
+        block_end = min(block_first + pp.strips_per_cache_block, strip_end)
         for t in range(tile_first, tile_end):
+            first = t == tile_first
             c0 = t * GCONV_PW_MR
             oc_first = g * ocpg + c0
             if packed:
                 w = packed_weight + (g * pp.n_c_tiles + t) * K * GCONV_PW_MR
             else:
                 w = weight + oc_first * K
-            _pw_tile(K, src, src_stride, copy, w, packed, bias + oc_first if bias != NULL else NULL,
-                     out_image + oc_first * plan.out_stride_c + start, plan.out_stride_c,
-                     min(GCONV_PW_MR, ocpg - c0), p0 - start, p0 - start + n_p, n_v)
-            if copy != NULL:
-                src, src_stride, copy = rows, nr, NULL
+            for strip in range(block_first, block_end):
+                p0 = strip * nr
+                n_p = min(nr, pp.HW - p0)
+                strip_rows = rows + (strip - block_first) * K * nr
+                n_v, start, src, src_stride = GCONV_PW_VECTORS, p0, x_group + p0, plan.x_stride_c
+                copy = x_next = NULL
+                if n_p < nr:
+                    # the map's last pixels: as few vectors as hold them, ending at the map's end and
+                    # overlapping the strip before (whose tiles store the pixels they share)
+                    n_v = <int> _ceil_div(n_p, pp.lanes)
+                    if pp.HW >= n_v * pp.lanes:
+                        start = pp.HW - n_v * pp.lanes
+                        src = x_group + start
+                    else:
+                        # a map narrower than the tile: its rows with zeros after them, so that no tile
+                        # reads past a row
+                        if first:
+                            for k in range(K):
+                                for p in range(n_p):
+                                    strip_rows[k * nr + p] = x_group[k * plan.x_stride_c + p0 + p]
+                                for p in range(n_p, nr):
+                                    strip_rows[k * nr + p] = 0
+                        src, src_stride = strip_rows, nr
+                elif pp.copy_rows and tile_end - tile_first > 1:
+                    # the first tile reads the strip in place and copies it for the others
+                    if first:
+                        copy = strip_rows
+                    else:
+                        src, src_stride = strip_rows, nr
+                if first and p0 + (PW_PREFETCH_STRIPS + 1) * nr <= pp.HW:
+                    # a later strip's rows into L2, far enough ahead to hide a miss to memory
+                    x_next = x_group + p0 + PW_PREFETCH_STRIPS * nr
+                _pw_tile(K, src, src_stride, copy, x_next, w, packed, bias + oc_first if bias != NULL else NULL,
+                         out_image + oc_first * plan.out_stride_c + start, plan.out_stride_c,
+                         min(GCONV_PW_MR, ocpg - c0), p0 - start, p0 - start + n_p, n_v)
+        block_first = block_end
 
 
 cdef enum:
+    # Input rows of a cache block of strips (K x strips x nr values): small enough to stay in L2 while every
+    # channel tile of a work item reads them
+    PW_CACHE_BLOCK_BYTES = 256 * 1024
+    # how many strips ahead a cache block's first channel tile fetches input rows
+    PW_PREFETCH_STRIPS = 4
     # L1 data cache geometry the row-copy rule assumes: 64 sets of 64-byte lines, 8 ways (32 KiB; 48 KiB
     # L1s have 12 ways, so the rule errs on the side of copying there)
     L1_SETS = 64
@@ -507,6 +532,7 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
     pp.lanes = pp.nr // GCONV_PW_VECTORS
     pp.n_strips = _ceil_div(pp.HW, pp.nr)
     pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, GCONV_PW_MR)
+    pp.strips_per_cache_block = max(1, PW_CACHE_BLOCK_BYTES // (pp.K * pp.nr * itemsize))
     pp.strips_per_block = pp.n_strips
     pp.n_p_blocks = 1
     pp.tiles_per_chunk = pp.n_c_tiles
@@ -540,7 +566,8 @@ def pointwise_plan(x_shape, weight_shape, Py_ssize_t groups, int itemsize, int n
     plan.x_stride_c = x_shape[2] * x_shape[3]
     _plan_pointwise(&plan, &pp, itemsize, n_threads)
     return dict(nr=pp.nr, n_strips=pp.n_strips, strips_per_block=pp.strips_per_block, n_p_blocks=pp.n_p_blocks,
-                n_c_tiles=pp.n_c_tiles, tiles_per_chunk=pp.tiles_per_chunk, n_chunks=pp.n_chunks)
+                n_c_tiles=pp.n_c_tiles, tiles_per_chunk=pp.tiles_per_chunk, n_chunks=pp.n_chunks,
+                strips_per_cache_block=pp.strips_per_cache_block)
 
 
 def pointwise_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups, int n_threads=1):
@@ -614,14 +641,14 @@ def conv2d_pointwise(
     cdef const floating* w_ptr = &weight[0, 0, 0, 0]
     cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
     cdef floating* out_ptr = &out[0, 0, 0, 0]
-    cdef Py_ssize_t rows_elements = pp.K * pp.nr
+    cdef Py_ssize_t rows_elements = pp.K * pp.nr * min(pp.strips_per_cache_block, pp.strips_per_block)
     cdef Py_ssize_t item
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
     cdef char* rows_memory
     cdef floating* rows
     with nogil, parallel(num_threads=team):
-        # this thread's copy of one strip's rows (a narrow map's, zero-padded), on a cache line boundary
+        # this thread's copy of a cache block's rows (a narrow map's, zero-padded), on a cache line boundary
         rows_memory = <char*> malloc(rows_elements * sizeof(floating) + 64)
         rows = <floating*> (rows_memory + 64 - (<size_t> rows_memory) % 64)
         if rows_memory == NULL:

@@ -310,8 +310,9 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
  * registers, where the implicit-GEMM tile above (pixels x channels) stores an NCHW output as runs of MR
  * values per channel. The one-vector tile runs a map's last few pixels (49 = 3 x 16 + 1 on 7x7 maps).
  *
- * Registers: MR x PW_VECTORS accumulators + PW_VECTORS input vectors + one broadcast (15 of 16 below
- * AVX-512; AVX-512 is not chosen for these tiles, see gconv._select, but computes them alike).
+ * Registers: MR x PW_VECTORS accumulators + PW_VECTORS input vectors + one broadcast: 6 x 2 (15 of 16)
+ * below AVX-512, 12 x 2 (27 of 32) with AVX-512, where 6 channels left the two FMA ports waiting on the
+ * loads (measured 1.1-1.2x slower at batch 1).
  *
  * Every output is the same chain of multiply-adds over k in order, whatever the tile's width or the lane
  * it falls in: results do not depend on how pixels are cut into tiles.
@@ -320,21 +321,28 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
  * x_copy: NULL, or where the tile also writes the rows it reads, x_copy[k * NR + p] (the next tiles of the
  *    same pixels read that copy: K rows one cache line apart each can map to few L1 sets, as with
  *    maps of 32x32 or 64x64 pixels, and the copy does not).
+ * x_next: NULL, or a later strip's first pixel (x_next[k * x_k_stride + p], p < NR): a whole-width tile
+ *    fetches those rows into L2 as it goes (a hint: nothing is read from it).
  * w: weights of the tile's first channel, w[c * k_size + k] (rows past n_c are not read), or with packed
  *    set its panel w[k * MR + c] (all MR columns are read).
  * bias: bias of the tile's first channel, or NULL. out: out[c * out_channel_stride + p].
  * n_c <= MR channels and the pixels p_first <= p < n_p (n_p <= n_v * lanes) are stored: a map's last tile
  * may overlap the one before it, stored by that one. */
 #ifndef GCONV_PW_MR
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_PW_MR 12
+#define GCONV_PW_VECTORS 2
+#else
 #define GCONV_PW_MR 6
 #define GCONV_PW_VECTORS 2
+#endif
 #endif
 #define GCONV_PW_NR_F32 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 4)
 #define GCONV_PW_NR_F64 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 8)
 
 #define GCONV_PW_PARAMS(T)                                                                           \
     Py_ssize_t k_size, const T *GCONV_RESTRICT x, Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,   \
-        const T *GCONV_RESTRICT w, int packed, const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,  \
+        const T *x_next, const T *GCONV_RESTRICT w, int packed, const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,  \
         Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -343,10 +351,12 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 #define GCONV_DEFINE_PW_BODY(T)                                                                      \
     GCONV_INLINE void gconv_pw_body_##T(Py_ssize_t k_size, const T *GCONV_RESTRICT x,                \
                                         Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,             \
-                                        const T *GCONV_RESTRICT w, const T *GCONV_RESTRICT bias,     \
+                                        const T *x_next, const T *GCONV_RESTRICT w,                  \
+                                        const T *GCONV_RESTRICT bias,                                \
                                         T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,        \
                                         Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,          \
-                                        const int NV, const int PACKED, const int COPY)              \
+                                        const int NV, const int PACKED, const int COPY,              \
+                                        const int PREFETCH)                                          \
     {                                                                                                \
         typedef gconv_vec_##T vec;                                                                   \
         enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), MR = GCONV_PW_MR,                             \
@@ -361,6 +371,12 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
             for (v = 0; v < NV; v++) acc[c][v] = (vec){0};                                           \
         for (k = 0; k < k_size; k++, x += x_k_stride) {                                              \
             vec b[GCONV_PW_VECTORS];                                                                 \
+            if (PREFETCH) {                                                                          \
+                /* the next strip's rows into L2 while this one computes: K rows a map apart are    \
+                 * too many streams for the hardware prefetchers once the batch outgrows the caches */ \
+                __builtin_prefetch(x_next + k * x_k_stride, 0, 2);                                   \
+                __builtin_prefetch(x_next + k * x_k_stride + NV * LANES - 1, 0, 2);                  \
+            }                                                                                        \
             for (v = 0; v < NV; v++) memcpy(&b[v], x + v * LANES, sizeof(vec));                      \
             if (COPY) {                                                                              \
                 for (v = 0; v < NV; v++) memcpy(x_copy + v * LANES, &b[v], sizeof(vec));             \
@@ -382,41 +398,47 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
         }                                                                                            \
     }
 
-#define GCONV_PW_CALL(T, NV, PACKED, COPY)                                                          \
-    gconv_pw_body_##T(k_size, x, x_k_stride, x_copy, w, bias, out, out_channel_stride, n_c, p_first, n_p, \
-                      NV, PACKED, COPY)
+#define GCONV_PW_CALL(T, NV, PACKED, COPY, PREFETCH)                                                \
+    gconv_pw_body_##T(k_size, x, x_k_stride, x_copy, x_next, w, bias, out, out_channel_stride, n_c,  \
+                      p_first, n_p, NV, PACKED, COPY, PREFETCH)
 #if GCONV_PW_VECTORS > 2
 #define GCONV_PW_CALL_TWO(T)                                                                         \
     else if (n_v == 2) {                                                                             \
         if (packed)                                                                                  \
-            GCONV_PW_CALL(T, 2, 1, 0);                                                               \
+            GCONV_PW_CALL(T, 2, 1, 0, 0);                                                            \
         else                                                                                         \
-            GCONV_PW_CALL(T, 2, 0, 0);                                                               \
+            GCONV_PW_CALL(T, 2, 0, 0, 0);                                                            \
     }
 #else
 #define GCONV_PW_CALL_TWO(T)
 #endif
-/* one loop per width (n_v vectors), weight layout and row copy */
+#define GCONV_PW_CALL_FULL(T, PREFETCH)                                                              \
+    if (x_copy && packed)                                                                            \
+        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 1, PREFETCH);                                          \
+    else if (x_copy)                                                                                 \
+        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 1, PREFETCH);                                          \
+    else if (packed)                                                                                 \
+        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 0, PREFETCH);                                          \
+    else                                                                                             \
+        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 0, PREFETCH);
+/* one loop per width (n_v vectors), weight layout, row copy and prefetch (whole strips only) */
 #define GCONV_DEFINE_PW(T, NAME)                                                                     \
     GCONV_DEFINE_PW_BODY(T)                                                                          \
     static void NAME(GCONV_PW_PARAMS(T))                                                             \
     {                                                                                                \
         if (n_v == GCONV_PW_VECTORS) {                                                               \
-            if (x_copy && packed)                                                                    \
-                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 1);                                            \
-            else if (x_copy)                                                                         \
-                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 1);                                            \
-            else if (packed)                                                                         \
-                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 0);                                            \
-            else                                                                                     \
-                GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 0);                                            \
+            if (x_next) {                                                                            \
+                GCONV_PW_CALL_FULL(T, 1)                                                             \
+            } else {                                                                                 \
+                GCONV_PW_CALL_FULL(T, 0)                                                             \
+            }                                                                                        \
         }                                                                                            \
         GCONV_PW_CALL_TWO(T)                                                                         \
         else {                                                                                       \
             if (packed)                                                                              \
-                GCONV_PW_CALL(T, 1, 1, 0);                                                           \
+                GCONV_PW_CALL(T, 1, 1, 0, 0);                                                        \
             else                                                                                     \
-                GCONV_PW_CALL(T, 1, 0, 0);                                                           \
+                GCONV_PW_CALL(T, 1, 0, 0, 0);                                                        \
         }                                                                                            \
     }
 #else
