@@ -21,6 +21,14 @@ CASES = [
     ((2, 6, 5, 6), (2, 4), dict(stride=(1, 2))),  # no padding, even kernel
     ((1, 3, 1, 1), 1, dict()),  # 1x1 map, 1x1 kernel
     ((2, 12, 40), 5, dict(padding="same", dilation=2)),  # conv1d
+    # kernels with row tiles (5 or 7 columns at column stride 1, AVX-512): ragged channel blocks and rows
+    # of several tiles, a ragged last one; row dilation; not square; column dilation or stride (the tile
+    # for any kernel instead)
+    ((2, 20, 16, 23), 7, dict(padding=3)),
+    ((1, 17, 12, 15), 5, dict(padding=2, dilation=(2, 1))),
+    ((1, 9, 10, 10), (5, 7), dict(padding=(2, 3))),
+    ((1, 9, 12, 12), 5, dict(padding=4, dilation=(1, 2))),
+    ((1, 9, 12, 12), 7, dict(padding=3, stride=(1, 2))),
 ]
 
 
@@ -244,6 +252,8 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
     assert family((1, 32, 112, 112), (32, 1, 3, 3), 32, (112, 112)) == (
         "direct" if kernels.ISA == "avx512" else "dwconv"
     )
+    # 7x7 on 56x56 (ConvNeXt): the row tiles with AVX-512, dwconv's tile for any kernel below it
+    assert family((1, 96, 56, 56), (96, 1, 7, 7), 96, (56, 56)) == "dwconv"
     assert family((1, 8, 9, 9), (16, 1, 3, 3), 8, (9, 9)) == "direct"  # channel multiplier 2
     assert family((1, 8, 9, 9), (4, 2, 3, 3), 4, (9, 9)) == "direct"  # two inputs per group
     # grouped: as many output channels per group as a vector has lanes, or more, on rows of up to 28 columns
@@ -262,6 +272,15 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
         (1, 8, 9, 1 << 26), (8, 1, 1, 3), (1, 8, 9, 1 << 26), (1, 1), (0, 1 << 25), (1, 1 << 25), 8, 4, True, 1
     ).family
     assert huge != "dwconv"
+
+
+def test_explain_says_where_depthwise_calls_run_on_row_tiles():
+    row_kernels = _dispatch.kernels.DWCONV_ROW_KERNELS
+    assert row_kernels == ((5, 7) if _dispatch.kernels.ISA == "avx512" else ())
+    for kernel in (3, 5, 7):
+        for stride in (1, 2):
+            text = gconv.explain((1, 32, 14, 14), (32, 1, kernel, kernel), stride=stride, groups=32)
+            assert ("row tiles" in text) == (kernel in row_kernels and stride == 1), text
 
 
 def test_dwconv_kernel_handles_empty_outputs():

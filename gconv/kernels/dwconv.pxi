@@ -16,6 +16,11 @@ cdef extern from "kernels/dwconv/tile.h" nogil:
                       Py_ssize_t n_tiles, const float* w, const float* bias, float* out)
     void gconv_gw_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
                       Py_ssize_t n_tiles, const double* w, const double* bias, double* out)
+    int GCONV_DW_ROW_TILES
+    int gconv_dw_rows_f32(int kw, Py_ssize_t kh_size, const float* x, Py_ssize_t row_step, Py_ssize_t n_tiles,
+                          const float* w, const float* bias, float* out)
+    int gconv_dw_rows_f64(int kw, Py_ssize_t kh_size, const double* x, Py_ssize_t row_step, Py_ssize_t n_tiles,
+                          const double* w, const double* bias, double* out)
 
 cdef extern from "kernels/dwconv/transpose.h" nogil:
     void gconv_transpose_float(const float* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols, float* dst,
@@ -26,6 +31,8 @@ cdef extern from "kernels/dwconv/transpose.h" nogil:
 
 # The tile shape for gconv._select and the tests: (channels, output columns) by itemsize.
 DWCONV_TILE = {4: (GCONV_DW_CB_F32, GCONV_DW_OWT), 8: (GCONV_DW_CB_F64, GCONV_DW_OWT)}
+# Kernel widths with depthwise row tiles in this build (column stride 1, no column dilation; AVX-512 only).
+DWCONV_ROW_KERNELS = (5, 7) if GCONV_DW_ROW_TILES else ()
 
 
 cdef enum:
@@ -45,6 +52,9 @@ cdef struct DwPlan:
     # a vector of the group's output channels; blocks_per_group such vectors cover a group's outputs
     bint grouped
     Py_ssize_t blocks_per_group, n_units
+    # depthwise with KW = 5 or 7, column stride 1 and no column dilation, with AVX-512: the row tiles (each
+    # kernel row's inputs loaded once for all its kw), row_kw = KW; else 0
+    int row_kw
     # slab: slab_rows x slab_cols pixels of pixel_len channels (depthwise: cb channels; grouped: the
     # group's input channels); column j holds input column j - pad_left
     Py_ssize_t pixel_len, slab_cols, slab_row_len, slab_rows, slab_size
@@ -86,6 +96,10 @@ cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_thre
         dp.n_units = dp.n_cb
         dp.pixel_len = dp.cb
     dp.n_ow_tiles = _ceil_div(plan.W_out, dp.owt)
+    dp.row_kw = 0
+    if (GCONV_DW_ROW_TILES and not dp.grouped and plan.dilation_w == 1 and plan.stride_w == 1
+            and (plan.KW == 5 or plan.KW == 7)):
+        dp.row_kw = <int> plan.KW
     dp.n_taps = _size_product(plan.KH * plan.KW, plan.in_channels_per_group)
     # every column the last tile reads, also past the row (zeros): no tile is cut short
     dp.slab_cols = _size_product(dp.n_ow_tiles * dp.owt - 1, plan.stride_w) + (plan.KW - 1) * plan.dilation_w + 1
@@ -212,8 +226,12 @@ cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed
     cdef floating* dst
     for r in range(n_rows):
         row = slab + r * plan.stride_h * dp.slab_row_len
-        _dw_row(dp.grouped, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block, b_packed + block * cb,
-                block_out + r * W_out * cb)
+        if dp.row_kw:
+            _dw_row_tiles(dp.row_kw, plan.KH, row, plan.dilation_h * dp.slab_row_len, dp.n_ow_tiles, w_block,
+                          b_packed + block * cb, block_out + r * W_out * cb)
+        else:
+            _dw_row(dp.grouped, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block,
+                    b_packed + block * cb, block_out + r * W_out * cb)
     dst = out + n * plan.out_stride_n + c0 * os_c + oh0 * os_h
     if os_c != 1 and os_w == 1 and (os_h == W_out or n_rows == 1):
         # NCHW: the block's rows of each channel are one run, transposed out in one go
@@ -314,6 +332,16 @@ cdef inline void _dw_row(bint grouped, Py_ssize_t n_taps, const floating* x, con
             gconv_gw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         else:
             gconv_dw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+
+
+cdef inline void _dw_row_tiles(int kw, Py_ssize_t kh_size, const floating* x, Py_ssize_t row_step,
+                               Py_ssize_t n_tiles, const floating* w, const floating* bias,
+                               floating* out) noexcept nogil:
+    # the depthwise row tile for this dtype and kw (_plan_dw checked that there is one)
+    if floating is float:
+        gconv_dw_rows_f32(kw, kh_size, x, row_step, n_tiles, w, bias, out)
+    else:
+        gconv_dw_rows_f64(kw, kh_size, x, row_step, n_tiles, w, bias, out)
 
 
 def conv2d_dwconv(

@@ -91,4 +91,76 @@ GCONV_DEFINE_DW(double, gconv_dw_f64, GCONV_DW_CB_F64, 0)
 GCONV_DEFINE_DW(float, gconv_gw_f32, GCONV_DW_CB_F32, 1)
 GCONV_DEFINE_DW(double, gconv_gw_f64, GCONV_DW_CB_F64, 1)
 
+/* Depthwise row tiles for large kernels (KW = 5 or 7 columns, column stride 1, no column dilation), with
+ * AVX-512 only: per kernel row the tile loads the OWT + KW - 1 input vectors its columns share once and
+ * reuses them from registers for each kw, where the tile above loads one input vector per multiply-add.
+ * 7x7: 20 loads per 49 multiply-adds instead of 56, so the FMA ports, not the loads, set the pace: 7
+ * accumulators + 13 inputs + a weight, 21 of 32 registers. Measured (1 thread): 7x7 on 14x14 and 28x28
+ * 1.35-1.4x, 5x5 on 28x28 1.3x faster than the tile above; 3x3 and stride 2 even or slower, so they keep
+ * it. Below AVX-512 16 registers cannot hold the row, and the spills made it 1.3x slower (AVX2).
+ *
+ * Each output sums its taps in the order (kh, kw), as the tile above: the same results, bit for bit.
+ * x: slab at the row's first output column, kernel row kh at x + kh * row_step; column q of the tile reads
+ * x[kh * row_step + (q + kw) * CB + lane]. w, bias, out: as the tile above (w[(kh * KW + kw) * CB]). */
+#if GCONV_VECTOR_BYTES == 64 && (defined(__GNUC__) || defined(__clang__))
+#define GCONV_DW_ROW_TILES 1
+#define GCONV_DEFINE_DW_ROWS(T, NAME, CB, KW)                                                        \
+    __attribute__((noinline)) static void NAME(Py_ssize_t kh_size, const T *GCONV_RESTRICT x,        \
+                                               Py_ssize_t row_step, Py_ssize_t n_tiles,              \
+                                               const T *GCONV_RESTRICT w, const T *GCONV_RESTRICT bias, \
+                                               T *GCONV_RESTRICT out)                                \
+    {                                                                                                \
+        typedef gconv_vec_##T vec;                                                                   \
+        enum { NX = GCONV_DW_OWT + (KW) - 1 };                                                       \
+        vec b;                                                                                       \
+        int p, j, kw;                                                                                \
+        Py_ssize_t kh, tile;                                                                         \
+        memcpy(&b, bias, sizeof(vec));                                                               \
+        for (tile = 0; tile < n_tiles; tile++) {                                                     \
+            const T *x_tile = x + tile * GCONV_DW_OWT * (CB);                                        \
+            vec acc[GCONV_DW_OWT];                                                                   \
+            for (p = 0; p < GCONV_DW_OWT; p++) acc[p] = b;                                           \
+            for (kh = 0; kh < kh_size; kh++) {                                                       \
+                const T *x_row = x_tile + kh * row_step;                                             \
+                vec xv[NX];                                                                          \
+                for (j = 0; j < NX; j++) memcpy(&xv[j], x_row + j * (CB), sizeof(vec));              \
+                for (kw = 0; kw < (KW); kw++) {                                                      \
+                    vec wv;                                                                          \
+                    memcpy(&wv, w + (kh * (KW) + kw) * (CB), sizeof(vec));                           \
+                    for (p = 0; p < GCONV_DW_OWT; p++) acc[p] += xv[p + kw] * wv;                    \
+                }                                                                                    \
+            }                                                                                        \
+            memcpy(out + tile * GCONV_DW_OWT * (CB), acc, sizeof(acc));                              \
+        }                                                                                            \
+    }
+
+/* the row tile for kw columns; 0 where there is none (the driver checks GCONV_DW_ROW_TILES first) */
+#define GCONV_DEFINE_DW_ROWS_ALL(T, SUFFIX, CB)                                                      \
+    GCONV_DEFINE_DW_ROWS(T, gconv_dw_rows_5_##SUFFIX, CB, 5)                                         \
+    GCONV_DEFINE_DW_ROWS(T, gconv_dw_rows_7_##SUFFIX, CB, 7)                                         \
+    static int gconv_dw_rows_##SUFFIX(int kw, Py_ssize_t kh_size, const T *x, Py_ssize_t row_step,  \
+                                      Py_ssize_t n_tiles, const T *w, const T *bias, T *out)        \
+    {                                                                                                \
+        if (kw == 5)                                                                                 \
+            gconv_dw_rows_5_##SUFFIX(kh_size, x, row_step, n_tiles, w, bias, out);                   \
+        else if (kw == 7)                                                                            \
+            gconv_dw_rows_7_##SUFFIX(kh_size, x, row_step, n_tiles, w, bias, out);                   \
+        else                                                                                         \
+            return 0;                                                                                \
+        return 1;                                                                                    \
+    }
+#else
+#define GCONV_DW_ROW_TILES 0
+#define GCONV_DEFINE_DW_ROWS_ALL(T, SUFFIX, CB)                                                      \
+    static int gconv_dw_rows_##SUFFIX(int kw, Py_ssize_t kh_size, const T *x, Py_ssize_t row_step,  \
+                                      Py_ssize_t n_tiles, const T *w, const T *bias, T *out)        \
+    {                                                                                                \
+        (void)kw, (void)kh_size, (void)x, (void)row_step, (void)n_tiles, (void)w, (void)bias, (void)out; \
+        return 0;                                                                                    \
+    }
+#endif
+
+GCONV_DEFINE_DW_ROWS_ALL(float, f32, GCONV_DW_CB_F32)
+GCONV_DEFINE_DW_ROWS_ALL(double, f64, GCONV_DW_CB_F64)
+
 #endif
