@@ -216,9 +216,7 @@ def _dwconv_choice(
     grouped = not depthwise and groups > 1 and out_channels_per_group >= lanes and w_out <= DWCONV_GROUPED_MAX_ROW
     if not (depthwise or grouped or (forced and groups > 1)):
         return None
-    row_tile = (
-        depthwise and weight_shape[3] in kernels.DWCONV_ROW_KERNELS and stride[1] == 1 and dilation[1] == 1
-    )
+    row_tile = depthwise and weight_shape[3] in kernels.DWCONV_ROW_KERNELS and stride[1] == 1 and dilation[1] == 1
     if not forced and kernels.ISA == "avx512" and w_out > DWCONV_MAX_ROW_AVX512 and not row_tile:
         return None
     scratch = kernels.dwconv_scratch_bytes(
