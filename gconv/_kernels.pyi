@@ -31,6 +31,8 @@ GEMM_POINTWISE_TILE: dict[str, tuple[int, int]]
 """The gemm family's pointwise tile (output channels, pixels), by dtype name."""
 DWCONV_TILE: dict[int, tuple[int, int]]
 """The dwconv family's tile (channels, output columns), by itemsize."""
+DWCONV_GROUPED_LANES: dict[int, int]
+"""The fewest output channels per group the dwconv family's grouped tiles fill, by itemsize."""
 DWCONV_ROW_KERNELS: tuple[int, ...]
 """Kernel widths the dwconv family runs on row tiles in this build (depthwise, column stride 1)."""
 

@@ -98,6 +98,13 @@ DWCONV_MAX_ROW_AVX512 = 28
 # the direct family; on 56x56 outputs (48 channels in groups of 8 at stride 2) 1.1x slower. Groups of 4
 # (ResNeXt's 128 channels on 56x56) would leave half of the lanes idle: 2x slower, so they stay direct.
 DWCONV_GROUPED_MAX_ROW = 28
+# With AVX-512, groups of fewer outputs than a vector has lanes but at least half of them (RegNet's 8) run
+# on tiles of half a vector (kernels.DWCONV_GROUPED_LANES) where output rows are this short or shorter.
+# Measured (1 thread, batch 1 and 8): 3x3 440->440 in 55 groups on 7x7 2.6-2.8x, from 14x14 at stride 2
+# 3.5x, 208->208 in 26 groups on 14x14 1.35-1.45x and from 28x28 at stride 2 1.6-1.75x faster than the
+# direct family; on 28x28 outputs (104 in 13 groups) and 48 in 6 groups from 56x56 at stride 2, direct's
+# 32-column rows are 1.1-1.45x faster.
+DWCONV_GROUPED_MAX_ROW_HALF = 14
 
 # Tests only: 'direct', 'gemm', 'dwconv' or 'loops' forces that family on every call ('gemm:panel' or
 # 'gemm:dot' also its tile kind; 'gemm:pointwise' the pointwise tiles wherever a call can run on them, panels
@@ -213,7 +220,10 @@ def _dwconv_choice(
     w_out = out_shape[3]
     lanes, columns = kernels.DWCONV_TILE[itemsize]
     out_channels_per_group = weight_shape[0] // groups
-    grouped = not depthwise and groups > 1 and out_channels_per_group >= lanes and w_out <= DWCONV_GROUPED_MAX_ROW
+    max_row = DWCONV_GROUPED_MAX_ROW
+    if not depthwise and out_channels_per_group < lanes and kernels.DWCONV_GROUPED_LANES[itemsize] < lanes:
+        lanes, max_row = kernels.DWCONV_GROUPED_LANES[itemsize], DWCONV_GROUPED_MAX_ROW_HALF
+    grouped = not depthwise and groups > 1 and out_channels_per_group >= lanes and w_out <= max_row
     if not (depthwise or grouped or (forced and groups > 1)):
         return None
     row_tile = depthwise and weight_shape[3] in kernels.DWCONV_ROW_KERNELS and stride[1] == 1 and dilation[1] == 1
@@ -245,11 +255,13 @@ def _dwconv_choice(
                 "forced"
                 if not grouped
                 else f"{out_channels_per_group} output channels per group (>= {lanes} lanes) on output rows of "
-                f"{w_out} <= {DWCONV_GROUPED_MAX_ROW} columns"
+                f"{w_out} <= {max_row} columns"
             )
             reasons.append(
                 f"dwconv: grouped ({groups} groups of {weight_shape[1]} -> {out_channels_per_group} channels), "
-                f"{why}: tiles of {lanes} output channels of a group x {columns} output columns, each input "
+                f"{why}: tiles of {lanes} output channels of a group"
+                + (" (half a vector)" if lanes < kernels.DWCONV_TILE[itemsize][0] else "")
+                + f" x {columns} output columns, each input "
                 f"broadcast, over [row][column][input channel] slabs of a group ({_dispatch.ISA}, "
                 f"{8 * itemsize}-bit)"
             )

@@ -262,6 +262,14 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
     assert family((8, 32 * 4 * lanes, 7, 7), (32 * 4 * lanes, 4 * lanes, 3, 3), 32, (7, 7)) == "dwconv"
     assert family((1, 32 * lanes, 28, 28), (32 * lanes, lanes, 3, 3), 32, (28, 28)) == "dwconv"
     assert family((1, 6 * lanes, 56, 56), (6 * lanes, lanes, 3, 3), 6, (56, 56)) == "direct"  # long rows
+    # AVX-512: groups of half a vector's outputs (RegNet's 8) on tiles of half a vector, on rows of up to 14
+    half = kernels.DWCONV_GROUPED_LANES[4]
+    assert half == (lanes // 2 if kernels.ISA == "avx512" else lanes)
+    assert family((1, 55 * half, 7, 7), (55 * half, half, 3, 3), 55, (7, 7)) == "dwconv"
+    assert family((1, 26 * half, 14, 14), (26 * half, half, 3, 3), 26, (14, 14)) == "dwconv"
+    assert family((1, 13 * half, 28, 28), (13 * half, half, 3, 3), 13, (28, 28)) == (
+        "dwconv" if half == lanes else "direct"
+    )
     # groups of 4 outputs: half a vector with AVX2 or AVX-512 (direct), a whole one on the baseline build
     assert family((1, 128, 56, 56), (128, 4, 3, 3), 32, (28, 28)) == ("dwconv" if lanes <= 4 else "direct")
     assert family((1, 64, 56, 56), (64, 2, 3, 3), 32, (28, 28)) == "direct"  # groups of 2: never a whole vector

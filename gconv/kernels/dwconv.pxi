@@ -17,6 +17,14 @@ cdef extern from "kernels/dwconv/tile.h" nogil:
     void gconv_gw_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
                       Py_ssize_t n_tiles, const double* w, const double* bias, double* out)
     int GCONV_DW_ROW_TILES
+    int GCONV_DW_HALF_GROUPED
+    int GCONV_DW_HALF_CB_F32
+    int GCONV_DW_HALF_CB_F64
+    void gconv_gw_half_f32(Py_ssize_t n_taps, const float* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                           Py_ssize_t n_tiles, const float* w, const float* bias, float* out)
+    void gconv_gw_half_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset,
+                           Py_ssize_t col_step, Py_ssize_t n_tiles, const double* w, const double* bias,
+                           double* out)
     int gconv_dw_rows_f32(int kw, Py_ssize_t kh_size, const float* x, Py_ssize_t row_step, Py_ssize_t n_tiles,
                           const float* w, const float* bias, float* out)
     int gconv_dw_rows_f64(int kw, Py_ssize_t kh_size, const double* x, Py_ssize_t row_step, Py_ssize_t n_tiles,
@@ -31,6 +39,9 @@ cdef extern from "kernels/dwconv/transpose.h" nogil:
 
 # The tile shape for gconv._select and the tests: (channels, output columns) by itemsize.
 DWCONV_TILE = {4: (GCONV_DW_CB_F32, GCONV_DW_OWT), 8: (GCONV_DW_CB_F64, GCONV_DW_OWT)}
+# The fewest output channels per group a grouped tile fills, by itemsize (with AVX-512 half a vector).
+DWCONV_GROUPED_LANES = {4: GCONV_DW_HALF_CB_F32 if GCONV_DW_HALF_GROUPED else GCONV_DW_CB_F32,
+                        8: GCONV_DW_HALF_CB_F64 if GCONV_DW_HALF_GROUPED else GCONV_DW_CB_F64}
 # Kernel widths with depthwise row tiles in this build (column stride 1, no column dilation; AVX-512 only).
 DWCONV_ROW_KERNELS = (5, 7) if GCONV_DW_ROW_TILES else ()
 
@@ -52,6 +63,8 @@ cdef struct DwPlan:
     # a vector of the group's output channels; blocks_per_group such vectors cover a group's outputs
     bint grouped
     Py_ssize_t blocks_per_group, n_units
+    # grouped with fewer output channels per group than a vector has lanes (AVX-512): tiles of half a vector
+    bint half
     # depthwise with KW = 5 or 7, column stride 1 and no column dilation, with AVX-512: the row tiles (each
     # kernel row's inputs loaded once for all its kw), row_kw = KW; else 0
     int row_kw
@@ -85,6 +98,9 @@ cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_thre
     dp.cb = GCONV_DW_CB_F32 if itemsize == 4 else GCONV_DW_CB_F64
     dp.owt = GCONV_DW_OWT
     dp.grouped = plan.in_channels_per_group != 1 or plan.out_channels_per_group != 1
+    dp.half = GCONV_DW_HALF_GROUPED and dp.grouped and plan.out_channels_per_group < dp.cb
+    if dp.half:
+        dp.cb = GCONV_DW_HALF_CB_F32 if itemsize == 4 else GCONV_DW_HALF_CB_F64
     if dp.grouped:
         dp.blocks_per_group = _ceil_div(plan.out_channels_per_group, dp.cb)
         dp.n_cb = _size_product(plan.groups, dp.blocks_per_group)
@@ -230,7 +246,7 @@ cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed
             _dw_row_tiles(dp.row_kw, plan.KH, row, plan.dilation_h * dp.slab_row_len, dp.n_ow_tiles, w_block,
                           b_packed + block * cb, block_out + r * W_out * cb)
         else:
-            _dw_row(dp.grouped, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block,
+            _dw_row(dp.grouped, dp.half, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block,
                     b_packed + block * cb, block_out + r * W_out * cb)
     dst = out + n * plan.out_stride_n + c0 * os_c + oh0 * os_h
     if os_c != 1 and os_w == 1 and (os_h == W_out or n_rows == 1):
@@ -318,17 +334,22 @@ cdef inline void _transpose(const floating* src, Py_ssize_t ss, Py_ssize_t rows,
         gconv_transpose_double(src, ss, rows, cols, dst, ds)
 
 
-cdef inline void _dw_row(bint grouped, Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset,
+cdef inline void _dw_row(bint grouped, bint half, Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset,
                          Py_ssize_t col_step, Py_ssize_t n_tiles, const floating* w, const floating* bias,
                          floating* out) noexcept nogil:
-    # the C micro-kernel for this dtype: vector inputs (depthwise) or broadcast ones (grouped)
+    # the C micro-kernel for this dtype: vector inputs (depthwise) or broadcast ones (grouped; half: tiles of
+    # half a vector)
     if floating is float:
-        if grouped:
+        if half:
+            gconv_gw_half_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        elif grouped:
             gconv_gw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         else:
             gconv_dw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
     else:
-        if grouped:
+        if half:
+            gconv_gw_half_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        elif grouped:
             gconv_gw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         else:
             gconv_dw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)

@@ -41,10 +41,10 @@
 #if defined(__GNUC__) || defined(__clang__)
 /* never inlined: inside the driver's loops the compiler ran short of registers and re-read the tile's
  * pointers from the stack on every tap (measured 1.6x slower) */
-#define GCONV_DEFINE_DW(T, NAME, CB, BROADCAST)                                                      \
+#define GCONV_DEFINE_DW(T, VEC, NAME, CB, BROADCAST)                                                 \
     __attribute__((noinline)) static void NAME(GCONV_DW_PARAMS(T))                                   \
     {                                                                                                \
-        typedef gconv_vec_##T vec;                                                                   \
+        typedef VEC vec;                                                                             \
         vec b;                                                                                       \
         int p;                                                                                       \
         Py_ssize_t t, tile;                                                                          \
@@ -71,7 +71,7 @@
         }                                                                                            \
     }
 #else
-#define GCONV_DEFINE_DW(T, NAME, CB, BROADCAST)                                                      \
+#define GCONV_DEFINE_DW(T, VEC, NAME, CB, BROADCAST)                                                 \
     static void NAME(GCONV_DW_PARAMS(T))                                                             \
     {                                                                                                \
         int lane;                                                                                    \
@@ -86,10 +86,32 @@
     }
 #endif
 
-GCONV_DEFINE_DW(float, gconv_dw_f32, GCONV_DW_CB_F32, 0)
-GCONV_DEFINE_DW(double, gconv_dw_f64, GCONV_DW_CB_F64, 0)
-GCONV_DEFINE_DW(float, gconv_gw_f32, GCONV_DW_CB_F32, 1)
-GCONV_DEFINE_DW(double, gconv_gw_f64, GCONV_DW_CB_F64, 1)
+GCONV_DEFINE_DW(float, gconv_vec_float, gconv_dw_f32, GCONV_DW_CB_F32, 0)
+GCONV_DEFINE_DW(double, gconv_vec_double, gconv_dw_f64, GCONV_DW_CB_F64, 0)
+GCONV_DEFINE_DW(float, gconv_vec_float, gconv_gw_f32, GCONV_DW_CB_F32, 1)
+GCONV_DEFINE_DW(double, gconv_vec_double, gconv_gw_f64, GCONV_DW_CB_F64, 1)
+
+/* Grouped tiles of half a vector with AVX-512: groups of 8 float32 (4 float64) outputs, RegNet's, fill a
+ * 256-bit register where a 512-bit one would leave half of its lanes computing zeros (gconv._select's
+ * DWCONV_GROUPED_MAX_ROW_HALF has the measurements). Below AVX-512 a whole vector is that narrow already:
+ * these are never called there (GCONV_DW_HALF_GROUPED 0). */
+#define GCONV_DW_HALF_CB_F32 (GCONV_DW_CB_F32 / 2)
+#define GCONV_DW_HALF_CB_F64 (GCONV_DW_CB_F64 / 2)
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_DW_HALF_GROUPED 1
+GCONV_DEFINE_DW(float, gconv_half_float, gconv_gw_half_f32, GCONV_DW_HALF_CB_F32, 1)
+GCONV_DEFINE_DW(double, gconv_half_double, gconv_gw_half_f64, GCONV_DW_HALF_CB_F64, 1)
+#else
+#define GCONV_DW_HALF_GROUPED 0
+#define GCONV_DEFINE_DW_HALF_STUB(T, NAME)                                                           \
+    static void NAME(GCONV_DW_PARAMS(T))                                                             \
+    {                                                                                                \
+        (void)n_taps, (void)x, (void)tap_offset, (void)col_step, (void)n_tiles, (void)w, (void)bias, \
+            (void)out;                                                                               \
+    }
+GCONV_DEFINE_DW_HALF_STUB(float, gconv_gw_half_f32)
+GCONV_DEFINE_DW_HALF_STUB(double, gconv_gw_half_f64)
+#endif
 
 /* Depthwise row tiles for large kernels (KW = 5 or 7 columns, column stride 1, no column dilation), with
  * AVX-512 only: per kernel row the tile loads the OWT + KW - 1 input vectors its columns share once and
