@@ -37,10 +37,11 @@ GEMM_MAX_ROW_POINTWISE = 28
 # 64->64 on 56x56: direct 1.18x faster).
 GEMM_MAX_ROW_DENSE_BELOW_AVX512 = 28
 GEMM_MIN_OUT_CHANNELS_DENSE = 64
-# With AVX-512 the 8 x 32 gemm tile wins up to 56-column rows. Measured (1 thread, batch 1 and 8, medians of
-# interleaved runs): 3x3 64->64 on 56x56 1.13-1.19x, 128->128 on 28x28 1.23-1.25x, 3x3 s2 128->128 from
-# 56x56 1.18-1.3x, 2x2 s2 96->192 from 56x56 1.2-1.35x faster than the direct tile (16 x 32 accumulators);
-# on 112-column rows it varies (64->64 1.1x faster, 32->32 1.1x slower), so those stay direct.
+# With AVX-512 the gemm tile wins up to 56-column rows. Measured with its 8 x 32 tile (1 thread, batch 1 and
+# 8, medians of interleaved runs): 3x3 64->64 on 56x56 1.13-1.19x, 128->128 on 28x28 1.23-1.25x, 3x3 s2
+# 128->128 from 56x56 1.18-1.3x, 2x2 s2 96->192 from 56x56 1.2-1.35x faster than the direct tile (16 x 32
+# accumulators); the 12 x 32 tile is a few percent faster again. On 112-column rows it varies (64->64 1.1x
+# faster, 32->32 1.1x slower), so those stay direct.
 GEMM_MAX_ROW_DENSE_AVX512 = 56
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call

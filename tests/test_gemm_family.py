@@ -183,7 +183,7 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
         (1, 64, 112, 112), (64, 64, 3, 3), (1, 64, 112, 112), (1, 1), (1, 1), (1, 1), 1, f32, True, 1
     )
     assert long_rows.family == "direct"
-    # 56-column rows of a dense 3x3: the 8 x 32 gemm tile with AVX-512, the row-vectorised one below it
+    # 56-column rows of a dense 3x3: the 12 x 32 gemm tile with AVX-512, the row-vectorised one below it
     rows_56 = _select.choose((1, 64, 56, 56), (64, 64, 3, 3), (1, 64, 56, 56), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
     assert rows_56.family == ("gemm" if _dispatch.kernels.ISA == "avx512" else "direct")
     depthwise = _select.choose(
@@ -454,7 +454,7 @@ def test_select_runs_wide_dense_kxk_on_gemm(monkeypatch):
             choice = _select.choose(*args, why=True)
             assert choice.family == "gemm"
             assert any("128 >= 64 output channels" in reason for reason in choice.reasons) or args == dense(14)
-        # 56-column rows: gemm's 8 x 32 tile with AVX-512, the direct tile below it; 112-column rows,
+        # 56-column rows: gemm's 12 x 32 tile with AVX-512, the direct tile below it; 112-column rows,
         # narrower layers and 1-D (1 x k) kernels keep the direct family; grouped calls are not this rule's
         # (the dwconv family's grouped rule takes them)
         assert _select.choose(*dense(56)).family == ("gemm" if isa == "avx512" else "direct")

@@ -21,8 +21,10 @@
 
 /* Tile shape per level and dtype, defined here only (gemm.pxi reads these). */
 #if GCONV_VECTOR_BYTES == 64
-/* 8 x 2 vectors: 16 accumulators + 2 weight vectors + broadcasts of 32 registers */
-#define GCONV_GEMM_MR_F32 8
+/* float32 12 x 2 vectors: 24 accumulators + 2 weight vectors + broadcasts of 32 registers (14 loads per 24
+ * multiply-adds; 8 x 2 measured 1.03-1.13x slower on dense 3x3 from 56x56 to 7x7 and 1x1 2048->512 on 7x7
+ * at batch 8, even on 14x14 and 7x7 at batch 1); float64 8 x 2 */
+#define GCONV_GEMM_MR_F32 12
 #define GCONV_GEMM_NR_F32 32
 #define GCONV_GEMM_MR_F64 8
 #define GCONV_GEMM_NR_F64 16
