@@ -15,8 +15,8 @@ MIN_CACHED_WEIGHTS = 8192
 class PackedWeights:
     """The last (weights, packed panels) pair a module's calls used; never stale.
 
-    Every call compares the weight it is about to use with the copy kept here, byte for byte (memcmp: a third
-    to a half of what packing costs, for the weights large enough to be kept), so a write into ``m.weight``
+    Every call compares the weight it is about to use with the copy kept here, byte for byte (memcmp over the
+    call's threads: a third to a half of what packing costs, for the weights large enough to be kept), so a write into ``m.weight``
     in place, an assignment or a load_state_dict is seen by the next call and the panels are packed again.
     Calls from several threads may race here: each reads the pair once and uses a consistent one, at worst
     packing the same weights twice.
@@ -39,7 +39,7 @@ class PackedWeights:
             return None
         key = (kernels.ISA, family, weight.dtype, weight.shape, groups)
         entry = self._entry
-        if entry is not None and entry[0] == key and kernels.same_bytes(entry[1], weight):
+        if entry is not None and entry[0] == key and kernels.same_bytes(entry[1], weight, n_threads):
             return entry[2]
         if family == "dwconv":
             packed = kernels.dwconv_pack_weights(weight, groups)

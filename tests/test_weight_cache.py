@@ -101,3 +101,18 @@ def test_grouped_dwconv_weights_are_packed_once_and_writes_are_seen():
     m.weight[5, 3, 1, 2] += 1.0
     np.testing.assert_allclose(m(x), conv_reference(x, m.weight, m.bias, 1, 1, 1, 26), rtol=1e-4, atol=1e-4)
     assert m._packed_weights()._entry[2] is not entry[2]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_the_check_finds_any_changed_byte_whatever_the_thread_count(n_threads):
+    # 3 MiB and a bit: parts of a MiB or more, one per thread, the last one short
+    kernels = _dispatch.kernels
+    kept = np.random.default_rng(0).standard_normal(3 * (1 << 18) + 5).astype(np.float32)
+    weight = kept.copy()
+    assert kernels.same_bytes(kept, weight, n_threads)
+    for index in (0, (1 << 18) - 1, 1 << 18, 2 * (1 << 18) + 7, kept.size - 1):
+        weight[index] = np.nextafter(weight[index], np.inf)
+        assert not kernels.same_bytes(kept, weight, n_threads), index
+        weight[index] = kept[index]
+    assert kernels.same_bytes(kept, weight, n_threads)
+    assert not kernels.same_bytes(kept, weight[:-1], n_threads)
