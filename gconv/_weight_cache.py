@@ -16,8 +16,9 @@ class PackedWeights:
     """The last (weights, packed panels) pair a module's calls used; never stale.
 
     Every call compares the weight it is about to use with the copy kept here, byte for byte (memcmp over the
-    call's threads: a third to a half of what packing costs, for the weights large enough to be kept), so a write into ``m.weight``
-    in place, an assignment or a load_state_dict is seen by the next call and the panels are packed again.
+    call's threads: a third to a half of what packing costs, for the weights large enough to be kept), so a
+    write into ``m.weight`` in place, an assignment or a load_state_dict is seen by the next call and the
+    panels are packed again.
     Calls from several threads may race here: each reads the pair once and uses a consistent one, at worst
     packing the same weights twice.
     """

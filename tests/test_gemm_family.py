@@ -366,6 +366,24 @@ def test_pointwise_items_run_deep_maps_in_cache_blocks_of_strips():
         assert plan["strips_per_cache_block"] >= plan["n_strips"]
 
 
+def test_pointwise_items_copy_the_strips_of_large_deep_inputs_first(isa, pointwise_forced):
+    # 8 MiB of input in 130 rows (a ragged last strip, 4 channel tiles or more): each cache block's whole
+    # strips are copied before the tiles run; the results are the reference's and the same sums as in place
+    kernels = _dispatch.kernels
+    x_shape, w_shape = (2, 130, 90, 90), (50, 130, 1, 1)
+    assert kernels.pointwise_plan(x_shape, w_shape, 1, 4, 1)["copy_blocks"]
+    assert not kernels.pointwise_plan((1, 130, 90, 90), w_shape, 1, 4, 1)["copy_blocks"]  # 4 MiB
+    assert not kernels.pointwise_plan((2, 130, 90, 90), (10, 130, 1, 1), 1, 4, 1)["copy_blocks"]  # few tiles
+    rng = np.random.default_rng(11)
+    x, w, b = _case(rng, x_shape, w_shape, np.float32)
+    expected = conv_reference(x, w, b)
+    one = gconv.conv2d(x, w, b, n_threads=1)
+    np.testing.assert_allclose(one, expected, **_tolerance(np.float32), err_msg=isa)
+    # half the batch (4 MiB): read in place, the same sums in the same order
+    np.testing.assert_array_equal(gconv.conv2d(x[:1], w, b, n_threads=1), one[:1])
+    np.testing.assert_array_equal(gconv.conv2d(x, w, b, n_threads=3), one)
+
+
 def test_pointwise_kernel_reads_and_writes_channel_views_and_nothing_else(isa):
     # batch and channel strides are free (a channel slice of NCHW arrays); every map stays pixel-contiguous
     kernels = _dispatch.kernels
