@@ -407,12 +407,11 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
     cdef floating* copy
     cdef floating* strip_rows
     cdef int n_v
-    cdef bint packed = packed_weight != NULL, first
+    cdef bint packed = packed_weight != NULL, first, block_copied
+    cdef Py_ssize_t whole_end, s
     # cache blocks of strips: every channel tile runs over a block's strips before the next tile, so that
     # each output row is written in runs of a block's pixels (a few streams the prefetchers follow, not
     # one per output channel) while the block's input rows stay in L2
-    cdef Py_ssize_t whole_end, s
-    cdef bint block_copied
     block_first = p_block * pp.strips_per_block
     while block_first < strip_end:
         block_end = min(block_first + pp.strips_per_cache_block, strip_end)
