@@ -44,6 +44,41 @@ typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)))
 typedef float gconv_half_float __attribute__((vector_size(GCONV_VECTOR_BYTES / 2)));
 typedef double gconv_half_double __attribute__((vector_size(GCONV_VECTOR_BYTES / 2)));
 #endif
+
+/* The first n < lanes values at p in a vector, the other lanes zero, reading nothing past p[n - 1]: a row's
+ * tail (masked loads with AVX2 and AVX-512, element by element below them). */
+#if GCONV_VECTOR_BYTES >= 32
+#include <immintrin.h>
+#endif
+GCONV_INLINE gconv_vec_float gconv_load_tail_float(const float *p, int n)
+{
+#if GCONV_VECTOR_BYTES == 64
+    return (gconv_vec_float)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#elif GCONV_VECTOR_BYTES == 32
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return (gconv_vec_float)_mm256_maskload_ps(p, mask);
+#else
+    gconv_vec_float v = {0};
+    int i;
+    for (i = 0; i < n; i++) v[i] = p[i];
+    return v;
+#endif
+}
+
+GCONV_INLINE gconv_vec_double gconv_load_tail_double(const double *p, int n)
+{
+#if GCONV_VECTOR_BYTES == 64
+    return (gconv_vec_double)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
+#elif GCONV_VECTOR_BYTES == 32
+    const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return (gconv_vec_double)_mm256_maskload_pd(p, mask);
+#else
+    gconv_vec_double v = {0};
+    int i;
+    for (i = 0; i < n; i++) v[i] = p[i];
+    return v;
+#endif
+}
 #endif
 
 #endif

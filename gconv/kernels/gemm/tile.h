@@ -273,11 +273,19 @@ GCONV_INLINE double gconv_lane_sum_double(gconv_vec_double v)
                 for (m = 0; m < MR; m++) acc[m][o] += av[m] * wv;                                    \
             }                                                                                        \
         }                                                                                            \
-        for (m = 0; m < MR; m++)                                                                     \
+        if (k_vec < k_size) {                                                                        \
+            /* the rows' last k_size % LANES values as one more vector, zeros after them: a scalar   \
+             * tail was a chain of dependent adds per output (1x1 28->672 on a 1x1 map: 2x slower) */ \
+            const int rest = (int)(k_size - k_vec);                                                  \
+            vec av[MR];                                                                              \
+            for (m = 0; m < MR; m++) av[m] = gconv_load_tail_##T(a_row[m] + k_vec, rest);            \
             for (o = 0; o < OB; o++) {                                                               \
-                sum[m][o] = gconv_lane_sum_##T(acc[m][o]);                                           \
-                for (k = k_vec; k < k_size; k++) sum[m][o] += a_row[m][k] * w_row[o][k];             \
+                const vec wv = gconv_load_tail_##T(w_row[o] + k_vec, rest);                          \
+                for (m = 0; m < MR; m++) acc[m][o] += av[m] * wv;                                    \
             }                                                                                        \
+        }                                                                                            \
+        for (m = 0; m < MR; m++)                                                                     \
+            for (o = 0; o < OB; o++) sum[m][o] = gconv_lane_sum_##T(acc[m][o]);                      \
         for (m = 0; m < n_m; m++)                                                                    \
             for (o = 0; o < n_n; o++)                                                                \
                 out[out_offset[m] + o * out_channel_stride] = sum[m][o] + (bias ? bias[o] : (T)0);  \
