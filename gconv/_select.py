@@ -43,6 +43,9 @@ GEMM_MIN_OUT_CHANNELS_DENSE = 64
 # accumulators); the 12 x 32 tile is a few percent faster again. On 112-column rows it varies (64->64 1.1x
 # faster, 32->32 1.1x slower), so those stay direct.
 GEMM_MAX_ROW_DENSE_AVX512 = 56
+# Stems (3 input channels) keep the direct family: ConvNeXt's 4x4 s4 3->96 on 224x224 (56-column rows) runs
+# 1.07-1.09x faster there than on gemm with AVX-512 (batch 1 and 8); every layer measured above had 64 or more.
+GEMM_MIN_IN_CHANNELS_DENSE = 16
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
 # has at most GEMM_DOT_MAX_PIXELS output pixels (batch x rows x columns) and at least GEMM_DOT_MIN_TAPS taps
@@ -166,7 +169,13 @@ def _gemm_reason(weight_shape, out_shape, groups, isa):
         return f"output rows of {w_out} <= {max_row} columns leave the row-vectorised tile's lanes idle"
     kxk = weight_shape[2] > 1 and weight_shape[3] > 1
     max_row_dense = GEMM_MAX_ROW_DENSE_AVX512 if isa == "avx512" else GEMM_MAX_ROW_DENSE_BELOW_AVX512
-    if kxk and groups == 1 and w_out <= max_row_dense and out_channels_per_group >= GEMM_MIN_OUT_CHANNELS_DENSE:
+    if (
+        kxk
+        and groups == 1
+        and w_out <= max_row_dense
+        and out_channels_per_group >= GEMM_MIN_OUT_CHANNELS_DENSE
+        and weight_shape[1] >= GEMM_MIN_IN_CHANNELS_DENSE
+    ):
         return (
             f"dense {weight_shape[2]}x{weight_shape[3]} with output rows of {w_out} <= {max_row_dense} columns "
             f"and {out_channels_per_group} >= {GEMM_MIN_OUT_CHANNELS_DENSE} output channels ({isa}), where the "

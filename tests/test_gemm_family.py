@@ -480,6 +480,9 @@ def test_select_runs_wide_dense_kxk_on_gemm(monkeypatch):
         for args in (dense(112), narrow):
             assert _select.choose(*args).family == "direct"
         assert _select.choose(*dense(28, groups=2)).family != "gemm"
+        # a stem (3 input channels: ConvNeXt's 4x4 s4 to 56x56) stays direct
+        stem = ((1, 3, 224, 224), (96, 3, 4, 4), (1, 96, 56, 56), (4, 4), (0, 0), (1, 1), 1, f32, True, 1)
+        assert _select.choose(*stem).family == "direct"
         conv1d = ((2, 64, 1, 40), (64, 64, 1, 3), (2, 64, 1, 19), (1, 2), (0, 0), (1, 1), 1, f32, True, 1)
         assert _select.choose(*conv1d).family == "direct"
 
