@@ -328,3 +328,18 @@ def test_dwconv_kernel_takes_weights_packed_beforehand(isa):
         np.testing.assert_allclose(out, expected, **_grouped_tolerance(dtype))
         with pytest.raises(ValueError, match="packed_weight"):
             kernels.conv2d_dwconv(x, w, b, out, (1, 1), (1, 1), (1, 1), 3, 1, kernels.dwconv_pack_weights(w[:12], 1))
+
+
+def test_packed_dwconv_weights_hold_zeros_past_the_channels(isa):
+    # a ragged last block: its lanes past the channels are zeros (written, not left as they were allocated),
+    # so the tiles multiply-add no garbage (NaN or denormal) there
+    kernels = _dispatch.kernels
+    for dtype in (np.float32, np.float64):
+        lanes = kernels.DWCONV_TILE[np.dtype(dtype).itemsize][0]
+        extra = lanes - 1  # channels in the last block
+        channels = 2 * lanes + extra
+        w = np.random.default_rng(3).standard_normal((channels, 1, 3, 3)).astype(dtype) + 10
+        packed = kernels.dwconv_pack_weights(w, channels).reshape(3, 9, lanes)
+        np.testing.assert_array_equal(packed[:2], w[: 2 * lanes, 0].reshape(2, lanes, 9).transpose(0, 2, 1))
+        np.testing.assert_array_equal(packed[2, :, :extra], w[2 * lanes :, 0].reshape(extra, 9).T)
+        assert (packed[2, :, extra:] == 0).all()

@@ -278,7 +278,7 @@ cdef inline void _block_channels(const Plan* plan, const DwPlan* dp, Py_ssize_t 
 
 
 cdef void _pack_dw_weights(const Plan* plan, const DwPlan* dp, const floating* w, floating* dst) noexcept nogil:
-    """Every block's weights (dst holds zeros, n_cb * n_taps * cb of them)."""
+    """Every block's weights (dst: n_cb * n_taps * cb values, each written)."""
     cdef Py_ssize_t block, c_first, n_valid, taps = dp.n_taps, cb = dp.cb
     for block in range(dp.n_cb):
         _block_channels(plan, dp, block, &c_first, &n_valid)
@@ -302,7 +302,7 @@ def dwconv_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t
     plan.N, plan.H_out, plan.W_out, plan.W = 1, 1, 1, 1
     plan.stride_h, plan.stride_w, plan.dilation_h, plan.dilation_w = 1, 1, 1, 1
     _plan_dw(&plan, &dp, sizeof(floating), 1)
-    packed = np.zeros(dp.n_cb * dp.n_taps * dp.cb, dtype=np.float32 if floating is float else np.float64)
+    packed = np.empty(dp.n_cb * dp.n_taps * dp.cb, dtype=np.float32 if floating is float else np.float64)
     cdef floating[::1] packed_view = packed
     if packed.size:
         with nogil:
@@ -312,9 +312,12 @@ def dwconv_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t
 
 cdef void _pack_dw_block_weights(const floating* w, Py_ssize_t khkw, Py_ssize_t icpg, Py_ssize_t n_valid,
                                  Py_ssize_t cb, floating* dst) noexcept nogil:
-    """dst[(tap * icpg + ic) * cb + lane] = w[(lane * icpg + ic) * khkw + tap] for lane < n_valid (the rest
-    stays zero): a block's weights as the tiles read them, a vector of output channels per tap and input."""
-    cdef Py_ssize_t lane, ic, tap
+    """dst[(tap * icpg + ic) * cb + lane] = w[(lane * icpg + ic) * khkw + tap] for lane < n_valid, zeros in the
+    other lanes: a block's weights as the tiles read them, a vector of output channels per tap and input."""
+    cdef Py_ssize_t lane, ic, tap, row
+    if n_valid < cb:
+        for row in range(khkw * icpg):
+            memset(dst + row * cb + n_valid, 0, (cb - n_valid) * sizeof(floating))
     if icpg == 1:
         _transpose(w, khkw, n_valid, khkw, dst, cb)
         return
@@ -400,7 +403,7 @@ def conv2d_dwconv(
     cdef Py_ssize_t ocpg = plan.out_channels_per_group, c_first, n_valid
     cdef floating[::1] w_fresh
     if packed_weight is None:
-        w_packed = w_fresh = np.zeros(dp.n_cb * taps * cb, dtype=dtype)
+        w_packed = w_fresh = np.empty(dp.n_cb * taps * cb, dtype=dtype)
         with nogil:
             _pack_dw_weights(&plan, &dp, &weight[0, 0, 0, 0], &w_fresh[0])
     elif packed_weight.shape[0] != dp.n_cb * taps * cb:
