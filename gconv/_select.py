@@ -62,7 +62,7 @@ GEMM_DOT_MIN_TAPS = 192
 GEMM_DOT_MAX_PIXELS_BELOW_AVX512 = 8
 
 # 1x1 convolutions at stride 1 without padding on NCHW maps of at least this many pixels run on the gemm
-# family's pointwise tiles (out[c][p] = w[c][:] . x[:][p] per image: 6 channels x 16 pixels,
+# family's pointwise tiles (out[c][p] = w[c][:] . x[:][p] per image: 6 channels x 16 pixels below AVX-512,
 # input rows read in place, output rows stored whole). Measured on AVX2 (Zen), batch 1 and 8, one thread:
 # 64->256, 256->64, 24->144 on 56x56, 32->16, 16->96 on 112x112 1.5-2x faster than the direct tile
 # (8 accumulators of 16 registers) and 1.2-2.5x faster than panels (whose NCHW stores are runs of 6 per
@@ -89,7 +89,8 @@ POINTWISE_MIN_PIXELS_PACKED = 392
 # Depthwise convolutions (groups == in_channels == out_channels) run on the dwconv family, vectorised along
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
 # 14x14 maps (3x3 960 on 7x7: 0.115 ms against 0.53) and 1.3-1.4x on 56x56 and 112x112 ones. The direct
-# tile is twice as wide with AVX-512, where only rows up to this long take dwconv (not measured there).
+# tile is twice as wide with AVX-512, where only rows up to this long take dwconv (measured there: 3x3 on
+# 56x56 and 112x112 1.25x faster on the direct family).
 DWCONV_MAX_ROW_AVX512 = 28
 # Longer rows too where the kernel has a row tile (kernels.DWCONV_ROW_KERNELS: 5 or 7 columns at column
 # stride 1, each kernel row's inputs loaded once for all its columns): measured with AVX-512 (1 thread,
