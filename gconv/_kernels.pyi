@@ -29,6 +29,8 @@ GEMM_DOT_PIXEL_TILE: tuple[int, int]
 """The gemm family's one-pixel dot tile (1, output channels)."""
 GEMM_POINTWISE_TILE: dict[str, tuple[int, int]]
 """The gemm family's pointwise tile (output channels, pixels), by dtype name."""
+LOWERED_CHUNK_BYTES: int
+"""The most bytes of lowered input one conv2d_lowered call holds at a time (or one image's)."""
 DWCONV_TILE: dict[int, tuple[int, int]]
 """The dwconv family's tile (channels, output columns), by itemsize."""
 DWCONV_GROUPED_LANES: dict[int, int]
@@ -106,6 +108,18 @@ def conv2d_pointwise(
     weight: _Floats,
     bias: _Floats,
     out: _Floats,
+    groups: int,
+    n_threads: int,
+    packed_weight: _Floats | None = None,
+) -> None: ...
+def conv2d_lowered(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    stride: _Pair,
+    pad_before: _Pair,
+    dilation: _Pair,
     groups: int,
     n_threads: int,
     packed_weight: _Floats | None = None,

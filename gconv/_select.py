@@ -86,6 +86,20 @@ POINTWISE_MAX_WEIGHT_BYTES = 2 * 1024 * 1024
 # fewer pixels: 960->160, 440->440 on 7x7 at batch 1 1.07-1.1x slower with it than on the raw weights.
 POINTWISE_MIN_PIXELS_PACKED = 392
 
+# Dense convolutions other than stride-1 1x1 (kxk, strided, 2x2 patchify) on maps of at most this many
+# output pixels at batch 1, with at least LOWERED_MIN_WEIGHT_BYTES of weights, run as the pointwise tiles over
+# the lowered input (im2col: C_in * KH * KW rows of the map's pixels, 900 KiB for 3x3 512->512 on 7x7). Such
+# a call is bound by reading its weights: panels read them three times (a module checks its packed copy
+# against them, a memcmp of twice their bytes, then the tiles read the panels), the pointwise tiles once, as
+# they are. Measured with AVX-512 (batch 1, 1 and 2 threads, medians of interleaved runs): 3x3 512->512 on 7x7
+# and from 14x14 at stride 2 1.2-1.25x, 1x1 s2 1024->2048 from 14x14 1.15-1.3x, 2x2 s2 768->1536 from 14x14
+# 1.3-1.7x, 3x3 512->512 on 4x4 and 5x5 (dot tiles) 1.35-1.6x, 256->256 on 7x7 1.05-1.1x faster than gemm;
+# smaller weights lose (3x3 128->128 on 7x7 1.2x slower, 1x1 s2 256->512 even), as do 14x14 outputs (3x3
+# 256->256 1.15x slower: its 196 pixels fill panels well) and batch 8 (1.2-1.4x slower: panels fold the
+# batch into their pixels, the pointwise tiles run an image's 49 pixels as 64 lanes).
+LOWERED_MAX_PIXELS = 64
+LOWERED_MIN_WEIGHT_BYTES = 1024 * 1024
+
 # Depthwise convolutions (groups == in_channels == out_channels) run on the dwconv family, vectorised along
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
 # 14x14 maps (3x3 960 on 7x7: 0.115 ms against 0.53) and 1.3-1.4x on 56x56 and 112x112 ones. The direct
@@ -113,7 +127,8 @@ DWCONV_GROUPED_MAX_ROW_HALF = 14
 
 # Tests only: 'direct', 'gemm', 'dwconv' or 'loops' forces that family on every call ('gemm:panel' or
 # 'gemm:dot' also its tile kind; 'gemm:pointwise' the pointwise tiles wherever a call can run on them, panels
-# elsewhere); None lets choose() decide.
+# elsewhere; 'gemm:lowered' the pointwise tiles over the lowered input on every NCHW call that does not
+# accumulate, panels elsewhere); None lets choose() decide.
 FORCE_FAMILY = None
 
 
@@ -132,6 +147,7 @@ class Choice(NamedTuple):
     reasons: tuple  # one line per rule that decided something (only when asked for: explain())
     pack_weights: bool = True  # gemm: weights packed into [K][NR] panels; False: dot tiles on the raw weights
     gemm_tile: str = ""  # gemm: pixels x output channels ("dot ..." for dot tiles); dwconv: channels x columns
+    lowered: bool = False  # gemm: the pointwise tiles over the lowered input (conv2d_lowered)
 
     @property
     def tile(self):
@@ -220,6 +236,36 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
             f"({_dispatch.ISA}, {dtype_name})"
         )
     return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), True, f"{mr}x{nr}")
+
+
+def _lowered_choice(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons):
+    """The pointwise tiles over the lowered input for a weight-bound call (see LOWERED_MAX_PIXELS), else None."""
+    pixels = out_shape[2] * out_shape[3]
+    weight_bytes = math.prod(weight_shape) * itemsize
+    if FORCE_FAMILY is None and not (
+        out_shape[0] == 1
+        and groups == 1
+        and pixels <= LOWERED_MAX_PIXELS
+        and weight_bytes >= LOWERED_MIN_WEIGHT_BYTES
+        and weight_shape[0] >= GEMM_MIN_OUT_CHANNELS
+    ):
+        return None
+    mr, nr = kernels.GEMM_POINTWISE_TILE["float32" if itemsize == 4 else "float64"]
+    if reasons is not None:
+        reasons.append(
+            "gemm: forced lowered input"
+            if FORCE_FAMILY
+            else f"gemm: one image of {pixels} output pixels (<= {LOWERED_MAX_PIXELS}) against {weight_bytes} "
+            f"bytes of weights (>= {LOWERED_MIN_WEIGHT_BYTES}), one group: bound by reading the weights"
+        )
+        reasons.append(
+            f"pointwise tiles of {mr} output channels x {nr} pixels over the lowered input (im2col, "
+            f"{math.prod(weight_shape[1:])} rows of {pixels} pixels per image), the weights read as they are "
+            f"({_dispatch.ISA}, {8 * itemsize}-bit)"
+        )
+    return Choice(
+        "gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr} lowered", True
+    )
 
 
 def _dwconv_choice(
@@ -352,6 +398,10 @@ def choose(
                     f"output rows stored whole ({_dispatch.ISA}, {8 * itemsize}-bit)"
                 )
             return Choice("gemm", 0, False, 0, True, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr}")
+    if not accumulate and nchw and not pointwise and FORCE_FAMILY in (None, "gemm:lowered"):
+        lowered = _lowered_choice(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons)
+        if lowered is not None:
+            return lowered
     if not accumulate and (FORCE_FAMILY is None or forced_gemm):
         gemm_why = "forced" if forced_gemm else _gemm_reason(weight_shape, out_shape, groups, kernels.ISA)
         if gemm_why:
@@ -446,6 +496,9 @@ def conv2d(
         )
         if target is not out:
             out[...] = target
+        return choice
+    if choice.lowered:
+        kernels.conv2d_lowered(x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads)
         return choice
     if choice.family == "gemm" and choice.pointwise_rows:
         packed = None

@@ -36,10 +36,11 @@ def isa(request):
     _dispatch.set_isa(previous)
 
 
-@pytest.fixture(params=["gemm:panel", "gemm:dot", "gemm:pointwise"])
+@pytest.fixture(params=["gemm:panel", "gemm:dot", "gemm:pointwise", "gemm:lowered"])
 def gemm_forced(request):
-    # every tile kind: weights packed into panels, dot tiles on the weights as they are, and pointwise tiles
-    # (1x1 at stride 1 on NCHW maps; other calls run on panels)
+    # every tile kind: weights packed into panels, dot tiles on the weights as they are, pointwise tiles
+    # (1x1 at stride 1 on NCHW maps; other calls run on panels) and pointwise tiles over the lowered input
+    # (every other NCHW call)
     previous = _select.FORCE_FAMILY
     _select.FORCE_FAMILY = request.param
     yield request.param
@@ -504,3 +505,81 @@ def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights(monkeypatch
         assert _select.choose(*call(8, 960, 160)).pointwise_rows == (isa != "avx512")
     monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx2"))
     assert "bytes of weights" in " ".join(_select.choose(*call(8, 960, 160), why=True).reasons)
+
+
+def test_lowered_kernel_runs_chunks_of_images_into_channel_views_and_nothing_else(isa):
+    # conv2d_lowered's contract: input any strides, output maps pixel-contiguous; a batch whose lowered input
+    # passes LOWERED_CHUNK_BYTES runs a chunk of images at a time (here one image: 64 * 9 rows of 64 x 66)
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        x, w, b = _case(rng, (3, 64, 64, 66), (14, 32, 3, 3), dtype)
+        assert 64 * 9 * 64 * 66 * np.dtype(dtype).itemsize > kernels.LOWERED_CHUNK_BYTES / 2
+        x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        expected = conv_reference(x, w, b, stride=(1, 2), padding=(1, 0), dilation=(2, 1), groups=2)
+        target = np.full((3, 20) + expected.shape[2:], np.nan, dtype)
+        view = target[:, 3:17]
+        for n_threads in (1, 3):
+            view[...] = np.nan
+            kernels.conv2d_lowered(x_last, w, b, view, (1, 2), (1, 0), (2, 1), 2, n_threads)
+            np.testing.assert_allclose(view, expected, **_tolerance(dtype), err_msg=f"{isa} {dtype}")
+            assert np.isnan(target[:, :3]).all() and np.isnan(target[:, 17:]).all()
+    with pytest.raises(ValueError, match="pixel-contiguous"):
+        out = np.empty((3, 14, expected.shape[2], 2 * expected.shape[3]), np.float64)[..., ::2]
+        kernels.conv2d_lowered(x, w, b, out, (1, 2), (1, 0), (2, 1), 2, 1)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        kernels.conv2d_lowered(x, w, b, np.empty((3, 14, 1, 1)), (1, 2), (1, 0), (2, 1), 3, 1)
+
+
+def test_select_lowers_weight_bound_single_images(monkeypatch):
+    # one image of at most LOWERED_MAX_PIXELS output pixels against at least LOWERED_MIN_WEIGHT_BYTES of
+    # weights, one group: the pointwise tiles over the lowered input, at every ISA level
+    f32 = 4
+
+    def call(c_in=512, c_out=512, kernel=3, stride=1, width=7, groups=1, batch=1):
+        pad = (kernel - 1) // 2
+        out_width = (width + 2 * pad - kernel) // stride + 1
+        return (
+            (batch, c_in, width, width),
+            (c_out, c_in // groups, kernel, kernel),
+            (batch, c_out, out_width, out_width),
+            (stride, stride),
+            (pad, pad),
+            (1, 1),
+            groups,
+            f32,
+        )
+
+    kernels = _dispatch.kernels
+    for isa in ("baseline", "avx2", "avx512"):
+        monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
+        for args in (
+            call(),
+            call(stride=2, width=14),
+            call(1024, 2048, kernel=1, stride=2, width=14),
+            call(768, 1536, kernel=2, stride=2, width=14),
+        ):
+            choice = _select.choose(*args, True, 1, why=True)
+            assert choice.lowered and choice.family == "gemm", args
+            assert choice.tile.endswith("lowered") and "im2col" in " ".join(choice.reasons)
+            # batched, channels-last, 3-D (accumulating), grouped, 14x14 outputs and small weights keep panels
+            assert not _select.choose(*args, False, 1).lowered
+            assert not _select.choose(*args, True, 1, accumulate=True).lowered
+        assert not _select.choose(*call(batch=8), True, 1).lowered
+        assert not _select.choose(*call(groups=32), True, 1).lowered
+        assert not _select.choose(*call(256, 256, width=14), True, 1).lowered
+        assert not _select.choose(*call(128, 128), True, 1).lowered
+        # a stride-1 1x1 call is the pointwise rule's (the input as it is, no lowering)
+        pointwise = _select.choose(*call(1024, 2048, kernel=1), True, 1)
+        assert pointwise.pointwise_rows and not pointwise.lowered
+
+
+def test_modules_on_lowered_input_read_the_weights_as_they_are(isa):
+    rng = np.random.default_rng(12)
+    m = gconv.Conv2d(128, 256, 3, padding=1)  # 1.2 MB of weights
+    x = rng.standard_normal((1, 128, 7, 7), dtype=np.float32)
+    assert "lowered" in gconv.explain(x.shape, m.weight.shape, padding=1)
+    w, b = m.weight, m.bias
+    np.testing.assert_allclose(m(x), conv_reference(x, w, b, padding=1), **_tolerance(np.float32))
+    w[3] += 1  # in place: nothing packed to go stale
+    np.testing.assert_allclose(m(x), conv_reference(x, w, b, padding=1), **_tolerance(np.float32))

@@ -686,3 +686,47 @@ def conv2d_pointwise(
         free(rows_memory)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {rows_elements * sizeof(floating)} bytes of scratch")
+
+
+# Bytes of lowered input (C_in * KH * KW rows of H_out * W_out pixels per image) one conv2d_lowered call
+# holds at a time: the batch is lowered and reduced in chunks of images this large or one image
+LOWERED_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def conv2d_lowered(
+    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides
+    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
+    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
+    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), each map pixel-contiguous
+    tuple stride, tuple pad_before, tuple dilation, Py_ssize_t groups, int n_threads,
+    const floating[::1] packed_weight=None,        # pointwise_pack_weights of weight as (C_out, K, 1, 1)
+):
+    """Grouped convolution as the pointwise tiles' products over the lowered input (im2col, a chunk of images
+    at a time): out[n][c][p] = w[c][:] . columns[n][:][p], K = C_in // groups * KH * KW rows per group.
+
+    The weights are read as they are (their own [C_out][K] order is the tiles' row order), so nothing is
+    packed or checked per call; the lowered rows of a chunk take at most LOWERED_CHUNK_BYTES or one image.
+    """
+    cdef Plan plan
+    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
+    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+        return
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t image_elements = _size_product(_size_product(plan.C_in, plan.KH * plan.KW),
+                                                   plan.H_out * plan.W_out)
+    cdef Py_ssize_t chunk_bytes = LOWERED_CHUNK_BYTES
+    cdef Py_ssize_t chunk = max(1, min(plan.N, chunk_bytes // _size_product(image_elements, sizeof(floating))))
+    columns = np.empty((chunk, plan.C_in * plan.KH * plan.KW, plan.H_out, plan.W_out), dtype=dtype)
+    rows = np.asarray(weight).reshape(plan.C_out, -1, 1, 1)  # a view: the weight is C-contiguous
+    cdef floating[:, :, :, ::1] columns_view = columns
+    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef floating* columns_ptr = &columns_view[0, 0, 0, 0]
+    cdef Py_ssize_t first, n_images, item
+    cdef int team
+    for first in range(0, plan.N, chunk):
+        n_images = min(chunk, plan.N - first)
+        team = <int> max(1, min(<Py_ssize_t> n_threads, n_images * plan.C_in))
+        for item in prange(n_images * plan.C_in, nogil=True, num_threads=team, schedule="static"):
+            _lower_rows(&plan, x_ptr + first * plan.x_stride_n, columns_ptr, item)
+        conv2d_pointwise(columns[:n_images], rows, bias, out[first:first + n_images], groups, n_threads,
+                         packed_weight)

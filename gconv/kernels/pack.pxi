@@ -126,3 +126,39 @@ cdef void _pack_weight(const Plan* plan, const floating* weight, floating* packe
                 else:
                     for t in range(taps):
                         dst[t * plan.oc_block + o] = 0
+
+
+cdef void _lower_rows(const Plan* plan, const floating* x, floating* columns, Py_ssize_t item) noexcept nogil:
+    """Input channel c = item % C_in of image n = item // C_in as its KH * KW rows of the lowered input:
+    columns[n][(c * KH + kh) * KW + kw][oh][ow] = x[n][c][oh * s_h - pad_top + kh * d_h][ow * s_w - pad_left +
+    kw * d_w], zeros where that falls in the padding; columns is C-contiguous."""
+    cdef Py_ssize_t n = item // plan.C_in, c = item % plan.C_in
+    cdef Py_ssize_t H_out = plan.H_out, W_out = plan.W_out, s = plan.stride_w, xs_w = plan.x_stride_w
+    cdef Py_ssize_t kh, kw, oh, ow, ih, col0, lo, hi
+    cdef const floating* plane = x + n * plan.x_stride_n + c * plan.x_stride_c
+    cdef const floating* src
+    cdef floating* dst = columns + item * plan.KH * plan.KW * H_out * W_out
+    for kh in range(plan.KH):
+        for kw in range(plan.KW):
+            # output columns [lo, hi) read input columns col0 + ow * s inside [0, W); the rest is padding
+            col0 = kw * plan.dilation_w - plan.pad_left
+            lo = min(W_out, _ceil_div(-col0, s)) if col0 < 0 else 0
+            hi = max(lo, min(W_out, (plan.W - 1 - col0) // s + 1)) if col0 < plan.W else lo
+            for oh in range(H_out):
+                ih = oh * plan.stride_h - plan.pad_top + kh * plan.dilation_h
+                if ih < 0 or ih >= plan.H:
+                    memset(dst, 0, W_out * sizeof(floating))
+                    dst += W_out
+                    continue
+                src = plane + ih * plan.x_stride_h + col0 * xs_w
+                memset(dst, 0, lo * sizeof(floating))
+                if s * xs_w == 1:
+                    memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                elif s * xs_w == 2:  # a constant stride lets the compiler vectorise the de-interleave
+                    for ow in range(lo, hi):
+                        dst[ow] = src[2 * ow]
+                else:
+                    for ow in range(lo, hi):
+                        dst[ow] = src[s * xs_w * ow]
+                memset(dst + hi, 0, (W_out - hi) * sizeof(floating))
+                dst += W_out
