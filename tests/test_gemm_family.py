@@ -373,15 +373,19 @@ def test_pointwise_items_copy_the_strips_of_large_deep_inputs_first(isa, pointwi
     kernels = _dispatch.kernels
     x_shape, w_shape = (2, 130, 90, 90), (50, 130, 1, 1)
     assert kernels.pointwise_plan(x_shape, w_shape, 1, 4, 1)["copy_blocks"]
-    assert not kernels.pointwise_plan((1, 130, 90, 90), w_shape, 1, 4, 1)["copy_blocks"]  # 4 MiB
+    # 4.2 MB: copied from 4 MiB with AVX-512, from 8 MiB below it; 1.9 MB read in place
+    assert kernels.pointwise_plan((1, 130, 90, 90), w_shape, 1, 4, 1)["copy_blocks"] == (kernels.ISA == "avx512")
+    assert not kernels.pointwise_plan((1, 130, 60, 60), w_shape, 1, 4, 1)["copy_blocks"]
     assert not kernels.pointwise_plan((2, 130, 90, 90), (10, 130, 1, 1), 1, 4, 1)["copy_blocks"]  # few tiles
     rng = np.random.default_rng(11)
     x, w, b = _case(rng, x_shape, w_shape, np.float32)
     expected = conv_reference(x, w, b)
     one = gconv.conv2d(x, w, b, n_threads=1)
     np.testing.assert_allclose(one, expected, **_tolerance(np.float32), err_msg=isa)
-    # half the batch (4 MiB): read in place, the same sums in the same order
+    # half the batch (copied with AVX-512 only) and a smaller map read in place: the same sums in the same order
     np.testing.assert_array_equal(gconv.conv2d(x[:1], w, b, n_threads=1), one[:1])
+    small = np.ascontiguousarray(x[:1, :, :60, :60])
+    np.testing.assert_array_equal(gconv.conv2d(small, w, b, n_threads=1), one[:1, :, :60, :60])
     np.testing.assert_array_equal(gconv.conv2d(x, w, b, n_threads=3), one)
 
 

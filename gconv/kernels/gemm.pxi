@@ -36,6 +36,7 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     int GCONV_PW_VECTORS
     int GCONV_PW_NR_F32
     int GCONV_PW_NR_F64
+    int GCONV_PW_COPY_MIN_INPUT_MIB
     void gconv_pw_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* x_next,
                       const float* w, int packed, const float* bias, float* out, Py_ssize_t out_channel_stride,
                       Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
@@ -478,13 +479,14 @@ cdef enum:
     PW_CACHE_BLOCK_BYTES = 256 * 1024
     # how many strips ahead a cache block's first channel tile fetches input rows
     PW_PREFETCH_STRIPS = 4
-    # Calls whose input is at least this large, with at least PW_COPY_MIN_K rows per group, copy each cache
-    # block's whole strips (runs of the block's pixels, K rows) before PW_COPY_MIN_TILES or more channel tiles
-    # read them. Measured with AVX-512 (1 thread, batch 8, input from memory): 1x1 256->64 and 256->128 on
-    # 56x56 1.4-1.55x, 512->256 on 28x28 1.08x faster than reading the strips in place; shallow or
-    # cache-sized inputs gain nothing (64->256 on 56x56, 1024->256 on 14x14, batch 1: 0.9-1.0x) and two
-    # channel tiles lose (32->16 on 112x112: 0.63x).
-    PW_COPY_MIN_INPUT_BYTES = 8 * 1024 * 1024
+    # Calls whose input is at least GCONV_PW_COPY_MIN_INPUT_MIB MiB (kernels/gemm/tile.h), with at least
+    # PW_COPY_MIN_K rows per group, copy each cache block's whole strips (runs of the block's pixels, K rows)
+    # before PW_COPY_MIN_TILES or more channel tiles read them. Measured with AVX-512 (1 thread, batch 8,
+    # input from memory): 1x1 256->64 and 256->128 on 56x56 1.4-1.55x, 512->256 on 28x28 1.08x faster than
+    # reading the strips in place; 6.4 MB inputs too (256->512 and 256->128 on 28x28 1.13-1.3x, 1.3x on two
+    # threads); 3.2 MB ones even (1024->256 on 14x14 at batch 4, 128->512 on 28x28); cache-sized inputs gain
+    # nothing (64->256 on 56x56, 1024->256 on 14x14, batch 1: 0.9-1.0x) and two channel tiles lose (32->16 on
+    # 112x112: 0.63x). The AVX2 build, on the same CPU, lost 4-9% on the 6.4 MB inputs but 256->512.
     PW_COPY_MIN_K = 128
     PW_COPY_MIN_TILES = 4
     # L1 data cache geometry the row-copy rule assumes: 64 sets of 64-byte lines, 8 ways (32 KiB; 48 KiB
@@ -559,7 +561,7 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
     pp.strips_per_cache_block = max(1, PW_CACHE_BLOCK_BYTES // (pp.K * pp.nr * itemsize))
     pp.copy_blocks = (pp.K >= PW_COPY_MIN_K and pp.n_c_tiles >= PW_COPY_MIN_TILES
                       and _size_product(_size_product(plan.N * plan.groups, pp.K), pp.HW * itemsize)
-                      >= PW_COPY_MIN_INPUT_BYTES)
+                      >= GCONV_PW_COPY_MIN_INPUT_MIB * 1024 * 1024)
     pp.strips_per_block = pp.n_strips
     pp.n_p_blocks = 1
     pp.tiles_per_chunk = pp.n_c_tiles

@@ -347,6 +347,13 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 #define GCONV_PW_VECTORS 2
 #endif
 #endif
+/* inputs at least this large copy each cache block's strips before the channel tiles read them (see
+ * PW_COPY_MIN_K in gemm.pxi): measured per level */
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_PW_COPY_MIN_INPUT_MIB 4
+#else
+#define GCONV_PW_COPY_MIN_INPUT_MIB 8
+#endif
 #define GCONV_PW_NR_F32 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 4)
 #define GCONV_PW_NR_F64 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 8)
 
