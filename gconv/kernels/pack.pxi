@@ -1,4 +1,4 @@
-# Packing, apart from the micro-kernels (as BLIS): input slabs per work item, weights per call.
+# Packing, apart from the micro-kernels (as BLIS): input slabs per work item, weights per call, lowered input rows.
 
 cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noexcept nogil:
     """Slab shape for blocks of row_tiles x col_tiles tiles: the padded input those outputs read."""
