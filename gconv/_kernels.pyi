@@ -29,6 +29,8 @@ GEMM_DOT_PIXEL_TILE: tuple[int, int]
 """The gemm family's one-pixel dot tile (1, output channels)."""
 GEMM_POINTWISE_TILE: dict[str, tuple[int, int]]
 """The gemm family's pointwise tile (output channels, pixels), by dtype name."""
+GEMM_POINTWISE_WIDE_TILE: dict[str, tuple[int, int]]
+"""The gemm family's wide pointwise tile (output channels, pixels), by dtype name (the regular one below AVX-512)."""
 LOWERED_CHUNK_BYTES: int
 """The most bytes of lowered input one conv2d_lowered call holds at a time (or one image's)."""
 DWCONV_TILE: dict[int, tuple[int, int]]
@@ -111,6 +113,7 @@ def conv2d_pointwise(
     groups: int,
     n_threads: int,
     packed_weight: _Floats | None = None,
+    wide: bool = False,
 ) -> None: ...
 def conv2d_lowered(
     x: _Floats,
@@ -123,10 +126,16 @@ def conv2d_lowered(
     groups: int,
     n_threads: int,
     packed_weight: _Floats | None = None,
+    wide: bool = False,
 ) -> None: ...
 def pointwise_pack_weights(weight: _Floats, groups: int, n_threads: int = 1) -> _Floats: ...
 def pointwise_plan(
-    x_shape: tuple[int, ...], weight_shape: tuple[int, ...], groups: int, itemsize: int, n_threads: int
+    x_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    groups: int,
+    itemsize: int,
+    n_threads: int,
+    wide: bool = False,
 ) -> dict[str, int]: ...
 def dwconv_scratch_bytes(
     W: int,

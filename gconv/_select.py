@@ -101,6 +101,18 @@ POINTWISE_MIN_PIXELS_PACKED = 392
 LOWERED_MAX_PIXELS = 64
 LOWERED_MIN_WEIGHT_BYTES = 1024 * 1024
 
+# With AVX-512, single images of at most this many pixels (14x14) reducing over at least
+# POINTWISE_WIDE_MIN_TAPS taps run the pointwise tiles' wide variant (6 channels x 64 pixels instead of 12 x
+# 32; kernels.GEMM_POINTWISE_WIDE_TILE) on one thread: a 7x7 map is then one strip, a 14x14 one three and a
+# vector, so each channel tile runs its reduction fewer times. Measured (float32, batch 1, kernel calls,
+# medians): 1x1 2048->512 and 1024->2048 on 7x7 1.07-1.1x, 1024->512 on 14x14 1.05x, over lowered inputs 3x3
+# 512->512 and 256->256 on 7x7 1.05-1.06x, 2x2 s2 768->1536 1.09x faster; 512->2048 on 7x7 and 256->1024 on
+# 14x14 even; shallow reductions lose (160->960 on 7x7 1.24x, 96->576 on 14x14 1.05x slower), as do 28x28 maps
+# (512->256 1.09x). On two threads it was as often slower (3x3 512->512 on 7x7 1.13x, 960->160 on 7x7 1.8x:
+# the work items multiply and each copies the narrow map's rows), so more threads keep the regular tile.
+POINTWISE_WIDE_MAX_PIXELS = 196
+POINTWISE_WIDE_MIN_TAPS = 512
+
 # Depthwise convolutions (groups == in_channels == out_channels) run on the dwconv family, vectorised along
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
 # 14x14 maps (3x3 960 on 7x7: 0.115 ms against 0.53) and 1.3-1.4x on 56x56 and 112x112 ones. The direct
@@ -129,7 +141,8 @@ DWCONV_GROUPED_MAX_ROW_HALF = 14
 # Tests only: 'direct', 'gemm', 'dwconv' or 'loops' forces that family on every call ('gemm:panel' or
 # 'gemm:dot' also its tile kind; 'gemm:pointwise' the pointwise tiles wherever a call can run on them, panels
 # elsewhere; 'gemm:lowered' the pointwise tiles over the lowered input on every NCHW call that does not
-# accumulate, panels elsewhere); None lets choose() decide.
+# accumulate, panels elsewhere; 'gemm:wide' as both of those with the wide pointwise tile); None lets choose()
+# decide.
 FORCE_FAMILY = None
 
 
@@ -149,6 +162,7 @@ class Choice(NamedTuple):
     pack_weights: bool = True  # gemm: weights packed into [K][NR] panels; False: dot tiles on the raw weights
     gemm_tile: str = ""  # gemm: pixels x output channels ("dot ..." for dot tiles); dwconv: channels x columns
     lowered: bool = False  # gemm: the pointwise tiles over the lowered input (conv2d_lowered)
+    wide: bool = False  # gemm: the pointwise tiles' wide variant (kernels.GEMM_POINTWISE_WIDE_TILE)
 
     @property
     def tile(self):
@@ -239,11 +253,36 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
     return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), True, f"{mr}x{nr}")
 
 
+def _pointwise_tile(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons):
+    """(wide, 'MRxNR'): the pointwise tile a call runs (see POINTWISE_WIDE_MAX_PIXELS)."""
+    dtype_name = "float32" if itemsize == 4 else "float64"
+    pixels = out_shape[2] * out_shape[3]
+    taps = math.prod(weight_shape[1:])
+    wide = FORCE_FAMILY == "gemm:wide" or (
+        FORCE_FAMILY is None
+        and kernels.ISA == "avx512"
+        and itemsize == 4
+        and n_threads == 1
+        and out_shape[0] == 1
+        and pixels <= POINTWISE_WIDE_MAX_PIXELS
+        and taps >= POINTWISE_WIDE_MIN_TAPS
+    )
+    mr, nr = (kernels.GEMM_POINTWISE_WIDE_TILE if wide else kernels.GEMM_POINTWISE_TILE)[dtype_name]
+    if wide and reasons is not None:
+        reasons.append(
+            "gemm: forced wide pointwise tile"
+            if FORCE_FAMILY
+            else f"wide pointwise tile: one image of {pixels} pixels (<= {POINTWISE_WIDE_MAX_PIXELS}) reducing over "
+            f"{taps} taps (>= {POINTWISE_WIDE_MIN_TAPS}) on one thread ({_dispatch.ISA})"
+        )
+    return wide, f"{mr}x{nr}"
+
+
 def _lowered_choice(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons):
     """The pointwise tiles over the lowered input for a weight-bound call (see LOWERED_MAX_PIXELS), else None."""
     pixels = out_shape[2] * out_shape[3]
     weight_bytes = math.prod(weight_shape) * itemsize
-    if FORCE_FAMILY is None and not (
+    if FORCE_FAMILY not in ("gemm:lowered", "gemm:wide") and not (
         out_shape[0] == 1
         and groups == 1
         and pixels <= LOWERED_MAX_PIXELS
@@ -251,7 +290,6 @@ def _lowered_choice(kernels, weight_shape, out_shape, groups, itemsize, n_thread
         and weight_shape[0] >= GEMM_MIN_OUT_CHANNELS
     ):
         return None
-    mr, nr = kernels.GEMM_POINTWISE_TILE["float32" if itemsize == 4 else "float64"]
     if reasons is not None:
         reasons.append(
             "gemm: forced lowered input"
@@ -259,13 +297,16 @@ def _lowered_choice(kernels, weight_shape, out_shape, groups, itemsize, n_thread
             else f"gemm: one image of {pixels} output pixels (<= {LOWERED_MAX_PIXELS}) against {weight_bytes} "
             f"bytes of weights (>= {LOWERED_MIN_WEIGHT_BYTES}), one group: bound by reading the weights"
         )
+    wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons)
+    mr, nr = tile.split("x")
+    if reasons is not None:
         reasons.append(
             f"pointwise tiles of {mr} output channels x {nr} pixels over the lowered input (im2col, "
             f"{math.prod(weight_shape[1:])} rows of {pixels} pixels per image), the weights read as they are "
             f"({_dispatch.ISA}, {8 * itemsize}-bit)"
         )
     return Choice(
-        "gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr} lowered", True
+        "gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"pointwise {tile} lowered", True, wide
     )
 
 
@@ -379,27 +420,31 @@ def choose(
     forced_gemm = (FORCE_FAMILY or "").startswith("gemm")
     pointwise = kernel_size == (1, 1) and tuple(stride) == (1, 1) and tuple(pad_before) == (0, 0) and nchw
     # the gemm tiles overwrite their output: calls that add into it stay on the direct family
-    if not accumulate and pointwise and (FORCE_FAMILY == "gemm:pointwise" or FORCE_FAMILY is None):
+    if not accumulate and pointwise and FORCE_FAMILY in (None, "gemm:pointwise", "gemm:wide"):
         pixels = out_shape[2] * out_shape[3]
         small_ok = out_shape[0] == 1 or (
             kernels.ISA != "avx512" and math.prod(weight_shape) * itemsize <= POINTWISE_MAX_WEIGHT_BYTES
         )
         min_pixels = POINTWISE_MIN_PIXELS_SMALL if small_ok else POINTWISE_MIN_PIXELS
         if FORCE_FAMILY or pixels >= min_pixels:
-            mr, nr = kernels.GEMM_POINTWISE_TILE["float32" if itemsize == 4 else "float64"]
             if why:
                 reasons.append(
                     "gemm: forced pointwise tiles"
                     if FORCE_FAMILY
                     else f"gemm: 1x1 at stride 1 on NCHW maps of {pixels} pixels (>= {min_pixels} at batch "
-                    f"{out_shape[0]} with {math.prod(weight_shape) * itemsize} bytes of weights), below AVX-512"
+                    f"{out_shape[0]} with {math.prod(weight_shape) * itemsize} bytes of weights, {kernels.ISA})"
                 )
+            wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons)
+            mr, nr = tile.split("x")
+            if why:
                 reasons.append(
                     f"pointwise tiles of {mr} output channels x {nr} pixels per image, input rows read in place, "
                     f"output rows stored whole ({_dispatch.ISA}, {8 * itemsize}-bit)"
                 )
-            return Choice("gemm", 0, False, 0, True, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr}")
-    if not accumulate and nchw and not pointwise and FORCE_FAMILY in (None, "gemm:lowered"):
+            return Choice(
+                "gemm", 0, False, 0, True, n_threads, tuple(reasons or ()), False, f"pointwise {tile}", wide=wide
+            )
+    if not accumulate and nchw and not pointwise and FORCE_FAMILY in (None, "gemm:lowered", "gemm:wide"):
         lowered = _lowered_choice(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons)
         if lowered is not None:
             return lowered
@@ -499,13 +544,19 @@ def conv2d(
             out[...] = target
         return choice
     if choice.lowered:
-        kernels.conv2d_lowered(x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads)
+        kernels.conv2d_lowered(
+            x, weight, bias, out, stride, pad_before, dilation, groups, choice.n_threads, None, choice.wide
+        )
         return choice
     if choice.family == "gemm" and choice.pointwise_rows:
         packed = None
-        if weight_cache is not None and out.shape[0] * out.shape[2] * out.shape[3] >= POINTWISE_MIN_PIXELS_PACKED:
+        if (
+            weight_cache is not None
+            and not choice.wide
+            and out.shape[0] * out.shape[2] * out.shape[3] >= POINTWISE_MIN_PIXELS_PACKED
+        ):
             packed = weight_cache.panels(kernels, weight, groups, choice.n_threads, "pointwise")
-        kernels.conv2d_pointwise(x, weight, bias, out, groups, choice.n_threads, packed)
+        kernels.conv2d_pointwise(x, weight, bias, out, groups, choice.n_threads, packed, choice.wide)
         return choice
     if choice.family == "gemm":
         packed = None

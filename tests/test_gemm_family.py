@@ -36,11 +36,11 @@ def isa(request):
     _dispatch.set_isa(previous)
 
 
-@pytest.fixture(params=["gemm:panel", "gemm:dot", "gemm:pointwise", "gemm:lowered"])
+@pytest.fixture(params=["gemm:panel", "gemm:dot", "gemm:pointwise", "gemm:lowered", "gemm:wide"])
 def gemm_forced(request):
     # every tile kind: weights packed into panels, dot tiles on the weights as they are, pointwise tiles
-    # (1x1 at stride 1 on NCHW maps; other calls run on panels) and pointwise tiles over the lowered input
-    # (every other NCHW call)
+    # (1x1 at stride 1 on NCHW maps; other calls run on panels), pointwise tiles over the lowered input
+    # (every other NCHW call), and both of those on the wide pointwise tile
     previous = _select.FORCE_FAMILY
     _select.FORCE_FAMILY = request.param
     yield request.param
@@ -587,3 +587,66 @@ def test_modules_on_lowered_input_read_the_weights_as_they_are(isa):
     np.testing.assert_allclose(m(x), conv_reference(x, w, b, padding=1), **_tolerance(np.float32))
     w[3] += 1  # in place: nothing packed to go stale
     np.testing.assert_allclose(m(x), conv_reference(x, w, b, padding=1), **_tolerance(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_pointwise_tile_sums_as_the_regular_one(isa, dtype):
+    # the wide tile (fewer channels, more pixels): maps narrower than one strip, one strip and a tail, ragged
+    # channel tiles, groups, 1 and 3 threads; every output the same chain of multiply-adds as on the regular tile
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(13)
+    for x_shape, w_shape, groups in [
+        ((1, 40, 7, 7), (23, 40, 1, 1), 1),
+        ((2, 24, 14, 14), (26, 12, 1, 1), 2),
+        ((1, 9, 10, 10), (7, 9, 1, 1), 1),
+        ((1, 5, 3, 5), (13, 5, 1, 1), 1),
+    ]:
+        x, w, b = _case(rng, x_shape, w_shape, dtype)
+        expected = conv_reference(x, w, b, groups=groups)
+        for n_threads in (1, 3):
+            regular = np.full(expected.shape, np.nan, dtype)
+            wide = np.full(expected.shape, np.nan, dtype)
+            kernels.conv2d_pointwise(x, w, b, regular, groups, n_threads)
+            kernels.conv2d_pointwise(x, w, b, wide, groups, n_threads, None, True)
+            np.testing.assert_allclose(wide, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {w_shape}")
+            np.testing.assert_array_equal(wide, regular)
+    mr, nr = kernels.GEMM_POINTWISE_WIDE_TILE["float32"]
+    plan = kernels.pointwise_plan((1, 2048, 7, 7), (512, 2048, 1, 1), 1, 4, 1, True)
+    assert (plan["mr"], plan["nr"], plan["n_c_tiles"]) == (mr, nr, -(-512 // mr))
+    if isa == "avx512":
+        assert (mr, nr) == (6, 64) and plan["n_strips"] == 1  # a 7x7 map in one strip
+    with pytest.raises(ValueError, match="wide tile"):
+        packed = kernels.pointwise_pack_weights(w, groups)
+        kernels.conv2d_pointwise(x, w, b, np.empty(expected.shape, dtype), groups, 1, packed, True)
+
+
+def test_select_runs_the_wide_pointwise_tile_on_deep_single_images_on_one_thread(monkeypatch):
+    f32, f64 = 4, 8
+
+    def call(c_in, c_out, width, kernel=1, batch=1, itemsize=f32):
+        pad = (kernel - 1) // 2
+        return (
+            (batch, c_in, width, width),
+            (c_out, c_in, kernel, kernel),
+            (batch, c_out, width, width),
+            (1, 1),
+            (pad, pad),
+            (1, 1),
+            1,
+            itemsize,
+            True,
+        )
+
+    kernels = _dispatch.kernels
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
+    mr, nr = kernels.GEMM_POINTWISE_WIDE_TILE["float32"]  # this build's (6 x 64 in the AVX-512 build)
+    for args in (call(2048, 512, 7), call(1024, 512, 14), call(512, 512, 7, kernel=3)):
+        choice = _select.choose(*args, 1, why=True)
+        assert choice.wide and choice.tile.startswith(f"pointwise {mr}x{nr}"), args
+        assert any("wide pointwise tile" in reason for reason in choice.reasons)
+        assert not _select.choose(*args, 2).wide  # more threads: the regular tile
+    for args in (call(2048, 512, 7, batch=8), call(512, 256, 28), call(160, 960, 7), call(2048, 512, 7, itemsize=f64)):
+        assert not _select.choose(*args, 1).wide, args
+    for isa in ("avx2", "baseline"):
+        monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
+        assert not _select.choose(*call(2048, 512, 7), 1).wide

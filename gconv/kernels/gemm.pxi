@@ -36,6 +36,8 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     int GCONV_PW_VECTORS
     int GCONV_PW_NR_F32
     int GCONV_PW_NR_F64
+    int GCONV_PW_WIDE_MR
+    int GCONV_PW_WIDE_VECTORS
     int GCONV_PW_COPY_MIN_INPUT_MIB
     void gconv_pw_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* x_next,
                       const float* w, int packed, const float* bias, float* out, Py_ssize_t out_channel_stride,
@@ -43,6 +45,12 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     void gconv_pw_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy,
                       const double* x_next, const double* w, int packed, const double* bias, double* out,
                       Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+    void gconv_pw_wide_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* x_next,
+                           const float* w, int packed, const float* bias, float* out, Py_ssize_t out_channel_stride,
+                           Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+    void gconv_pw_wide_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy,
+                           const double* x_next, const double* w, int packed, const double* bias, double* out,
+                           Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
     void gconv_pw_pack_float(const float* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile, float* panel)
     void gconv_pw_pack_double(const double* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile,
                               double* panel)
@@ -55,6 +63,11 @@ GEMM_DOT_TILE = (GCONV_DOT_MR, GCONV_DOT_OB)
 GEMM_DOT_PIXEL_TILE = (1, GCONV_DOT_OB_ONE_PIXEL)
 # pointwise tiles (1x1 on pixel-contiguous maps): (output channels, pixels) per dtype
 GEMM_POINTWISE_TILE = {"float32": (GCONV_PW_MR, GCONV_PW_NR_F32), "float64": (GCONV_PW_MR, GCONV_PW_NR_F64)}
+# the wide pointwise tile (output channels, pixels) per dtype; the regular one where a level has no other
+GEMM_POINTWISE_WIDE_TILE = {
+    "float32": (GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS * GCONV_PW_NR_F32 // GCONV_PW_VECTORS),
+    "float64": (GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS * GCONV_PW_NR_F64 // GCONV_PW_VECTORS),
+}
 
 
 cdef enum:
@@ -363,6 +376,10 @@ cdef struct PointwisePlan:
     # wide) and the output channels into tiles of GCONV_PW_MR; a work item is (image, group, block of
     # strips, chunk of channel tiles), item = ((n * groups + g) * n_p_blocks + p_block) * n_chunks + chunk
     Py_ssize_t K, HW, nr, lanes, n_strips, strips_per_block, n_p_blocks, n_c_tiles, tiles_per_chunk, n_chunks
+    # the tile: mr output channels x vectors vectors of pixels (nr = vectors * lanes), the regular one or the
+    # wide one (GCONV_PW_WIDE_MR x GCONV_PW_WIDE_VECTORS, kernels/gemm/tile.h)
+    Py_ssize_t mr, vectors
+    bint wide
     # strips an item runs through every channel tile of its chunk before the next ones (see _pointwise_item)
     Py_ssize_t strips_per_cache_block
     # a block's whole strips are copied before its tiles run (deep inputs too large to stay in cache: K rows
@@ -376,14 +393,22 @@ cdef struct PointwisePlan:
 cdef inline void _pw_tile(Py_ssize_t k_size, const floating* x, Py_ssize_t x_k_stride, floating* x_copy,
                           const floating* x_next, const floating* w, bint packed, const floating* bias, floating* out,
                           Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,
-                          int n_v) noexcept nogil:
-    # the C micro-kernel for this dtype
+                          int n_v, bint wide) noexcept nogil:
+    # the C micro-kernel for this dtype and tile
     if floating is float:
-        gconv_pw_f32(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c, p_first,
-                     n_p, n_v)
+        if wide:
+            gconv_pw_wide_f32(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
+                              p_first, n_p, n_v)
+        else:
+            gconv_pw_f32(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
+                         p_first, n_p, n_v)
     else:
-        gconv_pw_f64(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c, p_first,
-                     n_p, n_v)
+        if wide:
+            gconv_pw_wide_f64(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
+                              p_first, n_p, n_v)
+        else:
+            gconv_pw_f64(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
+                         p_first, n_p, n_v)
 
 
 cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const floating* x, const floating* weight,
@@ -427,17 +452,17 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
                            nr * sizeof(floating))
         for t in range(tile_first, tile_end):
             first = t == tile_first
-            c0 = t * GCONV_PW_MR
+            c0 = t * pp.mr
             oc_first = g * ocpg + c0
             if packed:
-                w = packed_weight + (g * pp.n_c_tiles + t) * K * GCONV_PW_MR
+                w = packed_weight + (g * pp.n_c_tiles + t) * K * pp.mr
             else:
                 w = weight + oc_first * K
             for strip in range(block_first, block_end):
                 p0 = strip * nr
                 n_p = min(nr, pp.HW - p0)
                 strip_rows = rows + (strip - block_first) * K * nr
-                n_v, start, src, src_stride = GCONV_PW_VECTORS, p0, x_group + p0, plan.x_stride_c
+                n_v, start, src, src_stride = <int> pp.vectors, p0, x_group + p0, plan.x_stride_c
                 copy = x_next = NULL
                 if n_p < nr:
                     # the map's last pixels: as few vectors as hold them, ending at the map's end and
@@ -469,7 +494,7 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
                     x_next = x_group + p0 + PW_PREFETCH_STRIPS * nr
                 _pw_tile(K, src, src_stride, copy, x_next, w, packed, bias + oc_first if bias != NULL else NULL,
                          out_image + oc_first * plan.out_stride_c + start, plan.out_stride_c,
-                         min(GCONV_PW_MR, ocpg - c0), p0 - start, p0 - start + n_p, n_v)
+                         min(pp.mr, ocpg - c0), p0 - start, p0 - start + n_p, n_v, pp.wide)
         block_first = block_end
 
 
@@ -535,10 +560,10 @@ cdef Py_ssize_t _pointwise_load(const Plan* plan, const PointwisePlan* pp, int n
         chunk = item % pp.n_chunks
         p_block = (item // pp.n_chunks) % pp.n_p_blocks
         strips = min(pp.strips_per_block, pp.n_strips - p_block * pp.strips_per_block)
-        # a block's strips are whole (GCONV_PW_VECTORS vectors) but for the map's last one
-        vectors = strips * GCONV_PW_VECTORS
+        # a block's strips are whole (pp.vectors vectors) but for the map's last one
+        vectors = strips * pp.vectors
         if p_block == pp.n_p_blocks - 1 and pp.HW % pp.nr != 0:
-            vectors -= GCONV_PW_VECTORS - _ceil_div(pp.HW % pp.nr, pp.lanes)
+            vectors -= pp.vectors - _ceil_div(pp.HW % pp.nr, pp.lanes)
         tiles = min(pp.tiles_per_chunk, pp.n_c_tiles - chunk * pp.tiles_per_chunk)
         load += tiles * vectors
         if item == thread_end - 1:
@@ -549,15 +574,20 @@ cdef Py_ssize_t _pointwise_load(const Plan* plan, const PointwisePlan* pp, int n
     return most
 
 
-cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsize, int n_threads) except -1:
-    """The strips and channel tiles of a pointwise call and its work items for n_threads threads."""
+cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsize, int n_threads,
+                         bint wide) except -1:
+    """The strips and channel tiles of a pointwise call (on the wide tile or not) and its work items for
+    n_threads threads."""
     pp.copy_rows = _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
     pp.K = plan.in_channels_per_group
     pp.HW = plan.H_out * plan.W_out
-    pp.nr = GCONV_PW_NR_F32 if itemsize == 4 else GCONV_PW_NR_F64
-    pp.lanes = pp.nr // GCONV_PW_VECTORS
+    pp.wide = wide
+    pp.mr = GCONV_PW_WIDE_MR if wide else GCONV_PW_MR
+    pp.vectors = GCONV_PW_WIDE_VECTORS if wide else GCONV_PW_VECTORS
+    pp.lanes = (GCONV_PW_NR_F32 if itemsize == 4 else GCONV_PW_NR_F64) // GCONV_PW_VECTORS
+    pp.nr = pp.vectors * pp.lanes
     pp.n_strips = _ceil_div(pp.HW, pp.nr)
-    pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, GCONV_PW_MR)
+    pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, pp.mr)
     pp.strips_per_cache_block = max(1, PW_CACHE_BLOCK_BYTES // (pp.K * pp.nr * itemsize))
     pp.copy_blocks = (pp.K >= PW_COPY_MIN_K and pp.n_c_tiles >= PW_COPY_MIN_TILES
                       and _size_product(_size_product(plan.N * plan.groups, pp.K), pp.HW * itemsize)
@@ -584,7 +614,7 @@ cdef bint _pixels_contiguous(Py_ssize_t H, Py_ssize_t W, Py_ssize_t stride_h, Py
     return (W <= 1 or stride_w == 1) and (H <= 1 or stride_h == W)
 
 
-def pointwise_plan(x_shape, weight_shape, Py_ssize_t groups, int itemsize, int n_threads):
+def pointwise_plan(x_shape, weight_shape, Py_ssize_t groups, int itemsize, int n_threads, bint wide=False):
     """The pointwise tiles' work split for a call (a dict), for tests."""
     cdef Plan plan
     cdef PointwisePlan pp
@@ -593,8 +623,9 @@ def pointwise_plan(x_shape, weight_shape, Py_ssize_t groups, int itemsize, int n
     plan.groups = groups
     plan.out_channels_per_group = plan.C_out // groups
     plan.x_stride_c = x_shape[2] * x_shape[3]
-    _plan_pointwise(&plan, &pp, itemsize, n_threads)
-    return dict(nr=pp.nr, n_strips=pp.n_strips, strips_per_block=pp.strips_per_block, n_p_blocks=pp.n_p_blocks,
+    _plan_pointwise(&plan, &pp, itemsize, n_threads, wide)
+    return dict(mr=pp.mr, nr=pp.nr, n_strips=pp.n_strips, strips_per_block=pp.strips_per_block,
+                n_p_blocks=pp.n_p_blocks,
                 n_c_tiles=pp.n_c_tiles, tiles_per_chunk=pp.tiles_per_chunk, n_chunks=pp.n_chunks,
                 strips_per_cache_block=pp.strips_per_cache_block, copy_blocks=pp.copy_blocks)
 
@@ -635,6 +666,7 @@ def conv2d_pointwise(
     Py_ssize_t groups,
     int n_threads,
     const floating[::1] packed_weight=None,        # pointwise_pack_weights(weight, groups), or the raw weights
+    bint wide=False,                               # the wide tile (GEMM_POINTWISE_WIDE_TILE), raw weights only
 ):
     """Grouped 1x1 convolution, stride 1, no padding, as per-image products out[c][p] = w[c][:] . x[:][p].
 
@@ -643,7 +675,8 @@ def conv2d_pointwise(
     contiguous (NCHW or a channel/batch view of it), as gconv._select sends. Each output is reduced over
     all taps in one tile, in order, so the results do not depend on how the work is shared among threads.
     packed_weight: the panels pointwise_pack_weights made from this weight (the caller keeps them fresh);
-    without them the tiles read the weights as they are.
+    without them the tiles read the weights as they are. wide: run the wide tile (fewer channels, more
+    pixels), which reads the weights as they are.
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, (1, 1), (0, 0), (1, 1), groups)
@@ -655,12 +688,14 @@ def conv2d_pointwise(
     if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
         return
     cdef PointwisePlan pp
-    _plan_pointwise(&plan, &pp, sizeof(floating), n_threads)
+    _plan_pointwise(&plan, &pp, sizeof(floating), n_threads, wide)
     cdef const floating* pw_ptr = NULL
+    if packed_weight is not None and wide:
+        raise ValueError("conv2d_pointwise: the wide tile reads the weights as they are, not packed_weight")
     if packed_weight is not None:
-        if packed_weight.shape[0] != plan.groups * pp.n_c_tiles * pp.K * GCONV_PW_MR:
+        if packed_weight.shape[0] != plan.groups * pp.n_c_tiles * pp.K * pp.mr:
             raise ValueError(f"conv2d_pointwise: packed_weight has {packed_weight.shape[0]} elements, this "
-                             f"weight's panels {plan.groups * pp.n_c_tiles * pp.K * GCONV_PW_MR} (packed for "
+                             f"weight's panels {plan.groups * pp.n_c_tiles * pp.K * pp.mr} (packed for "
                              f"another weight or kernel module?)")
         if packed_weight.shape[0] != 0:
             pw_ptr = &packed_weight[0]
@@ -702,6 +737,7 @@ def conv2d_lowered(
     floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), each map pixel-contiguous
     tuple stride, tuple pad_before, tuple dilation, Py_ssize_t groups, int n_threads,
     const floating[::1] packed_weight=None,        # pointwise_pack_weights of weight as (C_out, K, 1, 1)
+    bint wide=False,                               # the wide pointwise tile (as conv2d_pointwise's)
 ):
     """Grouped convolution as the pointwise tiles' products over the lowered input (im2col, a chunk of images
     at a time): out[n][c][p] = w[c][:] . columns[n][:][p], K = C_in // groups * KH * KW rows per group.
@@ -731,4 +767,4 @@ def conv2d_lowered(
         for item in prange(n_images * plan.C_in, nogil=True, num_threads=team, schedule="static"):
             _lower_rows(&plan, x_ptr + first * plan.x_stride_n, columns_ptr, item)
         conv2d_pointwise(columns[:n_images], rows, bias, out[first:first + n_images], groups, n_threads,
-                         packed_weight)
+                         packed_weight, wide)

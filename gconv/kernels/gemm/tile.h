@@ -347,6 +347,17 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 #define GCONV_PW_VECTORS 2
 #endif
 #endif
+/* The wide tile, for images of at most a few strips with deep reductions (gconv._select chooses it): half
+ * the channels and twice the pixels, 6 x 4 vectors with AVX-512 (24 accumulators, 4 loads and 6 broadcasts
+ * per 24 multiply-adds), so a 7x7 map is one strip and each channel tile runs its reduction once rather than
+ * once per strip. Below AVX-512 it is the regular tile (16 registers hold no wider one). */
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_PW_WIDE_MR 6
+#define GCONV_PW_WIDE_VECTORS 4
+#else
+#define GCONV_PW_WIDE_MR GCONV_PW_MR
+#define GCONV_PW_WIDE_VECTORS GCONV_PW_VECTORS
+#endif
 /* inputs at least this large copy each cache block's strips before the channel tiles read them (see
  * PW_COPY_MIN_K in gemm.pxi): measured per level */
 #if GCONV_VECTOR_BYTES == 64
@@ -365,21 +376,20 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 #if defined(__GNUC__) || defined(__clang__)
 /* The tile for NV vectors, weights packed or not, rows copied or not: inlined with constants into the
  * variants below, so each is its own loop with its accumulators in registers. */
-#define GCONV_DEFINE_PW_BODY(T)                                                                      \
-    GCONV_INLINE void gconv_pw_body_##T(Py_ssize_t k_size, const T *GCONV_RESTRICT x,                \
-                                        Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,             \
-                                        const T *x_next, const T *GCONV_RESTRICT w,                  \
-                                        const T *GCONV_RESTRICT bias,                                \
-                                        T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,        \
-                                        Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,          \
-                                        const int NV, const int PACKED, const int COPY,              \
-                                        const int PREFETCH)                                          \
+#define GCONV_DEFINE_PW_BODY(T, NAME, MR, VECTORS)                                                   \
+    GCONV_INLINE void NAME##_body(Py_ssize_t k_size, const T *GCONV_RESTRICT x,                      \
+                                  Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,                   \
+                                  const T *x_next, const T *GCONV_RESTRICT w,                        \
+                                  const T *GCONV_RESTRICT bias,                                      \
+                                  T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,              \
+                                  Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,                \
+                                  const int NV, const int PACKED, const int COPY,                    \
+                                  const int PREFETCH)                                                \
     {                                                                                                \
         typedef gconv_vec_##T vec;                                                                   \
-        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), MR = GCONV_PW_MR,                             \
-               NR = GCONV_PW_VECTORS * LANES };                                                      \
-        const T *w_row[GCONV_PW_MR];                                                                 \
-        vec acc[GCONV_PW_MR][GCONV_PW_VECTORS];                                                      \
+        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), NR = VECTORS * LANES };                        \
+        const T *w_row[MR];                                                                          \
+        vec acc[MR][VECTORS];                                                                        \
         int c, v;                                                                                    \
         Py_ssize_t k, p;                                                                             \
         /* a ragged tile repeats its last channel (computed, not stored): one loop for every tile */ \
@@ -387,7 +397,7 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
         for (c = 0; c < MR; c++)                                                                     \
             for (v = 0; v < NV; v++) acc[c][v] = (vec){0};                                           \
         for (k = 0; k < k_size; k++, x += x_k_stride) {                                              \
-            vec b[GCONV_PW_VECTORS];                                                                 \
+            vec b[VECTORS];                                                                          \
             if (PREFETCH) {                                                                          \
                 /* the next strip's rows into L2 while this one computes: K rows a map apart are    \
                  * too many streams for the hardware prefetchers once the batch outgrows the caches */ \
@@ -405,7 +415,7 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
             }                                                                                        \
         }                                                                                            \
         for (c = 0; c < n_c; c++, out += out_channel_stride) {                                       \
-            vec y[GCONV_PW_VECTORS];                                                                 \
+            vec y[VECTORS];                                                                          \
             const T b = bias ? bias[c] : (T)0;                                                       \
             for (v = 0; v < NV; v++) y[v] = acc[c][v] + b;                                           \
             if (p_first == 0 && n_p == NV * LANES)                                                   \
@@ -415,51 +425,49 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
         }                                                                                            \
     }
 
-#define GCONV_PW_CALL(T, NV, PACKED, COPY, PREFETCH)                                                \
-    gconv_pw_body_##T(k_size, x, x_k_stride, x_copy, x_next, w, bias, out, out_channel_stride, n_c,  \
-                      p_first, n_p, NV, PACKED, COPY, PREFETCH)
-#if GCONV_PW_VECTORS > 2
-#define GCONV_PW_CALL_TWO(T)                                                                         \
-    else if (n_v == 2) {                                                                             \
-        if (packed)                                                                                  \
-            GCONV_PW_CALL(T, 2, 1, 0, 0);                                                            \
-        else                                                                                         \
-            GCONV_PW_CALL(T, 2, 0, 0, 0);                                                            \
-    }
-#else
-#define GCONV_PW_CALL_TWO(T)
-#endif
-#define GCONV_PW_CALL_FULL(T, PREFETCH)                                                              \
+#define GCONV_PW_CALL(NAME, NV, PACKED, COPY, PREFETCH)                                              \
+    NAME##_body(k_size, x, x_k_stride, x_copy, x_next, w, bias, out, out_channel_stride, n_c, p_first,  \
+                n_p, NV, PACKED, COPY, PREFETCH)
+#define GCONV_PW_CALL_FULL(NAME, VECTORS, PREFETCH)                                                 \
     if (x_copy && packed)                                                                            \
-        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 1, PREFETCH);                                          \
+        GCONV_PW_CALL(NAME, VECTORS, 1, 1, PREFETCH);                                      \
     else if (x_copy)                                                                                 \
-        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 1, PREFETCH);                                          \
+        GCONV_PW_CALL(NAME, VECTORS, 0, 1, PREFETCH);                                      \
     else if (packed)                                                                                 \
-        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 1, 0, PREFETCH);                                          \
+        GCONV_PW_CALL(NAME, VECTORS, 1, 0, PREFETCH);                                      \
     else                                                                                             \
-        GCONV_PW_CALL(T, GCONV_PW_VECTORS, 0, 0, PREFETCH);
-/* one loop per width (n_v vectors), weight layout, row copy and prefetch (whole strips only) */
-#define GCONV_DEFINE_PW(T, NAME)                                                                     \
-    GCONV_DEFINE_PW_BODY(T)                                                                          \
+        GCONV_PW_CALL(NAME, VECTORS, 0, 0, PREFETCH);
+/* one loop per width (n_v vectors: all of them, 2 where a tile has more, or 1), weight layout, row copy and
+ * prefetch (whole strips only) */
+#define GCONV_DEFINE_PW(T, NAME, MR, VECTORS)                                                        \
+    GCONV_DEFINE_PW_BODY(T, NAME, MR, VECTORS)                                                       \
     static void NAME(GCONV_PW_PARAMS(T))                                                             \
     {                                                                                                \
-        if (n_v == GCONV_PW_VECTORS) {                                                               \
+        if (n_v == VECTORS) {                                                                        \
             if (x_next) {                                                                            \
-                GCONV_PW_CALL_FULL(T, 1)                                                             \
+                GCONV_PW_CALL_FULL(NAME, VECTORS, 1)                                                \
             } else {                                                                                 \
-                GCONV_PW_CALL_FULL(T, 0)                                                             \
+                GCONV_PW_CALL_FULL(NAME, VECTORS, 0)                                                \
             }                                                                                        \
-        }                                                                                            \
-        GCONV_PW_CALL_TWO(T)                                                                         \
-        else {                                                                                       \
+        } else if (VECTORS > 2 && n_v == 2) {                                                        \
             if (packed)                                                                              \
-                GCONV_PW_CALL(T, 1, 1, 0, 0);                                                        \
+                GCONV_PW_CALL(NAME, 2, 1, 0, 0);                                           \
             else                                                                                     \
-                GCONV_PW_CALL(T, 1, 0, 0, 0);                                                        \
+                GCONV_PW_CALL(NAME, 2, 0, 0, 0);                                           \
+        } else if (VECTORS > 3 && n_v == 3) {                                                        \
+            if (packed)                                                                              \
+                GCONV_PW_CALL(NAME, 3, 1, 0, 0);                                           \
+            else                                                                                     \
+                GCONV_PW_CALL(NAME, 3, 0, 0, 0);                                           \
+        } else {                                                                                     \
+            if (packed)                                                                              \
+                GCONV_PW_CALL(NAME, 1, 1, 0, 0);                                           \
+            else                                                                                     \
+                GCONV_PW_CALL(NAME, 1, 0, 0, 0);                                           \
         }                                                                                            \
     }
 #else
-#define GCONV_DEFINE_PW(T, NAME)                                                                     \
+#define GCONV_DEFINE_PW(T, NAME, MR, VECTORS)                                                        \
     static void NAME(GCONV_PW_PARAMS(T))                                                             \
     {                                                                                                \
         const Py_ssize_t width = n_v * (GCONV_VECTOR_BYTES / sizeof(T));                             \
@@ -471,14 +479,16 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
             for (p = p_first; p < n_p; p++) {                                                        \
                 T s = 0;                                                                             \
                 for (k = 0; k < k_size; k++)                                                         \
-                    s += (packed ? w[k * GCONV_PW_MR + c] : w[c * k_size + k]) * x[k * x_k_stride + p]; \
+                    s += (packed ? w[k * (MR) + c] : w[c * k_size + k]) * x[k * x_k_stride + p];     \
                 out[c * out_channel_stride + p] = s + (bias ? bias[c] : (T)0);                       \
             }                                                                                        \
     }
 #endif
 
-GCONV_DEFINE_PW(float, gconv_pw_f32)
-GCONV_DEFINE_PW(double, gconv_pw_f64)
+GCONV_DEFINE_PW(float, gconv_pw_f32, GCONV_PW_MR, GCONV_PW_VECTORS)
+GCONV_DEFINE_PW(double, gconv_pw_f64, GCONV_PW_MR, GCONV_PW_VECTORS)
+GCONV_DEFINE_PW(float, gconv_pw_wide_f32, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS)
+GCONV_DEFINE_PW(double, gconv_pw_wide_f64, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS)
 
 /* Pack channel tile `tile` of one group's weights w[c][k] (ocpg rows of k_size) into its [K][MR] panel,
  * zeros for the channels past the group's last. */
