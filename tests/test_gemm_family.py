@@ -573,6 +573,11 @@ def test_select_lowers_weight_bound_single_images(monkeypatch):
         assert not _select.choose(*call(groups=32), True, 1).lowered
         assert not _select.choose(*call(256, 256, width=14), True, 1).lowered
         assert not _select.choose(*call(128, 128), True, 1).lowered
+        # taps that do not overlap (kernel <= stride, unpadded) up to 14x14 outputs, not beyond
+        for args in (call(192, 384, kernel=2, stride=2, width=28), call(512, 1024, kernel=1, stride=2, width=28)):
+            assert _select.choose(*args, True, 1).lowered and _select.choose(*args, True, 2).lowered
+        assert not _select.choose(*call(256, 512, kernel=1, stride=2, width=56), True, 1).lowered
+        assert not _select.choose(*call(256, 256, stride=2, width=28), True, 1).lowered  # 3x3 s2: overlapping
         # a stride-1 1x1 call is the pointwise rule's (the input as it is, no lowering)
         pointwise = _select.choose(*call(1024, 2048, kernel=1), True, 1)
         assert pointwise.pointwise_rows and not pointwise.lowered
