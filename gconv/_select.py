@@ -258,7 +258,7 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
     return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), True, f"{mr}x{nr}")
 
 
-def _pointwise_tile(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons):
+def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons):
     """(wide, 'MRxNR'): the pointwise tile a call runs (see POINTWISE_WIDE_MAX_PIXELS)."""
     dtype_name = "float32" if itemsize == 4 else "float64"
     pixels = out_shape[2] * out_shape[3]
@@ -312,7 +312,7 @@ def _lowered_choice(
             + f") against {weight_bytes} bytes of weights (>= {LOWERED_MIN_WEIGHT_BYTES}), one group: bound by "
             "reading the weights"
         )
-    wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons)
+    wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
     mr, nr = tile.split("x")
     if reasons is not None:
         reasons.append(
@@ -449,7 +449,7 @@ def choose(
                     else f"gemm: 1x1 at stride 1 on NCHW maps of {pixels} pixels (>= {min_pixels} at batch "
                     f"{out_shape[0]} with {math.prod(weight_shape) * itemsize} bytes of weights, {kernels.ISA})"
                 )
-            wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, groups, itemsize, n_threads, reasons)
+            wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
             mr, nr = tile.split("x")
             if why:
                 reasons.append(
