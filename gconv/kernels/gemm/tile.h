@@ -200,25 +200,21 @@ typedef float gconv_vec8_float __attribute__((vector_size(32)));
 typedef double gconv_vec2_double __attribute__((vector_size(16)));
 typedef double gconv_vec4_double __attribute__((vector_size(32)));
 
+/* Halves taken with intrinsics, not memcpy: a memcpy from an accumulator took its address, and the dot
+ * tiles' accumulators then lived on the stack, stored and reloaded on every step of k. */
 GCONV_INLINE float gconv_lane_sum_float(gconv_vec_float v)
 {
     gconv_vec4_float q;
 #if GCONV_VECTOR_BYTES == 64
-    gconv_vec8_float lo, hi;
-    gconv_vec4_float a, b;
-    memcpy(&lo, &v, 32);
-    memcpy(&hi, (const char *)&v + 32, 32);
-    lo += hi;
-    memcpy(&a, &lo, 16);
-    memcpy(&b, (const char *)&lo + 16, 16);
-    q = a + b;
+    const __m512 w = (__m512)v;
+    const gconv_vec8_float half = (gconv_vec8_float)_mm512_castps512_ps256(w)
+                                  + (gconv_vec8_float)_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w), 1));
+    q = (gconv_vec4_float)_mm256_castps256_ps128((__m256)half)
+        + (gconv_vec4_float)_mm256_extractf128_ps((__m256)half, 1);
 #elif GCONV_VECTOR_BYTES == 32
-    gconv_vec4_float a, b;
-    memcpy(&a, &v, 16);
-    memcpy(&b, (const char *)&v + 16, 16);
-    q = a + b;
+    q = (gconv_vec4_float)_mm256_castps256_ps128((__m256)v) + (gconv_vec4_float)_mm256_extractf128_ps((__m256)v, 1);
 #else
-    memcpy(&q, &v, 16);
+    q = v;
 #endif
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
@@ -227,21 +223,15 @@ GCONV_INLINE double gconv_lane_sum_double(gconv_vec_double v)
 {
     gconv_vec2_double q;
 #if GCONV_VECTOR_BYTES == 64
-    gconv_vec4_double lo, hi;
-    gconv_vec2_double a, b;
-    memcpy(&lo, &v, 32);
-    memcpy(&hi, (const char *)&v + 32, 32);
-    lo += hi;
-    memcpy(&a, &lo, 16);
-    memcpy(&b, (const char *)&lo + 16, 16);
-    q = a + b;
+    const __m512d w = (__m512d)v;
+    const gconv_vec4_double half = (gconv_vec4_double)_mm512_castpd512_pd256(w)
+                                   + (gconv_vec4_double)_mm512_extractf64x4_pd(w, 1);
+    q = (gconv_vec2_double)_mm256_castpd256_pd128((__m256d)half)
+        + (gconv_vec2_double)_mm256_extractf128_pd((__m256d)half, 1);
 #elif GCONV_VECTOR_BYTES == 32
-    gconv_vec2_double a, b;
-    memcpy(&a, &v, 16);
-    memcpy(&b, (const char *)&v + 16, 16);
-    q = a + b;
+    q = (gconv_vec2_double)_mm256_castpd256_pd128((__m256d)v) + (gconv_vec2_double)_mm256_extractf128_pd((__m256d)v, 1);
 #else
-    memcpy(&q, &v, 16);
+    q = v;
 #endif
     return q[0] + q[1];
 }
