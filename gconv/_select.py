@@ -259,7 +259,7 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
 
 
 def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons):
-    """(wide, 'MRxNR'): the pointwise tile a call runs (see POINTWISE_WIDE_MAX_PIXELS)."""
+    """(wide, mr, nr): the pointwise tile a call runs, output channels x pixels (see POINTWISE_WIDE_MAX_PIXELS)."""
     dtype_name = "float32" if itemsize == 4 else "float64"
     pixels = out_shape[2] * out_shape[3]
     taps = math.prod(weight_shape[1:])
@@ -280,7 +280,7 @@ def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reaso
             else f"wide pointwise tile: one image of {pixels} pixels (<= {POINTWISE_WIDE_MAX_PIXELS}) reducing over "
             f"{taps} taps (>= {POINTWISE_WIDE_MIN_TAPS}) on one thread ({_dispatch.ISA})"
         )
-    return wide, f"{mr}x{nr}"
+    return wide, mr, nr
 
 
 def _lowered_choice(
@@ -312,8 +312,7 @@ def _lowered_choice(
             + f") against {weight_bytes} bytes of weights (>= {LOWERED_MIN_WEIGHT_BYTES}), one group: bound by "
             "reading the weights"
         )
-    wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
-    mr, nr = tile.split("x")
+    wide, mr, nr = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
     if reasons is not None:
         reasons.append(
             f"pointwise tiles of {mr} output channels x {nr} pixels over the lowered input (im2col, "
@@ -321,7 +320,7 @@ def _lowered_choice(
             f"({_dispatch.ISA}, {8 * itemsize}-bit)"
         )
     return Choice(
-        "gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"pointwise {tile} lowered", True, wide
+        "gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr} lowered", True, wide
     )
 
 
@@ -449,15 +448,14 @@ def choose(
                     else f"gemm: 1x1 at stride 1 on NCHW maps of {pixels} pixels (>= {min_pixels} at batch "
                     f"{out_shape[0]} with {math.prod(weight_shape) * itemsize} bytes of weights, {kernels.ISA})"
                 )
-            wide, tile = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
-            mr, nr = tile.split("x")
+            wide, mr, nr = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
             if why:
                 reasons.append(
                     f"pointwise tiles of {mr} output channels x {nr} pixels per image, input rows read in place, "
                     f"output rows stored whole ({_dispatch.ISA}, {8 * itemsize}-bit)"
                 )
             return Choice(
-                "gemm", 0, False, 0, True, n_threads, tuple(reasons or ()), False, f"pointwise {tile}", wide=wide
+                "gemm", 0, False, 0, True, n_threads, tuple(reasons or ()), False, f"pointwise {mr}x{nr}", wide=wide
             )
     if not accumulate and nchw and not pointwise and FORCE_FAMILY in (None, "gemm:lowered", "gemm:wide"):
         lowered = _lowered_choice(
