@@ -30,6 +30,7 @@ GEMM_DOT_PIXEL_TILE: tuple[int, int]
 GEMM_POINTWISE_TILE: dict[str, tuple[int, int]]
 """The gemm family's pointwise tile (output channels, pixels), by dtype name."""
 GEMM_POINTWISE_WIDE_TILE: dict[str, tuple[int, int]]
+GEMM_POINTWISE_TAIL_PIXELS: tuple[int, ...]
 """The gemm family's wide pointwise tile (output channels, pixels), by dtype name (the regular one below AVX-512)."""
 LOWERED_CHUNK_BYTES: int
 """The most bytes of lowered input one conv2d_lowered call holds at a time (or one image's)."""

@@ -446,6 +446,8 @@ class _IsaAs:
 
     def __init__(self, kernels, isa):
         self._kernels, self.ISA = kernels, isa
+        # the maps the wide tile takes as whole vectors and a pixel, as that level's build has them
+        self.GEMM_POINTWISE_TAIL_PIXELS = (17, 33, 49, 65) if isa == "avx512" else ()
 
     def __getattr__(self, name):
         return getattr(self._kernels, name)
@@ -500,15 +502,20 @@ def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights(monkeypatch
         return ((batch, c_in, 7, 7), (c_out, c_in, 1, 1), (batch, c_out, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
 
     kernels = _dispatch.kernels
-    for isa in ("avx2", "avx512"):
-        monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
-        choice = _select.choose(*call(8, 1024, 2048))  # 8 MiB of weights
-        assert choice.family == "gemm" and not choice.pointwise_rows
-        assert _select.choose(*call(1, 1024, 2048)).pointwise_rows
-        # 600 KiB: below AVX-512 pointwise at any batch; with AVX-512 panels at batch 8
-        assert _select.choose(*call(8, 960, 160)).pointwise_rows == (isa != "avx512")
     monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx2"))
+    choice = _select.choose(*call(8, 1024, 2048))  # 8 MiB of weights
+    assert choice.family == "gemm" and not choice.pointwise_rows
+    assert _select.choose(*call(1, 1024, 2048)).pointwise_rows
+    assert _select.choose(*call(8, 960, 160)).pointwise_rows  # 600 KiB: pointwise at any batch
     assert "bytes of weights" in " ".join(_select.choose(*call(8, 960, 160), why=True).reasons)
+    # with AVX-512 the wide tile takes a 7x7 map whole (3 vectors and a pixel) at any batch
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
+    for batch, c_in, c_out in ((8, 1024, 2048), (1, 1024, 2048), (8, 960, 160)):
+        choice = _select.choose(*call(batch, c_in, c_out))
+        assert choice.pointwise_rows and choice.wide, (batch, c_in, c_out)
+    # float64 has no such tile: panels at batch 8
+    call_f64 = call(8, 960, 160)[:7] + (8,) + call(8, 960, 160)[8:]
+    assert not _select.choose(*call_f64).pointwise_rows
 
 
 def test_lowered_kernel_runs_chunks_of_images_into_channel_views_and_nothing_else(isa):
@@ -614,15 +621,88 @@ def test_wide_pointwise_tile_sums_as_the_regular_one(isa, dtype):
             kernels.conv2d_pointwise(x, w, b, regular, groups, n_threads)
             kernels.conv2d_pointwise(x, w, b, wide, groups, n_threads, None, True)
             np.testing.assert_allclose(wide, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {w_shape}")
+            tail = kernels.pointwise_plan(x_shape, w_shape, groups, x.itemsize, n_threads, True)["tail"]
+            if tail:  # the map's last pixel reduced along k, a vector of taps at a time: the same within rounding
+                np.testing.assert_allclose(wide[..., -1, -1], regular[..., -1, -1], **_tolerance(dtype))
+                wide[..., -1, -1] = regular[..., -1, -1]
             np.testing.assert_array_equal(wide, regular)
     mr, nr = kernels.GEMM_POINTWISE_WIDE_TILE["float32"]
+    plan = kernels.pointwise_plan((1, 2048, 10, 10), (512, 2048, 1, 1), 1, 4, 1, True)
+    assert (plan["mr"], plan["nr"], plan["n_c_tiles"], plan["tail"]) == (mr, nr, -(-512 // mr), False)
     plan = kernels.pointwise_plan((1, 2048, 7, 7), (512, 2048, 1, 1), 1, 4, 1, True)
-    assert (plan["mr"], plan["nr"], plan["n_c_tiles"]) == (mr, nr, -(-512 // mr))
     if isa == "avx512":
-        assert (mr, nr) == (6, 64) and plan["n_strips"] == 1  # a 7x7 map in one strip
+        # a 7x7 map in one strip: 3 vectors of 16 and a pixel
+        assert (mr, nr) == (6, 64) and plan["n_strips"] == 1 and plan["tail"] and plan["nr"] == 49
+        assert kernels.GEMM_POINTWISE_TAIL_PIXELS == (17, 33, 49, 65)
+        assert not kernels.pointwise_plan((1, 2048, 7, 7), (512, 2048, 1, 1), 1, 8, 1, True)["tail"]  # float64
+        assert not kernels.pointwise_plan((1, 2048, 7, 7), (512, 2048, 1, 1), 1, 4, 1, False)["tail"]
+    else:
+        assert not plan["tail"] and kernels.GEMM_POINTWISE_TAIL_PIXELS == ()
     with pytest.raises(ValueError, match="wide tile"):
         packed = kernels.pointwise_pack_weights(w, groups)
         kernels.conv2d_pointwise(x, w, b, np.empty(expected.shape, dtype), groups, 1, packed, True)
+
+
+def test_wide_tile_takes_maps_of_whole_vectors_and_one_pixel(isa):
+    # maps of 17, 33, 49 and 65 pixels (1x17, 3x11, 7x7, 5x13) on the wide tile: the vectors read in place,
+    # the last pixel from its gathered inputs, a vector of taps at a time and the rest one by one (K = 5, 16,
+    # 37, 200); ragged channel tiles, bias or not, batches, groups, 1 and 3 threads
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(17)
+    for (h, w_), k_in, c_out, groups, batch, bias in [
+        ((7, 7), 37, 13, 1, 1, True),
+        ((7, 7), 200, 6, 1, 3, False),
+        ((7, 7), 16, 7, 2, 2, True),
+        ((1, 17), 5, 11, 1, 1, True),
+        ((3, 11), 37, 25, 1, 2, True),
+        ((5, 13), 16, 6, 1, 1, False),
+    ]:
+        x, w, b = _case(rng, (batch, k_in * groups, h, w_), (c_out * groups, k_in, 1, 1), np.float32, bias)
+        expected = conv_reference(x, w, b, groups=groups)
+        tail = kernels.pointwise_plan(x.shape, w.shape, groups, 4, 1, True)["tail"]
+        assert tail == (isa == "avx512"), (isa, x.shape)
+        for n_threads in (1, 3):
+            out = np.full(expected.shape, np.nan, np.float32)
+            kernels.conv2d_pointwise(x, w, b if bias else np.empty(0, np.float32), out, groups, n_threads, None, True)
+            np.testing.assert_allclose(out, expected, **_tolerance(np.float32), err_msg=f"{isa} {x.shape} {w.shape}")
+
+
+def test_modules_on_7x7_maps_run_the_wide_tile_at_any_batch(isa):
+    # what the rule sends there with AVX-512: 1x1 on 7x7 maps at batch 8, and a batch of 2x2 stride-2 patchify
+    # calls over their lowered input (the rule asks for 8 MiB of weights, test_select_lowers_*)
+    rng = np.random.default_rng(18)
+    m = gconv.Conv2d(96, 40, 1)
+    x = rng.standard_normal((8, 96, 7, 7), dtype=np.float32)
+    np.testing.assert_allclose(m(x), conv_reference(x, m.weight, m.bias), **_tolerance(np.float32))
+    m = gconv.Conv2d(24, 20, 2, stride=2)
+    x = rng.standard_normal((8, 24, 14, 14), dtype=np.float32)
+    out = np.full((8, 20, 7, 7), np.nan, np.float32)
+    _dispatch.kernels.conv2d_lowered(x, m.weight, m.bias, out, (2, 2), (0, 0), (1, 1), 1, 2, None, True)
+    np.testing.assert_allclose(out, conv_reference(x, m.weight, m.bias, stride=2), **_tolerance(np.float32))
+
+
+def test_select_lowers_batches_of_large_patchify_calls_onto_7x7_maps(monkeypatch):
+    f32 = 4
+
+    def patchify(c_in, c_out, kernel, batch, itemsize=f32):
+        out = (batch, c_out, 7, 7)
+        return ((batch, c_in, 14, 14), (c_out, c_in, kernel, kernel), out, (2, 2), (0, 0), (1, 1), 1, itemsize, True, 1)
+
+    kernels = _dispatch.kernels
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
+    for args in (patchify(1024, 2048, 1, 8), patchify(768, 1536, 2, 8)):  # 8 and 18 MiB
+        choice = _select.choose(*args, why=True)
+        assert choice.lowered and choice.wide and any("images of 49" in r for r in choice.reasons), args
+    # smaller weights, overlapping taps, float64 or below AVX-512: panels at batch 8
+    assert not _select.choose(*patchify(384, 768, 2, 8)).lowered
+    overlapping = list(patchify(1024, 2048, 1, 8))
+    overlapping[1] = (2048, 1024, 3, 3)
+    overlapping[4] = (1, 1)
+    assert not _select.choose(*overlapping).lowered
+    assert not _select.choose(*patchify(1024, 2048, 1, 8, itemsize=8)).lowered
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx2"))
+    assert not _select.choose(*patchify(1024, 2048, 1, 8)).lowered
+    assert _select.choose(*patchify(1024, 2048, 1, 1)).lowered  # one image: lowered on every level
 
 
 def test_select_runs_the_wide_pointwise_tile_on_deep_single_images_on_one_thread(monkeypatch):
@@ -649,9 +729,19 @@ def test_select_runs_the_wide_pointwise_tile_on_deep_single_images_on_one_thread
         choice = _select.choose(*args, 1, why=True)
         assert choice.wide and choice.tile.startswith(f"pointwise {mr}x{nr}"), args
         assert any("wide pointwise tile" in reason for reason in choice.reasons)
-        assert not _select.choose(*args, 2).wide  # more threads: the regular tile
-    for args in (call(2048, 512, 7, batch=8), call(512, 256, 28), call(160, 960, 7), call(2048, 512, 7, itemsize=f64)):
+    assert not _select.choose(*call(1024, 512, 14), 2).wide  # more threads: the regular tile
+    for args in (
+        call(1024, 512, 14, batch=8),
+        call(512, 256, 28),
+        call(160, 960, 14),
+        call(2048, 512, 7, itemsize=f64),
+    ):
         assert not _select.choose(*args, 1).wide, args
+    # 7x7 maps (3 vectors and a pixel): the wide tile at any depth, batch and thread count
+    for args in (call(2048, 512, 7, batch=8), call(160, 960, 7), call(512, 512, 7, kernel=3)):
+        for n_threads in (1, 2):
+            choice = _select.choose(*args, n_threads, why=True)
+            assert choice.wide and any("one pixel more" in reason for reason in choice.reasons), (args, n_threads)
     for isa in ("avx2", "baseline"):
         monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
         assert not _select.choose(*call(2048, 512, 7), 1).wide

@@ -38,19 +38,24 @@ cdef extern from "kernels/gemm/tile.h" nogil:
     int GCONV_PW_NR_F64
     int GCONV_PW_WIDE_MR
     int GCONV_PW_WIDE_VECTORS
+    int GCONV_PW_WIDE_TAIL
     int GCONV_PW_COPY_MIN_INPUT_MIB
     void gconv_pw_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* x_next,
                       const float* w, int packed, const float* bias, float* out, Py_ssize_t out_channel_stride,
-                      Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+                      Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v,
+                      const float* x_tail)
     void gconv_pw_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy,
                       const double* x_next, const double* w, int packed, const double* bias, double* out,
-                      Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+                      Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v,
+                      const double* x_tail)
     void gconv_pw_wide_f32(Py_ssize_t k_size, const float* x, Py_ssize_t x_k_stride, float* x_copy, const float* x_next,
                            const float* w, int packed, const float* bias, float* out, Py_ssize_t out_channel_stride,
-                           Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+                           Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v,
+                           const float* x_tail)
     void gconv_pw_wide_f64(Py_ssize_t k_size, const double* x, Py_ssize_t x_k_stride, double* x_copy,
                            const double* x_next, const double* w, int packed, const double* bias, double* out,
-                           Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v)
+                           Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v,
+                           const double* x_tail)
     void gconv_pw_pack_float(const float* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile, float* panel)
     void gconv_pw_pack_double(const double* w, Py_ssize_t ocpg, Py_ssize_t k_size, Py_ssize_t tile,
                               double* panel)
@@ -68,6 +73,11 @@ GEMM_POINTWISE_WIDE_TILE = {
     "float32": (GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS * GCONV_PW_NR_F32 // GCONV_PW_VECTORS),
     "float64": (GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS * GCONV_PW_NR_F64 // GCONV_PW_VECTORS),
 }
+# float32 maps of this many pixels (whole vectors and one pixel more: 7x7 is 49) that the wide tile takes as
+# its vectors plus that pixel (GCONV_PW_WIDE_TAIL), none where it cannot
+GEMM_POINTWISE_TAIL_PIXELS = tuple(
+    vectors * GCONV_PW_NR_F32 // GCONV_PW_VECTORS + 1 for vectors in range(1, GCONV_PW_WIDE_VECTORS + 1)
+) if GCONV_PW_WIDE_TAIL else ()
 
 
 cdef enum:
@@ -380,6 +390,9 @@ cdef struct PointwisePlan:
     # wide one (GCONV_PW_WIDE_MR x GCONV_PW_WIDE_VECTORS, kernels/gemm/tile.h)
     Py_ssize_t mr, vectors
     bint wide
+    # a map of whole vectors and one pixel more, on the wide float tile that takes that pixel apart
+    # (GCONV_PW_WIDE_TAIL: 7x7 as 3 vectors + 1, not 4 vectors): one strip, nr = the map's pixels
+    bint tail
     # strips an item runs through every channel tile of its chunk before the next ones (see _pointwise_item)
     Py_ssize_t strips_per_cache_block
     # a block's whole strips are copied before its tiles run (deep inputs too large to stay in cache: K rows
@@ -393,22 +406,22 @@ cdef struct PointwisePlan:
 cdef inline void _pw_tile(Py_ssize_t k_size, const floating* x, Py_ssize_t x_k_stride, floating* x_copy,
                           const floating* x_next, const floating* w, bint packed, const floating* bias, floating* out,
                           Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,
-                          int n_v, bint wide) noexcept nogil:
+                          int n_v, bint wide, const floating* x_tail) noexcept nogil:
     # the C micro-kernel for this dtype and tile
     if floating is float:
         if wide:
             gconv_pw_wide_f32(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
-                              p_first, n_p, n_v)
+                              p_first, n_p, n_v, x_tail)
         else:
             gconv_pw_f32(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
-                         p_first, n_p, n_v)
+                         p_first, n_p, n_v, x_tail)
     else:
         if wide:
             gconv_pw_wide_f64(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
-                              p_first, n_p, n_v)
+                              p_first, n_p, n_v, x_tail)
         else:
             gconv_pw_f64(k_size, x, x_k_stride, x_copy, x_next, w, packed, bias, out, out_channel_stride, n_c,
-                         p_first, n_p, n_v)
+                         p_first, n_p, n_v, x_tail)
 
 
 cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const floating* x, const floating* weight,
@@ -435,6 +448,18 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
     cdef int n_v
     cdef bint packed = packed_weight != NULL, first, block_copied
     cdef Py_ssize_t whole_end, s
+    if pp.tail:
+        # the map's whole vectors read in place, its last pixel's K inputs gathered into a row of their own
+        for k in range(K):
+            rows[k] = x_group[k * plan.x_stride_c + pp.HW - 1]
+        for t in range(tile_first, tile_end):
+            c0 = t * pp.mr
+            oc_first = g * ocpg + c0
+            _pw_tile(K, x_group, plan.x_stride_c, NULL, NULL, weight + oc_first * K, False,
+                     bias + oc_first if bias != NULL else NULL, out_image + oc_first * plan.out_stride_c,
+                     plan.out_stride_c, min(pp.mr, ocpg - c0), 0, pp.HW - 1, <int> ((pp.HW - 1) // pp.lanes),
+                     pp.wide, rows)
+        return
     # cache blocks of strips: every channel tile runs over a block's strips before the next tile, so that
     # each output row is written in runs of a block's pixels (a few streams the prefetchers follow, not
     # one per output channel) while the block's input rows stay in L2
@@ -494,7 +519,7 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
                     x_next = x_group + p0 + PW_PREFETCH_STRIPS * nr
                 _pw_tile(K, src, src_stride, copy, x_next, w, packed, bias + oc_first if bias != NULL else NULL,
                          out_image + oc_first * plan.out_stride_c + start, plan.out_stride_c,
-                         min(pp.mr, ocpg - c0), p0 - start, p0 - start + n_p, n_v, pp.wide)
+                         min(pp.mr, ocpg - c0), p0 - start, p0 - start + n_p, n_v, pp.wide, NULL)
         block_first = block_end
 
 
@@ -586,6 +611,10 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
     pp.vectors = GCONV_PW_WIDE_VECTORS if wide else GCONV_PW_VECTORS
     pp.lanes = (GCONV_PW_NR_F32 if itemsize == 4 else GCONV_PW_NR_F64) // GCONV_PW_VECTORS
     pp.nr = pp.vectors * pp.lanes
+    pp.tail = (wide and itemsize == 4 and GCONV_PW_WIDE_TAIL and pp.HW % pp.lanes == 1
+               and pp.lanes < pp.HW <= pp.nr + 1)
+    if pp.tail:
+        pp.nr = pp.HW
     pp.n_strips = _ceil_div(pp.HW, pp.nr)
     pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, pp.mr)
     pp.strips_per_cache_block = max(1, PW_CACHE_BLOCK_BYTES // (pp.K * pp.nr * itemsize))
@@ -627,7 +656,7 @@ def pointwise_plan(x_shape, weight_shape, Py_ssize_t groups, int itemsize, int n
     return dict(mr=pp.mr, nr=pp.nr, n_strips=pp.n_strips, strips_per_block=pp.strips_per_block,
                 n_p_blocks=pp.n_p_blocks,
                 n_c_tiles=pp.n_c_tiles, tiles_per_chunk=pp.tiles_per_chunk, n_chunks=pp.n_chunks,
-                strips_per_cache_block=pp.strips_per_cache_block, copy_blocks=pp.copy_blocks)
+                strips_per_cache_block=pp.strips_per_cache_block, copy_blocks=pp.copy_blocks, tail=pp.tail)
 
 
 def pointwise_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups, int n_threads=1):

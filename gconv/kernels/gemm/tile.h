@@ -327,7 +327,12 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
  *    set its panel w[k * MR + c] (all MR columns are read).
  * bias: bias of the tile's first channel, or NULL. out: out[c * out_channel_stride + p].
  * n_c <= MR channels and the pixels p_first <= p < n_p (n_p <= n_v * lanes) are stored: a map's last tile
- * may overlap the one before it, stored by that one. */
+ * may overlap the one before it, stored by that one.
+ * x_tail: NULL, or (the wide float tile with AVX-512 only, GCONV_PW_WIDE_TAIL) the inputs of one more pixel,
+ *    x_tail[k], contiguous: the tile also stores out[c * out_channel_stride + n_v * lanes], reduced along k
+ *    a vector of taps at a time from the weights the tile reads anyway. A 7x7 map is then 3 vectors and
+ *    this pixel (49 of 52 lanes busy) rather than 4 vectors (49 of 64); raw weights, p_first 0 and
+ *    n_p = n_v * lanes only. */
 #ifndef GCONV_PW_MR
 #if GCONV_VECTOR_BYTES == 64
 #define GCONV_PW_MR 12
@@ -348,6 +353,14 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 #define GCONV_PW_WIDE_MR GCONV_PW_MR
 #define GCONV_PW_WIDE_VECTORS GCONV_PW_VECTORS
 #endif
+/* whether the wide float32 tile takes an extra pixel (x_tail): with AVX-512 and the vector extensions, where
+ * its 6 x 4 accumulators leave registers for 6 more (measured on 7x7 maps, batch 1: 1x1 192->1152,
+ * 512->2048, 160->960 ...; see gconv._select) */
+#if GCONV_VECTOR_BYTES == 64 && (defined(__GNUC__) || defined(__clang__))
+#define GCONV_PW_WIDE_TAIL 1
+#else
+#define GCONV_PW_WIDE_TAIL 0
+#endif
 /* inputs at least this large copy each cache block's strips before the channel tiles read them (see
  * PW_COPY_MIN_K in gemm.pxi): measured per level */
 #if GCONV_VECTOR_BYTES == 64
@@ -355,13 +368,23 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 #else
 #define GCONV_PW_COPY_MIN_INPUT_MIB 8
 #endif
+/* taps ahead whose input rows a tile fetches into L1 (AVX-512): rows a map apart defeat the hardware's stride
+ * prefetcher past 2 KiB, and a tap's two lines missed L1 on every step (1x1 512->256 on 28x28, 1024->256
+ * on 14x14, 256->64 on 56x56 1.05-1.08x faster at batch 1, 64->256 on 56x56 at batch 8 1.15x; 32 ahead
+ * lost; the AVX2 build, on the same CPU, gained nothing) */
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_PW_L1_AHEAD 16
+#else
+#define GCONV_PW_L1_AHEAD 0
+#endif
 #define GCONV_PW_NR_F32 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 4)
 #define GCONV_PW_NR_F64 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 8)
 
 #define GCONV_PW_PARAMS(T)                                                                           \
     Py_ssize_t k_size, const T *GCONV_RESTRICT x, Py_ssize_t x_k_stride, T *GCONV_RESTRICT x_copy,   \
         const T *x_next, const T *GCONV_RESTRICT w, int packed, const T *GCONV_RESTRICT bias, T *GCONV_RESTRICT out,  \
-        Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v
+        Py_ssize_t out_channel_stride, Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p, int n_v,         \
+        const T *GCONV_RESTRICT x_tail
 
 #if defined(__GNUC__) || defined(__clang__)
 /* The tile for NV vectors, weights packed or not, rows copied or not: inlined with constants into the
@@ -373,19 +396,23 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
                                   const T *GCONV_RESTRICT bias,                                      \
                                   T *GCONV_RESTRICT out, Py_ssize_t out_channel_stride,              \
                                   Py_ssize_t n_c, Py_ssize_t p_first, Py_ssize_t n_p,                \
-                                  const int NV, const int PACKED, const int COPY,                    \
-                                  const int PREFETCH)                                                \
+                                  const T *GCONV_RESTRICT x_tail, const int NV, const int PACKED,    \
+                                  const int COPY, const int PREFETCH, const int TAIL)                \
     {                                                                                                \
         typedef gconv_vec_##T vec;                                                                   \
         enum { LANES = GCONV_VECTOR_BYTES / sizeof(T), NR = VECTORS * LANES };                        \
         const T *w_row[MR];                                                                          \
         vec acc[MR][VECTORS];                                                                        \
+        vec tail_acc[MR]; /* TAIL: the extra pixel's lane-wise sums, LANES taps per step */           \
+        T tail_rest[MR]; /* TAIL: its taps past the last whole vector of them */                     \
         int c, v;                                                                                    \
         Py_ssize_t k, p;                                                                             \
         /* a ragged tile repeats its last channel (computed, not stored): one loop for every tile */ \
         for (c = 0; c < MR; c++) w_row[c] = w + (c < n_c ? c : n_c - 1) * k_size;                    \
         for (c = 0; c < MR; c++)                                                                     \
             for (v = 0; v < NV; v++) acc[c][v] = (vec){0};                                           \
+        if (TAIL)                                                                                    \
+            for (c = 0; c < MR; c++) tail_acc[c] = (vec){0};                                         \
         for (k = 0; k < k_size; k++, x += x_k_stride) {                                              \
             vec b[VECTORS];                                                                          \
             if (PREFETCH) {                                                                          \
@@ -394,6 +421,8 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
                 __builtin_prefetch(x_next + k * x_k_stride, 0, 2);                                   \
                 __builtin_prefetch(x_next + k * x_k_stride + NV * LANES - 1, 0, 2);                  \
             }                                                                                        \
+            if (GCONV_PW_L1_AHEAD) /* never faults, even past the rows' end */                      \
+                for (v = 0; v < NV; v++) __builtin_prefetch(x + GCONV_PW_L1_AHEAD * x_k_stride + v * LANES, 0, 3); \
             for (v = 0; v < NV; v++) memcpy(&b[v], x + v * LANES, sizeof(vec));                      \
             if (COPY) {                                                                              \
                 for (v = 0; v < NV; v++) memcpy(x_copy + v * LANES, &b[v], sizeof(vec));             \
@@ -403,7 +432,24 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
                 const T a = PACKED ? w[k * MR + c] : w_row[c][k];                                    \
                 for (v = 0; v < NV; v++) acc[c][v] += a * b[v];                                      \
             }                                                                                        \
+            if (TAIL && k % LANES == LANES - 1) {                                                    \
+                /* the LANES taps just done, for the extra pixel: its inputs against each weight row, \
+                 * in the L1 lines the broadcasts above just brought in */                            \
+                const Py_ssize_t k0 = k + 1 - LANES;                                                 \
+                vec xt;                                                                              \
+                memcpy(&xt, x_tail + k0, sizeof(vec));                                               \
+                for (c = 0; c < MR; c++) {                                                           \
+                    vec wv;                                                                          \
+                    memcpy(&wv, w_row[c] + k0, sizeof(vec));                                         \
+                    tail_acc[c] += wv * xt;                                                          \
+                }                                                                                    \
+            }                                                                                        \
         }                                                                                            \
+        if (TAIL)                                                                                    \
+            for (c = 0; c < MR; c++) {                                                               \
+                tail_rest[c] = gconv_lane_sum_##T(tail_acc[c]);                                      \
+                for (k = k_size - k_size % LANES; k < k_size; k++) tail_rest[c] += w_row[c][k] * x_tail[k]; \
+            }                                                                                        \
         for (c = 0; c < n_c; c++, out += out_channel_stride) {                                       \
             vec y[VECTORS];                                                                          \
             const T b = bias ? bias[c] : (T)0;                                                       \
@@ -412,12 +458,16 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
                 memcpy(out, y, NV * sizeof(vec));                                                    \
             else                                                                                     \
                 for (p = p_first; p < n_p; p++) out[p] = y[p / LANES][p % LANES];                    \
+            if (TAIL) out[NV * LANES] = tail_rest[c] + b;                                            \
         }                                                                                            \
     }
 
 #define GCONV_PW_CALL(NAME, NV, PACKED, COPY, PREFETCH)                                              \
     NAME##_body(k_size, x, x_k_stride, x_copy, x_next, w, bias, out, out_channel_stride, n_c, p_first,  \
-                n_p, NV, PACKED, COPY, PREFETCH)
+                n_p, x_tail, NV, PACKED, COPY, PREFETCH, 0)
+#define GCONV_PW_CALL_TAIL(NAME, NV)                                                                  \
+    NAME##_body(k_size, x, x_k_stride, NULL, NULL, w, bias, out, out_channel_stride, n_c, 0, NV * LANES, \
+                x_tail, NV, 0, 0, 0, 1)
 #define GCONV_PW_CALL_FULL(NAME, VECTORS, PREFETCH)                                                 \
     if (x_copy && packed)                                                                            \
         GCONV_PW_CALL(NAME, VECTORS, 1, 1, PREFETCH);                                      \
@@ -428,12 +478,22 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
     else                                                                                             \
         GCONV_PW_CALL(NAME, VECTORS, 0, 0, PREFETCH);
 /* one loop per width (n_v vectors: all of them, 2 where a tile has more, or 1), weight layout, row copy and
- * prefetch (whole strips only) */
-#define GCONV_DEFINE_PW(T, NAME, MR, VECTORS)                                                        \
+ * prefetch (whole strips only); TAILS: also one per width with the extra pixel */
+#define GCONV_DEFINE_PW(T, NAME, MR, VECTORS, TAILS)                                                 \
     GCONV_DEFINE_PW_BODY(T, NAME, MR, VECTORS)                                                       \
     static void NAME(GCONV_PW_PARAMS(T))                                                             \
     {                                                                                                \
-        if (n_v == VECTORS) {                                                                        \
+        enum { LANES = GCONV_VECTOR_BYTES / sizeof(T) };                                             \
+        if (TAILS && x_tail) {                                                                       \
+            if (n_v == VECTORS)                                                                      \
+                GCONV_PW_CALL_TAIL(NAME, VECTORS);                                                   \
+            else if (VECTORS > 2 && n_v == 2)                                                        \
+                GCONV_PW_CALL_TAIL(NAME, 2);                                                         \
+            else if (VECTORS > 3 && n_v == 3)                                                        \
+                GCONV_PW_CALL_TAIL(NAME, 3);                                                         \
+            else                                                                                     \
+                GCONV_PW_CALL_TAIL(NAME, 1);                                                         \
+        } else if (n_v == VECTORS) {                                                                 \
             if (x_next) {                                                                            \
                 GCONV_PW_CALL_FULL(NAME, VECTORS, 1)                                                \
             } else {                                                                                 \
@@ -457,11 +517,13 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
         }                                                                                            \
     }
 #else
-#define GCONV_DEFINE_PW(T, NAME, MR, VECTORS)                                                        \
+#define GCONV_DEFINE_PW(T, NAME, MR, VECTORS, TAILS)                                                 \
     static void NAME(GCONV_PW_PARAMS(T))                                                             \
     {                                                                                                \
         const Py_ssize_t width = n_v * (GCONV_VECTOR_BYTES / sizeof(T));                             \
         Py_ssize_t c, k, p;                                                                          \
+        if (x_tail) /* never without the vector extensions (GCONV_PW_WIDE_TAIL is 0) */              \
+            return;                                                                                  \
         if (x_copy)                                                                                  \
             for (k = 0; k < k_size; k++)                                                             \
                 for (p = 0; p < width; p++) x_copy[k * width + p] = x[k * x_k_stride + p];           \
@@ -475,10 +537,10 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
     }
 #endif
 
-GCONV_DEFINE_PW(float, gconv_pw_f32, GCONV_PW_MR, GCONV_PW_VECTORS)
-GCONV_DEFINE_PW(double, gconv_pw_f64, GCONV_PW_MR, GCONV_PW_VECTORS)
-GCONV_DEFINE_PW(float, gconv_pw_wide_f32, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS)
-GCONV_DEFINE_PW(double, gconv_pw_wide_f64, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS)
+GCONV_DEFINE_PW(float, gconv_pw_f32, GCONV_PW_MR, GCONV_PW_VECTORS, 0)
+GCONV_DEFINE_PW(double, gconv_pw_f64, GCONV_PW_MR, GCONV_PW_VECTORS, 0)
+GCONV_DEFINE_PW(float, gconv_pw_wide_f32, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS, GCONV_PW_WIDE_TAIL)
+GCONV_DEFINE_PW(double, gconv_pw_wide_f64, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS, 0)
 
 /* Pack channel tile `tile` of one group's weights w[c][k] (ocpg rows of k_size) into its [K][MR] panel,
  * zeros for the channels past the group's last. */
