@@ -34,6 +34,8 @@ GEMM_POINTWISE_TAIL_PIXELS: tuple[int, ...]
 """The gemm family's wide pointwise tile (output channels, pixels), by dtype name (the regular one below AVX-512)."""
 LOWERED_CHUNK_BYTES: int
 """The most bytes of lowered input one conv2d_lowered call holds at a time (or one image's)."""
+WINOGRAD_CHUNK_BYTES: int
+"""The most bytes of transformed inputs and products one conv2d_winograd call holds at a time (or one image's)."""
 DWCONV_TILE: dict[int, tuple[int, int]]
 """The dwconv family's tile (channels, output columns), by itemsize."""
 DWCONV_GROUPED_LANES: dict[int, int]
@@ -125,6 +127,17 @@ def conv2d_lowered(
     pad_before: _Pair,
     dilation: _Pair,
     groups: int,
+    n_threads: int,
+    packed_weight: _Floats | None = None,
+    wide: bool = False,
+) -> None: ...
+def winograd_pack_weights(weight: _Floats, n_threads: int = 1) -> _Floats: ...
+def conv2d_winograd(
+    x: _Floats,
+    weight: _Floats,
+    bias: _Floats,
+    out: _Floats,
+    pad_before: _Pair,
     n_threads: int,
     packed_weight: _Floats | None = None,
     wide: bool = False,

@@ -32,7 +32,8 @@ class PackedWeights:
         self, kernels: Any, weight: np.ndarray, groups: int, n_threads: int, family: str = "gemm"
     ) -> np.ndarray | None:
         """The [K][NR] panels of weight (C-contiguous, float) for this kernel build (family 'dwconv': its
-        [block][tap][lane] vectors; 'pointwise': a [K][MR] panel per tile of MR output channels), packed now or
+        [block][tap][lane] vectors; 'pointwise': a [K][MR] panel per tile of MR output channels; 'winograd': the
+        transformed 3x3 weights), packed now or
         reused; None for a small weight, which the kernel packs
         faster than this could check it."""
         if weight.size < MIN_CACHED_WEIGHTS:
@@ -44,6 +45,8 @@ class PackedWeights:
             return entry[2]
         if family == "dwconv":
             packed = kernels.dwconv_pack_weights(weight, groups)
+        elif family == "winograd":
+            packed = kernels.winograd_pack_weights(weight, n_threads)
         elif family == "pointwise":
             packed = kernels.pointwise_pack_weights(weight, groups, n_threads)
         else:

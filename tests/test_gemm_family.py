@@ -163,7 +163,8 @@ def test_gemm_dot_tiles_cover_ragged_k_and_one_pixel_calls(isa):
         _select.FORCE_FAMILY = previous
 
 
-def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows():
+def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows(monkeypatch):
+    monkeypatch.setattr(_select, "WINOGRAD_MIN_CHANNELS", 1 << 30)  # the rules below winograd's (its own tests)
     f32 = 4  # itemsize
     small = _select.choose(
         (1, 960, 7, 7), (160, 960, 1, 1), (1, 160, 7, 7), (1, 1), (0, 0), (1, 1), 1, f32, True, 1, why=True
@@ -454,6 +455,7 @@ class _IsaAs:
 
 
 def test_select_runs_wide_dense_kxk_on_gemm(monkeypatch):
+    monkeypatch.setattr(_select, "WINOGRAD_MIN_CHANNELS", 1 << 30)  # the rules below winograd's (its own tests)
     f32 = 4
 
     def dense(width, kernel=3, stride=1, groups=1):

@@ -4,8 +4,10 @@
 # consistent shapes, exact output geometry, C-contiguous weight and bias; input and output may have any
 # strides (NCHW, channels-last, views). Bounds checks are off in a normal build (the Python layer proved the
 # bounds) and on in a debug build (GCONV_DEBUG=1 at build time). The micro-kernels are C headers, one folder
-# per family (direct/, gemm/, dwconv/, wgrad/); the drivers that cut the work into items and call them are
+# per family (direct/, gemm/, winograd/, dwconv/, wgrad/); the drivers that cut the work into items and call them are
 # the .pxi files.
+
+import threading
 
 import numpy as np
 
@@ -21,6 +23,7 @@ include "plan.pxi"
 include "pack.pxi"
 include "direct.pxi"
 include "gemm.pxi"
+include "winograd.pxi"
 include "dwconv.pxi"
 include "loops.pxi"
 include "wgrad.pxi"

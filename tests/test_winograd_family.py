@@ -1,0 +1,161 @@
+"""The winograd family (3x3 stride-1 convolutions as F(2x2, 3x3)), on edge shapes at every ISA level built."""
+
+import numpy as np
+import pytest
+
+import gconv
+from gconv import _dispatch, _select
+from reference import conv_reference
+
+LEVELS = gconv.available_isas()
+
+CASES = [
+    # x shape, C_out, padding (top/left = bottom/right): odd and even outputs (ragged last tile row and column),
+    # maps smaller than a tile, padding 0 / 1 / 2, channel counts off the tiles' multiples
+    ((1, 7, 9, 11), 5, 1),
+    ((2, 16, 14, 14), 24, 1),  # 7x7 tiles: the wide tile's 3 vectors and a pixel
+    ((1, 3, 1, 1), 4, 1),  # one output pixel
+    ((3, 5, 6, 4), 9, 0),  # no padding: 4x2 outputs
+    ((1, 6, 5, 7), 13, 2),  # padding wider than a tile's overlap: 7x9 outputs
+    ((2, 40, 8, 3), 33, 1),
+    ((1, 70, 15, 15), 66, 1),  # 64 taps and more: blocks of the weight transform
+]
+
+
+@pytest.fixture(params=LEVELS)
+def isa(request):
+    previous = _dispatch.set_isa(request.param)
+    yield request.param
+    _dispatch.set_isa(previous)
+
+
+def _tolerance(dtype):
+    return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case[0]}->{case[1]}p{case[2]}")
+def test_winograd_kernel_matches_the_reference(isa, case, dtype):
+    kernels = _dispatch.kernels
+    x_shape, c_out, pad = case
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c_out, x_shape[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    expected = conv_reference(x, w, b, padding=pad)
+    results = []
+    for n_threads in (1, 3):
+        for bias, packed in ((b, None), (b, kernels.winograd_pack_weights(w, n_threads)), (None, None)):
+            out = np.full(expected.shape, np.nan, dtype)
+            kernels.conv2d_winograd(
+                x, w, bias if bias is not None else np.empty(0, dtype), out, (pad, pad), n_threads, packed
+            )
+            want = expected if bias is not None else conv_reference(x, w, None, padding=pad)
+            np.testing.assert_allclose(out, want, **_tolerance(dtype), err_msg=f"{isa} {case} {n_threads}")
+            if bias is not None:
+                results.append(out)
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])  # the same sums on any thread count, packed or not
+
+
+def test_winograd_kernel_reads_and_writes_any_strides_and_chunks_the_batch(isa, monkeypatch):
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(32)
+    x_wide = rng.standard_normal((5, 12, 10, 18)).astype(np.float32)
+    x = x_wide[:, ::2, :, ::2]  # every other channel and column: strides the kernel reads as they are
+    w = rng.standard_normal((7, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    expected = conv_reference(x, w, b, padding=1)
+    # the output channels-last, and a batch that runs one image at a time
+    monkeypatch.setattr(kernels, "WINOGRAD_CHUNK_BYTES", 1)
+    out = np.full((5, 10, 9, 7), np.nan, np.float32).transpose(0, 3, 1, 2)
+    kernels.conv2d_winograd(x, w, b, out, (1, 1), 2, None, True)
+    np.testing.assert_allclose(out, expected, **_tolerance(np.float32))
+
+
+def test_winograd_weight_transform_is_g_g_gt():
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(33)
+    w = rng.standard_normal((5, 70, 3, 3))
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    expected = np.einsum("ai,ocij,bj->aboc", g, w, g).reshape(16 * 5, 70, 1, 1)
+    np.testing.assert_allclose(kernels.winograd_pack_weights(w, 2), expected, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="3x3"):
+        kernels.winograd_pack_weights(np.zeros((2, 2, 2, 2)))
+    x = np.zeros((1, 2, 4, 4))
+    with pytest.raises(ValueError, match="packed_weight"):
+        kernels.conv2d_winograd(x, w[:, :2].copy(), np.empty(0), np.empty((1, 5, 4, 4)), (1, 1), 1, w[:, :2].copy())
+
+
+def test_modules_on_winograd_see_weights_written_in_place():
+    # a module keeps the transformed weights; a write into m.weight is seen by the next call
+    rng = np.random.default_rng(34)
+    m = gconv.Conv2d(64, 64, 3, padding=1)
+    x = rng.standard_normal((2, 64, 14, 14)).astype(np.float32)
+    assert gconv.explain(x.shape, m.weight.shape, padding=1).startswith("conv2d") and (
+        "winograd family" in gconv.explain(x.shape, m.weight.shape, padding=1)
+    )
+    np.testing.assert_allclose(m(x), conv_reference(x, m.weight, m.bias, padding=1), **_tolerance(np.float32))
+    m.weight[5, 3, 1, 2] += 1  # in place
+    np.testing.assert_allclose(m(x), conv_reference(x, m.weight, m.bias, padding=1), **_tolerance(np.float32))
+
+
+def test_winograd_matches_torch_on_resnet_layers():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(35)
+    for c, size, batch in ((64, 56, 1), (128, 28, 2), (256, 14, 3)):
+        m = gconv.Conv2d(c, c, 3, padding=1)
+        x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
+        assert "winograd" in gconv.explain(x.shape, m.weight.shape, padding=1).splitlines()[0]
+        with torch.no_grad():
+            expected = torch.nn.functional.conv2d(
+                torch.from_numpy(x), torch.from_numpy(m.weight), torch.from_numpy(m.bias), padding=1
+            ).numpy()
+        got = m(x)
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def _call(c_in=128, c_out=128, size=28, batch=1, stride=1, dilation=1, groups=1, itemsize=4, nchw=True):
+    out = (size + 2 - 2 * dilation - 1) // stride + 1
+    return (
+        (batch, c_in, size, size),
+        (c_out, c_in // groups, 3, 3),
+        (batch, c_out, out, out),
+        (stride, stride),
+        (1, 1),
+        (dilation, dilation),
+        groups,
+        itemsize,
+        nchw,
+    )
+
+
+def test_select_runs_dense_3x3_at_stride_1_on_winograd():
+    for args in (_call(), _call(64, 64, 56), _call(256, 256, 14, batch=8), _call(64, 128, 112)):
+        for n_threads in (1, 2):
+            choice = _select.choose(*args, n_threads, why=True)
+            assert choice.family == "winograd" and choice.tile.startswith("F(2x2,3x3)"), args
+            assert any(reason.startswith("winograd: dense 3x3") for reason in choice.reasons)
+    # 7x7 maps, fewer than 64 channels, strides, dilations, groups, float64, channels-last, accumulating calls
+    for args in (
+        _call(512, 512, 7),
+        _call(32, 32, 112),
+        _call(64, 32, 56),
+        _call(stride=2),
+        _call(dilation=2),
+        _call(groups=2),
+        _call(itemsize=8),
+        _call(nchw=False),
+    ):
+        assert _select.choose(*args, 1).family != "winograd", args
+    assert _select.choose(*_call(), 1, accumulate=True).family != "winograd"
+
+
+def test_forced_winograd_runs_every_3x3_stride_1_call(monkeypatch):
+    monkeypatch.setattr(_select, "FORCE_FAMILY", "winograd")
+    assert _select.choose(*_call(3, 5, 9), 1).family == "winograd"
+    assert _select.choose(*_call(stride=2), 1).family != "winograd"  # not this family's: the others decide
+    rng = np.random.default_rng(36)
+    x = rng.standard_normal((2, 3, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(gconv.conv2d(x, w, padding=1), conv_reference(x, w, padding=1), **_tolerance(np.float32))
