@@ -371,11 +371,12 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
 /* taps ahead whose input rows a tile fetches into L1 (AVX-512): rows a map apart defeat the hardware's stride
  * prefetcher past 2 KiB, and a tap's two lines missed L1 on every step (1x1 512->256 on 28x28, 1024->256
  * on 14x14, 256->64 on 56x56 1.05-1.08x faster at batch 1, 64->256 on 56x56 at batch 8 1.15x; 32 ahead
- * lost; the AVX2 build, on the same CPU, gained nothing) */
+ * lost; the AVX2 build, on the same CPU, gained nothing). Not past the tile's last row: 16 input channels
+ * fetched another image's rows for nothing (1x1 16->96 on 112x112 at batch 8 1.1x slower). */
 #if GCONV_VECTOR_BYTES == 64
 #define GCONV_PW_L1_AHEAD 16
 #else
-#define GCONV_PW_L1_AHEAD 0
+#define GCONV_PW_L1_AHEAD 16
 #endif
 #define GCONV_PW_NR_F32 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 4)
 #define GCONV_PW_NR_F64 (GCONV_PW_VECTORS * GCONV_VECTOR_BYTES / 8)
@@ -421,7 +422,7 @@ GCONV_DEFINE_DOT(double, gconv_dot_f64_pixel, 1, GCONV_DOT_OB_ONE_PIXEL)
                 __builtin_prefetch(x_next + k * x_k_stride, 0, 2);                                   \
                 __builtin_prefetch(x_next + k * x_k_stride + NV * LANES - 1, 0, 2);                  \
             }                                                                                        \
-            if (GCONV_PW_L1_AHEAD) /* never faults, even past the rows' end */                      \
+            if (GCONV_PW_L1_AHEAD && k + GCONV_PW_L1_AHEAD < k_size) /* this tile's rows only */      \
                 for (v = 0; v < NV; v++) __builtin_prefetch(x + GCONV_PW_L1_AHEAD * x_k_stride + v * LANES, 0, 3); \
             for (v = 0; v < NV; v++) memcpy(&b[v], x + v * LANES, sizeof(vec));                      \
             if (COPY) {                                                                              \
