@@ -135,13 +135,19 @@ POINTWISE_WIDE_MIN_TAPS = 512
 # (kernels/winograd/): 16 multiplies per 2x2 outputs and input channel instead of 36, the 16 products as one
 # grouped call of the pointwise tiles, the weights' transform kept by a module. Results within a few roundings
 # of the direct sum (the transforms' coefficients are 0, +-1, +-1/2; measured relative error 4e-7 to 1e-6
-# of the largest output, as the gemm tiles' 3e-7 to 2.6e-6). Measured (AVX-512, 1 thread, kernel calls with
-# the transform kept, medians): 3x3 256->256 on 14x14 1.7x, 128->128 on 28x28 1.4x, 64->64 on 56x56 1.07x
-# faster than the gemm tiles at batch 1, 1.5x / 1.3x / 1.15x at batch 8; 32->32 on 112x112 even, 16->32 on
-# 56x56 and maps of 9x9 1.3-1.5x slower (shallow reductions: the transforms cost as much as they save), 512->512
-# on 7x7 1.03-1.07x (16 tiles a map: the weights' 16 / 9 larger transform streams by once per call).
+# of the largest output, as the gemm tiles' 3e-7 to 2.6e-6). Measured (AVX-512, module calls, medians of
+# alternating runs, batch 1 / 8): 3x3 256->256 on 14x14 1.43x / 1.53x, 128->128 on 28x28 1.34x / 1.35x,
+# 64->64 on 56x56 1.15x / 1.09x, 64->128 on 56x56 1.28x / 1.24x, 512->512 on 14x14 1.66x / 1.8x faster than the
+# gemm tiles, alike on two threads. Kernel calls: 32->32 on 112x112 even, 16->32 on 56x56 and maps of 9x9
+# 1.3-1.5x slower (shallow reductions: the transforms cost what they save); 512->512 on 7x7 1.03-1.07x faster
+# with the transform kept, but a module would check 9 MiB of weights per call against it, where the lowered
+# input reads them once.
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_PIXELS = 14 * 14
+# ... and at most this many bytes of transformed inputs and products per image (16 values per 2x2 outputs and
+# channel, in and out: a call holds a chunk of images' or one image's; 3x3 64->64 on 56x56 takes 6.3 MiB,
+# on 112x112 25 MiB, which stays on the other families)
+WINOGRAD_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 
 # Depthwise convolutions (groups == in_channels == out_channels) run on the dwconv family, vectorised along
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
@@ -374,6 +380,8 @@ def _lowered_choice(
 def _winograd_choice(kernels, weight_shape, out_shape, stride, dilation, groups, itemsize, nchw, n_threads, reasons):
     """The winograd family for a dense 3x3 stride-1 call it suits (see WINOGRAD_MIN_CHANNELS), else None."""
     pixels = out_shape[2] * out_shape[3]
+    tiles = ((out_shape[2] + 1) // 2, (out_shape[3] + 1) // 2)
+    image_bytes = 16 * (weight_shape[0] + weight_shape[1]) * tiles[0] * tiles[1] * itemsize
     if not (
         tuple(weight_shape[2:]) == (3, 3)
         and tuple(stride) == (1, 1)
@@ -383,7 +391,10 @@ def _winograd_choice(kernels, weight_shape, out_shape, stride, dilation, groups,
     ):
         return None
     if FORCE_FAMILY != "winograd" and not (
-        nchw and min(weight_shape[0], weight_shape[1]) >= WINOGRAD_MIN_CHANNELS and pixels >= WINOGRAD_MIN_PIXELS
+        nchw
+        and min(weight_shape[0], weight_shape[1]) >= WINOGRAD_MIN_CHANNELS
+        and pixels >= WINOGRAD_MIN_PIXELS
+        and image_bytes <= WINOGRAD_MAX_IMAGE_BYTES
     ):
         return None
     if reasons is not None:
@@ -395,7 +406,6 @@ def _winograd_choice(kernels, weight_shape, out_shape, stride, dilation, groups,
             "16 multiplies per 2x2 outputs and input channel for 36"
         )
     # the 16 products: one pointwise call of 16 groups over maps of the output's 2x2 tiles
-    tiles = ((out_shape[2] + 1) // 2, (out_shape[3] + 1) // 2)
     products_weight = (16 * weight_shape[0], weight_shape[1], 1, 1)
     products_out = (out_shape[0], 16 * weight_shape[0]) + tiles
     wide, mr, nr = _pointwise_tile(kernels, products_weight, products_out, itemsize, n_threads, reasons)

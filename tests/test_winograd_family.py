@@ -131,7 +131,7 @@ def _call(c_in=128, c_out=128, size=28, batch=1, stride=1, dilation=1, groups=1,
 
 
 def test_select_runs_dense_3x3_at_stride_1_on_winograd():
-    for args in (_call(), _call(64, 64, 56), _call(256, 256, 14, batch=8), _call(64, 128, 112)):
+    for args in (_call(), _call(64, 64, 56), _call(256, 256, 14, batch=8), _call(128, 64, 56)):
         for n_threads in (1, 2):
             choice = _select.choose(*args, n_threads, why=True)
             assert choice.family == "winograd" and choice.tile.startswith("F(2x2,3x3)"), args
@@ -140,6 +140,7 @@ def test_select_runs_dense_3x3_at_stride_1_on_winograd():
     for args in (
         _call(512, 512, 7),
         _call(32, 32, 112),
+        _call(64, 64, 112),  # 25 MiB of transforms per image
         _call(64, 32, 56),
         _call(stride=2),
         _call(dilation=2),
