@@ -152,13 +152,18 @@ WINOGRAD_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 # Depthwise convolutions (groups == in_channels == out_channels) run on the dwconv family, vectorised along
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
 # 14x14 maps (3x3 960 on 7x7: 0.115 ms against 0.53) and 1.3-1.4x on 56x56 and 112x112 ones. The direct
-# tile is twice as wide with AVX-512, where only rows up to this long take dwconv (measured there: 3x3 on
-# 56x56 and 112x112 1.25x faster on the direct family).
+# tile is twice as wide with AVX-512, where rows longer than this take dwconv only with at least two vectors
+# of channels, or one at a column stride over 1 (kernels.DWCONV_TILE's lanes): measured there (1 and 2
+# threads, batch 1 and 8, since the slab is transposed in 16 x 16 register blocks) 3x3 on 56x56 and
+# 112x112 with 32-240 channels 0.8-0.97x the direct family's time, at stride 2 0.35-0.75x, 5x5 0.6-0.7x;
+# with fewer channels the ragged vector costs more than it saves (3x3 on 112x112: 8 channels 2.1x slower,
+# 16 1.13x at 1 thread and 0.75x at 2; 12 on 56x56 3.3x slower), so those stay direct.
 DWCONV_MAX_ROW_AVX512 = 28
-# Longer rows too where the kernel has a row tile (kernels.DWCONV_ROW_KERNELS: 5 or 7 columns at column
-# stride 1, each kernel row's inputs loaded once for all its columns): measured with AVX-512 (1 thread,
-# batch 1 and 8) 7x7 on 56x56 1.29x and on 112x112 1.25x, 5x5 on 56x56 1.1x faster than the direct family;
-# 5x5 on 112x112 even; 3x3 on 56x56 and 112x112 1.25x slower, so it stays direct.
+DWCONV_LONG_ROW_MIN_VECTORS = 2
+# Longer rows with any number of channels where the kernel has a row tile (kernels.DWCONV_ROW_KERNELS: 5 or
+# 7 columns at column stride 1, each kernel row's inputs loaded once for all its columns): measured with
+# AVX-512 (1 thread, batch 1 and 8) 7x7 on 56x56 1.29x and on 112x112 1.25x, 5x5 on 56x56 1.1x faster than
+# the direct family; 5x5 on 112x112 even.
 # Grouped convolutions whose groups have at least a vector of output channels (RegNet's groups of 8,
 # ResNeXt's of 8 to 32) run there too where output rows are this short or shorter: the tile broadcasts each
 # input of a group to a vector of its output channels, so 7- and 14-column rows keep every lane busy.
@@ -431,8 +436,8 @@ def _winograd_choice(kernels, weight_shape, out_shape, stride, dilation, groups,
 def _dwconv_choice(
     kernels, x_shape, weight_shape, out_shape, stride, dilation, groups, itemsize, n_threads, reasons, forced
 ):
-    """The dwconv family for a depthwise or grouped call it suits (see DWCONV_MAX_ROW_AVX512 and
-    DWCONV_GROUPED_MAX_ROW), else None."""
+    """The dwconv family for a depthwise or grouped call it suits (see DWCONV_MAX_ROW_AVX512,
+    DWCONV_LONG_ROW_MIN_VECTORS and DWCONV_GROUPED_MAX_ROW), else None."""
     depthwise = weight_shape[1] == 1 and x_shape[1] == groups == weight_shape[0]
     w_out = out_shape[3]
     lanes, columns = kernels.DWCONV_TILE[itemsize]
@@ -444,7 +449,14 @@ def _dwconv_choice(
     if not (depthwise or grouped or (forced and groups > 1)):
         return None
     row_tile = depthwise and weight_shape[3] in kernels.DWCONV_ROW_KERNELS and stride[1] == 1 and dilation[1] == 1
-    if not forced and kernels.ISA == "avx512" and w_out > DWCONV_MAX_ROW_AVX512 and not row_tile:
+    vectors = DWCONV_LONG_ROW_MIN_VECTORS if stride[1] == 1 else 1
+    if (
+        not forced
+        and kernels.ISA == "avx512"
+        and w_out > DWCONV_MAX_ROW_AVX512
+        and not row_tile
+        and not (depthwise and groups >= vectors * lanes)
+    ):
         return None
     scratch = kernels.dwconv_scratch_bytes(
         x_shape[3],

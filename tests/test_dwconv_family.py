@@ -13,6 +13,10 @@ CASES = [
     # x shape, channels (= groups), kernel, kwargs: ragged channel blocks (C % CB), rows that are not a
     # multiple of the tile's 7 columns, strides, dilation, padding wider than the map, batch, conv1d
     ((1, 960, 7, 7), 3, dict(padding=1)),
+    # the slab's register transposes: 16- and 8-channel bands and single channels (40, 25 = 16 + 8 + 1), runs
+    # of pixels that end inside a block (rows of 14 and 13 columns)
+    ((1, 40, 14, 14), 3, dict(padding=1)),
+    ((2, 25, 9, 13), 7, dict(padding=3)),
     ((2, 13, 14, 14), 3, dict(stride=2, padding=1)),  # 13 channels: one full block and a ragged one
     ((1, 5, 9, 11), 5, dict(stride=2, padding=2)),  # fewer channels than a block, ragged rows
     ((3, 20, 6, 17), (3, 1), dict(padding=(1, 0), dilation=(2, 1))),
@@ -249,15 +253,21 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
 
     assert family((1, 960, 7, 7), (960, 1, 3, 3), 960, (7, 7)) == "dwconv"
     assert family((8, 672, 14, 14), (672, 1, 5, 5), 672, (14, 14)) == "dwconv"
-    assert family((1, 32, 112, 112), (32, 1, 3, 3), 32, (112, 112)) == (
+    # rows longer than 28 columns with AVX-512: dwconv from two vectors of channels, or one at a stride
+    lanes = kernels.DWCONV_TILE[4][0]
+    assert family((1, 2 * lanes, 112, 112), (2 * lanes, 1, 3, 3), 2 * lanes, (112, 112)) == "dwconv"
+    assert family((1, lanes, 112, 112), (lanes, 1, 3, 3), lanes, (112, 112)) == (
         "direct" if kernels.ISA == "avx512" else "dwconv"
     )
+    strided = _select.choose(
+        (1, lanes, 112, 112), (lanes, 1, 3, 3), (1, lanes, 56, 56), (2, 2), (1, 1), (1, 1), lanes, 4, True, 1
+    )
+    assert strided.family == "dwconv"
     # 7x7 on 56x56 (ConvNeXt): the row tiles with AVX-512, dwconv's tile for any kernel below it
     assert family((1, 96, 56, 56), (96, 1, 7, 7), 96, (56, 56)) == "dwconv"
     assert family((1, 8, 9, 9), (16, 1, 3, 3), 8, (9, 9)) == "direct"  # channel multiplier 2
     assert family((1, 8, 9, 9), (4, 2, 3, 3), 4, (9, 9)) == "direct"  # two inputs per group
     # grouped: as many output channels per group as a vector has lanes, or more, on rows of up to 28 columns
-    lanes = kernels.DWCONV_TILE[4][0]
     assert family((1, 26 * lanes, 14, 14), (26 * lanes, lanes, 3, 3), 26, (14, 14)) == "dwconv"
     assert family((8, 32 * 4 * lanes, 7, 7), (32 * 4 * lanes, 4 * lanes, 3, 3), 32, (7, 7)) == "dwconv"
     assert family((1, 32 * lanes, 28, 28), (32 * lanes, lanes, 3, 3), 32, (28, 28)) == "dwconv"

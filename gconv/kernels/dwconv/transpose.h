@@ -1,6 +1,6 @@
 /* Matrix transposes for the dwconv family's packing (NCHW rows to [column][channel] slabs and back), apart
- * from its micro-kernels as BLIS keeps packm apart: 8 x 8 float32 and 4 x 4 float64 register transposes
- * where AVX2 is there, element loops for the edges and other levels.
+ * from its micro-kernels as BLIS keeps packm apart: 16 x 16 float32 register transposes with AVX-512, 8 x 8
+ * float32 and 4 x 4 float64 ones with AVX2, element loops for the edges and other levels.
  *
  * A channel-vectorised tile reads a vector of channels per pixel; an NCHW tensor holds a row of pixels per
  * channel. Element by element, that transpose costs more than the depthwise multiply-adds themselves (a
@@ -15,9 +15,8 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 
-/* 8 x 8 block: dst[c * ds + r] = src[r * ss + c] */
-GCONV_INLINE void gconv_transpose_block_float(const float *GCONV_RESTRICT src, Py_ssize_t ss,
-                                              float *GCONV_RESTRICT dst, Py_ssize_t ds)
+/* 8 x 8 block: d[c][r] = src[r * ss + c] */
+GCONV_INLINE void gconv_transpose_block_float(const float *GCONV_RESTRICT src, Py_ssize_t ss, float *const *d)
 {
     __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss);
     __m256 r2 = _mm256_loadu_ps(src + 2 * ss), r3 = _mm256_loadu_ps(src + 3 * ss);
@@ -35,60 +34,160 @@ GCONV_INLINE void gconv_transpose_block_float(const float *GCONV_RESTRICT src, P
     __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
     __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
     __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
-    _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(s1, s5, 0x20));
-    _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(s2, s6, 0x20));
-    _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(s3, s7, 0x20));
-    _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(s0, s4, 0x31));
-    _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(s1, s5, 0x31));
-    _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(s2, s6, 0x31));
-    _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(s3, s7, 0x31));
+    _mm256_storeu_ps(d[0], _mm256_permute2f128_ps(s0, s4, 0x20));
+    _mm256_storeu_ps(d[1], _mm256_permute2f128_ps(s1, s5, 0x20));
+    _mm256_storeu_ps(d[2], _mm256_permute2f128_ps(s2, s6, 0x20));
+    _mm256_storeu_ps(d[3], _mm256_permute2f128_ps(s3, s7, 0x20));
+    _mm256_storeu_ps(d[4], _mm256_permute2f128_ps(s0, s4, 0x31));
+    _mm256_storeu_ps(d[5], _mm256_permute2f128_ps(s1, s5, 0x31));
+    _mm256_storeu_ps(d[6], _mm256_permute2f128_ps(s2, s6, 0x31));
+    _mm256_storeu_ps(d[7], _mm256_permute2f128_ps(s3, s7, 0x31));
 }
 
-/* 4 x 4 block: dst[c * ds + r] = src[r * ss + c] */
-GCONV_INLINE void gconv_transpose_block_double(const double *GCONV_RESTRICT src, Py_ssize_t ss,
-                                               double *GCONV_RESTRICT dst, Py_ssize_t ds)
+/* 4 x 4 block: d[c][r] = src[r * ss + c] */
+GCONV_INLINE void gconv_transpose_block_double(const double *GCONV_RESTRICT src, Py_ssize_t ss, double *const *d)
 {
     __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + ss);
     __m256d r2 = _mm256_loadu_pd(src + 2 * ss), r3 = _mm256_loadu_pd(src + 3 * ss);
     __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
     __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-    _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
-    _mm256_storeu_pd(dst + ds, _mm256_permute2f128_pd(t1, t3, 0x20));
-    _mm256_storeu_pd(dst + 2 * ds, _mm256_permute2f128_pd(t0, t2, 0x31));
-    _mm256_storeu_pd(dst + 3 * ds, _mm256_permute2f128_pd(t1, t3, 0x31));
+    _mm256_storeu_pd(d[0], _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(d[1], _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(d[2], _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(d[3], _mm256_permute2f128_pd(t1, t3, 0x31));
 }
-#define GCONV_TRANSPOSE_BLOCK_FLOAT 8
-#define GCONV_TRANSPOSE_BLOCK_DOUBLE 4
-#else
-#define GCONV_TRANSPOSE_BLOCK_FLOAT 0 /* no register blocks: element loops only */
-#define GCONV_TRANSPOSE_BLOCK_DOUBLE 0
 #endif
 
-/* dst[c * ds + r] = src[r * ss + c] for r < rows, c < cols: whole blocks in registers, the edges by element. */
-#define GCONV_DEFINE_TRANSPOSE(T, BLOCK)                                                             \
-    GCONV_INLINE void gconv_transpose_##T(const T *GCONV_RESTRICT src, Py_ssize_t ss, Py_ssize_t rows,  \
-                                          Py_ssize_t cols, T *GCONV_RESTRICT dst, Py_ssize_t ds)     \
+#if defined(__AVX512F__)
+/* 16 x 16 block: d[c][r] = src[r * ss + c] (AVX-512: half the shuffles per element of 8 x 8 blocks) */
+GCONV_INLINE void gconv_transpose_block16_float(const float *GCONV_RESTRICT src, Py_ssize_t ss, float *const *d)
+{
+    __m512 row[16], pair[16], quad[16];
+    int i, e;
+    for (i = 0; i < 16; i++) row[i] = _mm512_loadu_ps(src + i * ss);
+    /* pair[2i], pair[2i + 1]: rows 2i and 2i + 1 interleaved, columns 4k, 4k + 1 and 4k + 2, 4k + 3 of lane k */
+    for (i = 0; i < 8; i++) {
+        pair[2 * i] = _mm512_unpacklo_ps(row[2 * i], row[2 * i + 1]);
+        pair[2 * i + 1] = _mm512_unpackhi_ps(row[2 * i], row[2 * i + 1]);
+    }
+    /* quad[4g + e], lane k: rows 4g .. 4g + 3 of column 4k + e */
+    for (i = 0; i < 4; i++) {
+        quad[4 * i] = _mm512_shuffle_ps(pair[4 * i], pair[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        quad[4 * i + 1] = _mm512_shuffle_ps(pair[4 * i], pair[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        quad[4 * i + 2] = _mm512_shuffle_ps(pair[4 * i + 1], pair[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        quad[4 * i + 3] = _mm512_shuffle_ps(pair[4 * i + 1], pair[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    /* column 4k + e: lane k of quad[e], quad[4 + e], quad[8 + e], quad[12 + e] */
+    for (e = 0; e < 4; e++) {
+        __m512 low_even = _mm512_shuffle_f32x4(quad[e], quad[4 + e], 0x88); /* groups 0, 1 of lanes 0, 2 */
+        __m512 low_odd = _mm512_shuffle_f32x4(quad[e], quad[4 + e], 0xDD);  /* groups 0, 1 of lanes 1, 3 */
+        __m512 high_even = _mm512_shuffle_f32x4(quad[8 + e], quad[12 + e], 0x88);
+        __m512 high_odd = _mm512_shuffle_f32x4(quad[8 + e], quad[12 + e], 0xDD);
+        _mm512_storeu_ps(d[e], _mm512_shuffle_f32x4(low_even, high_even, 0x88));
+        _mm512_storeu_ps(d[8 + e], _mm512_shuffle_f32x4(low_even, high_even, 0xDD));
+        _mm512_storeu_ps(d[4 + e], _mm512_shuffle_f32x4(low_odd, high_odd, 0x88));
+        _mm512_storeu_ps(d[12 + e], _mm512_shuffle_f32x4(low_odd, high_odd, 0xDD));
+    }
+}
+#endif
+
+/* The transposes below: dst[(c / run) * run_pitch + (c % run) * ds + r] = src[r * ss + c] for r < rows,
+ * c < cols. Columns come in runs of `run` (an NCHW block's pixels, in rows of W), each run placed run_pitch
+ * apart (a padded slab row), so rows land in the slab as they are transposed; run = cols is a plain
+ * transpose, dst[c * ds + r]. */
+
+/* Rows r .. r + BLOCK - 1 from column c on, in whole BLOCK x BLOCK blocks; returns the first column left. */
+#define GCONV_DEFINE_TRANSPOSE_BAND(NAME, T, BLOCK, BLOCK_FN)                                        \
+    GCONV_INLINE Py_ssize_t NAME(const T *GCONV_RESTRICT src, Py_ssize_t ss, Py_ssize_t r, Py_ssize_t c, \
+                                 Py_ssize_t cols, Py_ssize_t run, T *GCONV_RESTRICT dst, Py_ssize_t ds, \
+                                 Py_ssize_t run_pitch)                                               \
     {                                                                                                \
-        Py_ssize_t r = 0, c, r0, c0;                                                                 \
-        if (BLOCK)                                                                                   \
-            for (; r + (BLOCK) <= rows; r += (BLOCK)) {                                              \
-                for (c = 0; c + (BLOCK) <= cols; c += (BLOCK))                                       \
-                    GCONV_TRANSPOSE_BLOCK_CALL(T, src + r * ss + c, ss, dst + c * ds + r, ds);       \
-                for (c0 = c; c0 < cols; c0++)                                                        \
-                    for (r0 = r; r0 < r + (BLOCK); r0++) dst[c0 * ds + r0] = src[r0 * ss + c0];      \
+        Py_ssize_t k, q = c / run, m = c % run; /* column c is column m of run q */                   \
+        T *d[BLOCK];                                                                                 \
+        for (; c + (BLOCK) <= cols; c += (BLOCK)) {                                                  \
+            for (k = 0; k < (BLOCK); k++) {                                                          \
+                d[k] = dst + q * run_pitch + m * ds + r;                                             \
+                if (++m == run) {                                                                    \
+                    m = 0;                                                                           \
+                    q++;                                                                             \
+                }                                                                                    \
             }                                                                                        \
-        for (; r < rows; r++)                                                                        \
-            for (c = 0; c < cols; c++) dst[c * ds + r] = src[r * ss + c];                            \
+            BLOCK_FN(src + r * ss + c, ss, d);                                                       \
+        }                                                                                            \
+        return c;                                                                                    \
     }
 
+/* Rows r_lo .. r_hi - 1, columns c_lo .. cols - 1, by element: the edges of the blocks. */
+#define GCONV_DEFINE_TRANSPOSE_ELEMENTS(T)                                                           \
+    GCONV_INLINE void gconv_transpose_elements_##T(const T *GCONV_RESTRICT src, Py_ssize_t ss, Py_ssize_t r_lo, \
+                                                   Py_ssize_t r_hi, Py_ssize_t c_lo, Py_ssize_t cols,  \
+                                                   Py_ssize_t run, T *GCONV_RESTRICT dst, Py_ssize_t ds, \
+                                                   Py_ssize_t run_pitch)                             \
+    {                                                                                                \
+        Py_ssize_t r, c;                                                                             \
+        for (r = r_lo; r < r_hi; r++)                                                                \
+            for (c = c_lo; c < cols; c++) dst[c / run * run_pitch + c % run * ds + r] = src[r * ss + c]; \
+    }
+
+GCONV_DEFINE_TRANSPOSE_ELEMENTS(float)
+GCONV_DEFINE_TRANSPOSE_ELEMENTS(double)
+#if defined(__AVX512F__)
+GCONV_DEFINE_TRANSPOSE_BAND(gconv_transpose_band16_float, float, 16, gconv_transpose_block16_float)
+#endif
 #if defined(__AVX2__)
-#define GCONV_TRANSPOSE_BLOCK_CALL(T, s, ss, d, ds) gconv_transpose_block_##T(s, ss, d, ds)
-#else
-#define GCONV_TRANSPOSE_BLOCK_CALL(T, s, ss, d, ds) ((void)0) /* never reached: BLOCK is 0 */
+GCONV_DEFINE_TRANSPOSE_BAND(gconv_transpose_band8_float, float, 8, gconv_transpose_block_float)
+GCONV_DEFINE_TRANSPOSE_BAND(gconv_transpose_band4_double, double, 4, gconv_transpose_block_double)
 #endif
 
-GCONV_DEFINE_TRANSPOSE(float, GCONV_TRANSPOSE_BLOCK_FLOAT)
-GCONV_DEFINE_TRANSPOSE(double, GCONV_TRANSPOSE_BLOCK_DOUBLE)
+GCONV_INLINE void gconv_transpose_runs_float(const float *GCONV_RESTRICT src, Py_ssize_t ss, Py_ssize_t rows,
+                                             Py_ssize_t cols, Py_ssize_t run, float *GCONV_RESTRICT dst,
+                                             Py_ssize_t ds, Py_ssize_t run_pitch)
+{
+    Py_ssize_t r = 0;
+#if defined(__AVX512F__)
+    for (; r + 16 <= rows; r += 16) {
+        Py_ssize_t c = gconv_transpose_band16_float(src, ss, r, 0, cols, run, dst, ds, run_pitch);
+        gconv_transpose_band8_float(src, ss, r, c, cols, run, dst, ds, run_pitch);
+        c = gconv_transpose_band8_float(src, ss, r + 8, c, cols, run, dst, ds, run_pitch);
+        gconv_transpose_elements_float(src, ss, r, r + 16, c, cols, run, dst, ds, run_pitch);
+    }
+#endif
+#if defined(__AVX2__)
+    for (; r + 8 <= rows; r += 8) {
+        Py_ssize_t c = gconv_transpose_band8_float(src, ss, r, 0, cols, run, dst, ds, run_pitch);
+        gconv_transpose_elements_float(src, ss, r, r + 8, c, cols, run, dst, ds, run_pitch);
+    }
+#endif
+    gconv_transpose_elements_float(src, ss, r, rows, 0, cols, run, dst, ds, run_pitch);
+}
+
+GCONV_INLINE void gconv_transpose_runs_double(const double *GCONV_RESTRICT src, Py_ssize_t ss, Py_ssize_t rows,
+                                              Py_ssize_t cols, Py_ssize_t run, double *GCONV_RESTRICT dst,
+                                              Py_ssize_t ds, Py_ssize_t run_pitch)
+{
+    Py_ssize_t r = 0;
+#if defined(__AVX2__)
+    for (; r + 4 <= rows; r += 4) {
+        Py_ssize_t c = gconv_transpose_band4_double(src, ss, r, 0, cols, run, dst, ds, run_pitch);
+        gconv_transpose_elements_double(src, ss, r, r + 4, c, cols, run, dst, ds, run_pitch);
+    }
+#endif
+    gconv_transpose_elements_double(src, ss, r, rows, 0, cols, run, dst, ds, run_pitch);
+}
+
+/* dst[c * ds + r] = src[r * ss + c] */
+GCONV_INLINE void gconv_transpose_float(const float *GCONV_RESTRICT src, Py_ssize_t ss, Py_ssize_t rows,
+                                        Py_ssize_t cols, float *GCONV_RESTRICT dst, Py_ssize_t ds)
+{
+    if (cols > 0)
+        gconv_transpose_runs_float(src, ss, rows, cols, cols, dst, ds, 0);
+}
+
+GCONV_INLINE void gconv_transpose_double(const double *GCONV_RESTRICT src, Py_ssize_t ss, Py_ssize_t rows,
+                                         Py_ssize_t cols, double *GCONV_RESTRICT dst, Py_ssize_t ds)
+{
+    if (cols > 0)
+        gconv_transpose_runs_double(src, ss, rows, cols, cols, dst, ds, 0);
+}
 
 #endif
