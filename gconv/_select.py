@@ -157,7 +157,8 @@ WINOGRAD_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 # threads, batch 1 and 8, since the slab is transposed in 16 x 16 register blocks) 3x3 on 56x56 and
 # 112x112 with 32-240 channels 0.8-0.97x the direct family's time, at stride 2 0.35-0.75x, 5x5 0.6-0.7x;
 # with fewer channels the ragged vector costs more than it saves (3x3 on 112x112: 8 channels 2.1x slower,
-# 16 1.13x at 1 thread and 0.75x at 2; 12 on 56x56 3.3x slower), so those stay direct.
+# 16 1.13x at 1 thread and 0.75x at 2; 12 on 56x56 3.3x slower), so those stay direct. Float32 only: in
+# float64 (4 x 4 transposes) 3x3 on 56x56 and 112x112 ran 0.8-1.3x the direct family's time, mostly slower.
 DWCONV_MAX_ROW_AVX512 = 28
 DWCONV_LONG_ROW_MIN_VECTORS = 2
 # Longer rows with any number of channels where the kernel has a row tile (kernels.DWCONV_ROW_KERNELS: 5 or
@@ -455,7 +456,7 @@ def _dwconv_choice(
         and kernels.ISA == "avx512"
         and w_out > DWCONV_MAX_ROW_AVX512
         and not row_tile
-        and not (depthwise and groups >= vectors * lanes)
+        and not (depthwise and itemsize == 4 and groups >= vectors * lanes)
     ):
         return None
     scratch = kernels.dwconv_scratch_bytes(

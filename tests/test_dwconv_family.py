@@ -263,6 +263,10 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
         (1, lanes, 112, 112), (lanes, 1, 3, 3), (1, lanes, 56, 56), (2, 2), (1, 1), (1, 1), lanes, 4, True, 1
     )
     assert strided.family == "dwconv"
+    float64 = _select.choose(  # float64 long rows: direct with AVX-512
+        (1, 64, 112, 112), (64, 1, 3, 3), (1, 64, 112, 112), (1, 1), (1, 1), (1, 1), 64, 8, True, 1
+    )
+    assert float64.family == ("direct" if kernels.ISA == "avx512" else "dwconv")
     # 7x7 on 56x56 (ConvNeXt): the row tiles with AVX-512, dwconv's tile for any kernel below it
     assert family((1, 96, 56, 56), (96, 1, 7, 7), 96, (56, 56)) == "dwconv"
     assert family((1, 8, 9, 9), (16, 1, 3, 3), 8, (9, 9)) == "direct"  # channel multiplier 2
