@@ -35,10 +35,12 @@ cdef extern from "kernels/dwconv/transpose.h" nogil:
                                Py_ssize_t ds)
     void gconv_transpose_double(const double* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols, double* dst,
                                 Py_ssize_t ds)
-    void gconv_transpose_runs_float(const float* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols,
-                                    Py_ssize_t run, float* dst, Py_ssize_t ds, Py_ssize_t run_pitch)
-    void gconv_transpose_runs_double(const double* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols,
-                                     Py_ssize_t run, double* dst, Py_ssize_t ds, Py_ssize_t run_pitch)
+    void gconv_transpose_runs_float(const float* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t lanes,
+                                    Py_ssize_t cols, Py_ssize_t run, float* dst, Py_ssize_t ds,
+                                    Py_ssize_t run_pitch)
+    void gconv_transpose_runs_double(const double* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t lanes,
+                                     Py_ssize_t cols, Py_ssize_t run, double* dst, Py_ssize_t ds,
+                                     Py_ssize_t run_pitch)
 
 
 # The tile shape for gconv._select and the tests: (channels, output columns) by itemsize.
@@ -174,17 +176,13 @@ cdef void _pack_dw_slab(const Plan* plan, const DwPlan* dp, const floating* x, f
     cdef const floating* x_first = x + n * plan.x_stride_n + c0 * xs_c + (ih0 + r_lo) * xs_h
     if xs_c != 1 and xs_w == 1 and xs_h == W and n_cols == W:
         # NCHW planes, whole rows: the block's rows of each channel are one run, transposed in one go (a
-        # 7-column row alone would not fill one register block), each W pixels landing in their padded slab row
+        # 7-column row alone would not fill one register block), each W pixels landing in their padded slab
+        # row, the lanes past the channels zeroed as they go
         dst = slab + r_lo * row_len + j_lo * cb
         if floating is float:
-            gconv_transpose_runs_float(x_first, xs_c, n_valid, n_pixels, W, dst, cb, row_len)
+            gconv_transpose_runs_float(x_first, xs_c, n_valid, cb, n_pixels, W, dst, cb, row_len)
         else:
-            gconv_transpose_runs_double(x_first, xs_c, n_valid, n_pixels, W, dst, cb, row_len)
-        if n_valid < cb:
-            for r in range(r_lo, r_hi):
-                for j in range(j_lo, j_hi):
-                    for lane in range(n_valid, cb):
-                        slab[r * row_len + j * cb + lane] = 0
+            gconv_transpose_runs_double(x_first, xs_c, n_valid, cb, n_pixels, W, dst, cb, row_len)
         return
     for r in range(r_lo, r_hi):
         dst = slab + r * row_len + j_lo * cb
