@@ -434,15 +434,18 @@ def conv2d_dwconv(
     cdef Py_ssize_t item
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
+    cdef char* scratch
     cdef floating* slab
     with nogil, parallel(num_threads=team):
-        # this thread's scratch: slab, the block's outputs
-        slab = <floating*> malloc(scratch_size * sizeof(floating))
-        if slab == NULL:
+        # this thread's scratch: slab, the block's outputs, on a cache line boundary (a slab pixel's vector and
+        # the 16 x 16 transposes' stores would otherwise each straddle two lines with AVX-512)
+        scratch = <char*> malloc(scratch_size * sizeof(floating) + 64)
+        slab = <floating*> (scratch + 64 - (<size_t> scratch) % 64)
+        if scratch == NULL:
             alloc_failed[0] = 1
         for item in prange(n_items, schedule="static"):
-            if slab != NULL:
+            if scratch != NULL:
                 _dw_item(&plan, &dp, x_ptr, w_ptr, b_ptr, out_ptr, offset_ptr, slab, slab + dp.slab_size, item)
-        free(slab)
+        free(scratch)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {scratch_size * sizeof(floating)} bytes of scratch")
