@@ -35,6 +35,21 @@ def test_panels_are_packed_once_and_reused(gemm_panels):
     first = m._packed_weights()._entry[2]
     m(x)
     assert m._packed_weights()._entry[2] is first  # unchanged weights: the same panels
+    # the tiles load the panels as whole vectors: they start on a cache line, whatever numpy's placement
+    assert first.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_weights_start_on_a_cache_line(dtype):
+    kernels = _dispatch.kernels
+    weight = np.ones((40, 3, 3, 3), dtype)
+    for packed in (
+        kernels.gemm_pack_weights(weight, 1, 1),
+        kernels.dwconv_pack_weights(np.ones((40, 1, 3, 3), dtype), 40),
+    ):
+        assert packed.ctypes.data % 64 == 0 and packed.flags.c_contiguous
+    for n in (0, 1, 7, 1000):
+        assert kernels._aligned_empty(n, dtype).shape == (n,)
 
 
 @pytest.mark.parametrize("write", ["in place", "slice", "assignment", "load_state_dict", "reset_parameters"])

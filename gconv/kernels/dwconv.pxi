@@ -305,7 +305,7 @@ def dwconv_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t
     plan.N, plan.H_out, plan.W_out, plan.W = 1, 1, 1, 1
     plan.stride_h, plan.stride_w, plan.dilation_h, plan.dilation_w = 1, 1, 1, 1
     _plan_dw(&plan, &dp, sizeof(floating), 1)
-    packed = np.empty(dp.n_cb * dp.n_taps * dp.cb, dtype=np.float32 if floating is float else np.float64)
+    packed = _aligned_empty(dp.n_cb * dp.n_taps * dp.cb, np.float32 if floating is float else np.float64)
     cdef floating[::1] packed_view = packed
     if packed.size:
         with nogil:
@@ -406,7 +406,7 @@ def conv2d_dwconv(
     cdef Py_ssize_t ocpg = plan.out_channels_per_group, c_first, n_valid
     cdef floating[::1] w_fresh
     if packed_weight is None:
-        w_packed = w_fresh = np.empty(dp.n_cb * taps * cb, dtype=dtype)
+        w_packed = w_fresh = _aligned_empty(dp.n_cb * taps * cb, dtype)
         with nogil:
             _pack_dw_weights(&plan, &dp, &weight[0, 0, 0, 0], &w_fresh[0])
     elif packed_weight.shape[0] != dp.n_cb * taps * cb:

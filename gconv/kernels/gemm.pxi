@@ -284,7 +284,7 @@ def gemm_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t g
     plan.out_channels_per_group = plan.C_out // groups
     _plan_gemm(&plan, &gp, sizeof(floating), 1, False)
     cdef Py_ssize_t n_panels = plan.groups * gp.n_n_blocks, panel
-    packed = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
+    packed = _aligned_empty(n_panels * gp.K * gp.nr, np.float32 if floating is float else np.float64)
     if packed.size == 0:
         return packed
     cdef floating[::1] packed_view = packed
@@ -337,7 +337,7 @@ def conv2d_gemm(
                              f"panels {n_panels * gp.K * gp.nr} (packed for another weight or kernel module?)")
         w_packed = <floating*> &packed_weight[0]  # read only: the tiles never write through it
     elif pack_now:
-        packed_view = np.empty(n_panels * gp.K * gp.nr, dtype=np.float32 if floating is float else np.float64)
+        packed_view = _aligned_empty(n_panels * gp.K * gp.nr, np.float32 if floating is float else np.float64)
         w_packed = &packed_view[0]
     cdef const floating* x_ptr = &x[0, 0, 0, 0]
     cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
@@ -352,6 +352,7 @@ def conv2d_gemm(
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
     cdef floating* panels
+    cdef char* partials_memory
     cdef floating* partials
     cdef Py_ssize_t* offsets
     # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
@@ -363,20 +364,22 @@ def conv2d_gemm(
         # accumulators its tiles keep between blocks of k
         panels = <floating*> malloc(panel_elements * sizeof(floating))
         offsets = <Py_ssize_t*> malloc(offset_elements * sizeof(Py_ssize_t))
-        partials = <floating*> malloc(partial_elements * sizeof(floating))
-        if panels == NULL or offsets == NULL or partials == NULL:
+        # the accumulators are spilled and reloaded as whole vectors: on a cache line boundary
+        partials_memory = <char*> malloc(partial_elements * sizeof(floating) + 64)
+        partials = <floating*> (partials_memory + 64 - (<size_t> partials_memory) % 64)
+        if panels == NULL or offsets == NULL or partials_memory == NULL:
             alloc_failed[0] = 1
         else:
             offsets[offset_elements - 1] = -1  # no panels packed yet
         for item in prange(n_items, schedule="static"):
-            if panels != NULL and offsets != NULL and partials != NULL and gp.dot:
+            if panels != NULL and offsets != NULL and partials_memory != NULL and gp.dot:
                 _dot_item(&plan, &gp, x_ptr, w_ptr, b_ptr, out_ptr, panels, offsets, item)
-            elif panels != NULL and offsets != NULL and partials != NULL:
+            elif panels != NULL and offsets != NULL and partials_memory != NULL:
                 _gemm_item(&plan, &gp, x_ptr, w_packed, b_ptr, out_ptr, panels, offsets,
                            offsets + gp.tiles_per_block * gp.mr, partials, offsets + offset_elements - 1, item)
         free(panels)
         free(offsets)
-        free(partials)
+        free(partials_memory)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {panel_elements * sizeof(floating)} bytes of scratch")
 

@@ -77,3 +77,13 @@ def parallel_team_size(int n_threads):
         if omp_get_thread_num() == 0:
             team[0] = omp_get_num_threads()
     return team[0]
+
+
+def _aligned_empty(Py_ssize_t n, dtype):
+    """A 1-D array of n elements of dtype whose data starts on a 64-byte cache line (packed weights that the
+    tiles load as whole vectors: with AVX-512 each load would otherwise straddle two lines)."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n + 64 // itemsize, dtype=dtype)
+    cdef size_t address = raw.ctypes.data
+    cdef Py_ssize_t start = <Py_ssize_t> ((64 - address % 64) % 64) // itemsize
+    return raw[start:start + n]
