@@ -118,6 +118,23 @@ def test_grouped_dwconv_weights_are_packed_once_and_writes_are_seen():
     assert m._packed_weights()._entry[2] is not entry[2]
 
 
+def test_depthwise_weights_are_packed_once_and_writes_are_seen():
+    # ConvNeXt's depthwise 7x7 on 768 channels of 7x7: packing them took a seventh of a call
+    m = gconv.Conv2d(768, 768, 7, padding=3, groups=768, rng=0)
+    x = np.random.default_rng(2).standard_normal((1, 768, 7, 7)).astype(np.float32)
+    np.testing.assert_allclose(m(x), conv_reference(x, m.weight, m.bias, 1, 3, 1, 768), rtol=1e-4, atol=1e-4)
+    entry = m._packed_weights()._entry
+    assert entry is not None and entry[0][1] == "dwconv"
+    m(x)
+    assert m._packed_weights()._entry[2] is entry[2]
+    m.weight[700, 0, 6, 0] -= 2.0
+    np.testing.assert_allclose(m(x), conv_reference(x, m.weight, m.bias, 1, 3, 1, 768), rtol=1e-4, atol=1e-4)
+    assert m._packed_weights()._entry[2] is not entry[2]
+    small = gconv.Conv2d(16, 16, 3, padding=1, groups=16, rng=0)  # 144 weights: packed by each call
+    small(x[:, :16])
+    assert small._packed_weights()._entry is None
+
+
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_the_check_finds_any_changed_byte_whatever_the_thread_count(n_threads):
     # 3 MiB and a bit: parts of a MiB or more, one per thread, the last one short
