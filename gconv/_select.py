@@ -153,11 +153,11 @@ WINOGRAD_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 # the channels: measured on AVX2 (1 thread, batch 1) 2.6-4.6x faster than the direct family on 7x7 and
 # 14x14 maps (3x3 960 on 7x7: 0.115 ms against 0.53) and 1.3-1.4x on 56x56 and 112x112 ones. The direct
 # tile is twice as wide with AVX-512, where rows longer than this take dwconv only with at least two vectors
-# of channels, or one at a column stride over 1 (kernels.DWCONV_TILE's lanes): measured there (1 and 2
-# threads, batch 1 and 8, since the slab is transposed in 16 x 16 register blocks) 3x3 on 56x56 and
-# 112x112 with 32-240 channels 0.8-0.97x the direct family's time, at stride 2 0.35-0.75x, 5x5 0.6-0.7x;
-# with fewer channels the ragged vector costs more than it saves (3x3 on 112x112: 8 channels 2.1x slower,
-# 16 1.13x at 1 thread and 0.75x at 2; 12 on 56x56 3.3x slower), so those stay direct. Float32 only: in
+# of channels, or one at a column stride over 1 (kernels.DWCONV_TILE's lanes): measured there since the
+# slab is transposed in 16 x 16 register blocks, 3x3 on 56x56 and 112x112 with 32-144 channels 0.84-1.0x the
+# direct family's time at batch 8 or on 2 threads, 1.0-1.1x at batch 1 on one thread; at stride 2 0.35-0.85x,
+# 5x5 at stride 2 0.6-0.7x. With fewer channels it is no faster (3x3 on 112x112: 8 channels 1.6-1.8x slower;
+# 16 and 24 channels 0.9-1.3x), so those stay direct. Float32 only: in
 # float64 (4 x 4 transposes) 3x3 on 56x56 and 112x112 ran 0.8-1.3x the direct family's time, mostly slower.
 DWCONV_MAX_ROW_AVX512 = 28
 DWCONV_LONG_ROW_MIN_VECTORS = 2
