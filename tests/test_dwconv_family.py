@@ -13,8 +13,8 @@ CASES = [
     # x shape, channels (= groups), kernel, kwargs: ragged channel blocks (C % CB), rows that are not a
     # multiple of the tile's 7 columns, strides, dilation, padding wider than the map, batch, conv1d
     ((1, 960, 7, 7), 3, dict(padding=1)),
-    # the slab's register transposes: 16- and 8-channel bands and single channels (40, 25 = 16 + 8 + 1), runs
-    # of pixels that end inside a block (rows of 14 and 13 columns)
+    # the slab's register transposes: 16- and 8-channel bands and single channels (40 = 16 + 16 + 8,
+    # 25 = 16 + 8 + 1), runs of pixels that end inside a block (rows of 14 and 13 columns)
     ((1, 40, 14, 14), 3, dict(padding=1)),
     ((2, 25, 9, 13), 7, dict(padding=3)),
     ((2, 13, 14, 14), 3, dict(stride=2, padding=1)),  # 13 channels: one full block and a ragged one
