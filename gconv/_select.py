@@ -122,6 +122,14 @@ LOWERED_MIN_WEIGHT_BYTES_BATCH = 8 * 1024 * 1024
 # the work items multiply and each copies the narrow map's rows), so more threads keep the regular tile.
 POINTWISE_WIDE_MAX_PIXELS = 196
 POINTWISE_WIDE_MIN_TAPS = 512
+# Few output channels per group run on the wide tile (AVX-512, float32) at any size, batch and thread count
+# where the regular tile's channel blocks would hold this many times the lanes the wide tile's do (16 outputs:
+# 24 against 18; 4 or 6: 12 against 6): a ragged last block of 12 costs more than the wide tile's narrower
+# weights. Measured (1x1, medians against the regular tile, batch 1 and 8, 1 and 2 threads): 16->16 and 32->16
+# on 112x112 1.1-1.25x, 64->14 and 256->16 on 56x56 1.1-1.2x, 24->4 and 24->6 on 56x56 1.25-1.35x faster; where
+# the blocks fill alike it loses (64->64 on 56x56 even on one thread, 1.1x slower on two; 256->64 1.6x slower
+# on two), so 28, 40 or 52 outputs (1.1-1.2x faster on one thread, measured) keep the regular tile.
+POINTWISE_WIDE_MIN_LANE_GAIN = 1.25
 # Float32 maps of whole vectors and one pixel more (kernels.GEMM_POINTWISE_TAIL_PIXELS: 7x7 = 3 x 16 + 1 with
 # AVX-512) run on the wide tile at any batch, depth and thread count, its vectors and that pixel (reduced a
 # vector of taps at a time from the weight rows it reads anyway) 52 lanes for 49 pixels where every other
@@ -296,18 +304,25 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
     return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), True, f"{mr}x{nr}")
 
 
-def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons):
-    """(wide, mr, nr): the pointwise tile a call runs, output channels x pixels (see POINTWISE_WIDE_MAX_PIXELS)."""
+def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons, groups=1):
+    """(wide, mr, nr): the pointwise tile a call runs, output channels x pixels (see POINTWISE_WIDE_MAX_PIXELS
+    and POINTWISE_WIDE_MIN_LANE_GAIN)."""
     dtype_name = "float32" if itemsize == 4 else "float64"
     pixels = out_shape[2] * out_shape[3]
     taps = math.prod(weight_shape[1:])
     tail = _pointwise_tail(kernels, out_shape, itemsize)
+    channels = weight_shape[0] // groups
+    regular_mr, wide_mr = kernels.GEMM_POINTWISE_TILE[dtype_name][0], kernels.GEMM_POINTWISE_WIDE_TILE[dtype_name][0]
+    few_channels = -(-channels // regular_mr) * regular_mr >= POINTWISE_WIDE_MIN_LANE_GAIN * (
+        -(-channels // wide_mr) * wide_mr
+    )
     wide = FORCE_FAMILY == "gemm:wide" or (
         FORCE_FAMILY is None
         and kernels.ISA == "avx512"
         and itemsize == 4
         and (
             tail
+            or few_channels
             or (
                 n_threads == 1
                 and out_shape[0] == 1
@@ -324,6 +339,11 @@ def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reaso
             reasons.append(
                 f"wide pointwise tile: maps of {pixels} pixels, whole vectors and one pixel more, taken as its "
                 f"vectors plus that pixel ({_dispatch.ISA})"
+            )
+        elif few_channels:
+            reasons.append(
+                f"wide pointwise tile: {channels} output channels per group fill its blocks of {wide_mr} better "
+                f"than blocks of {regular_mr} ({_dispatch.ISA})"
             )
         else:
             reasons.append(
@@ -414,7 +434,7 @@ def _winograd_choice(kernels, weight_shape, out_shape, stride, dilation, groups,
     # the 16 products: one pointwise call of 16 groups over maps of the output's 2x2 tiles
     products_weight = (16 * weight_shape[0], weight_shape[1], 1, 1)
     products_out = (out_shape[0], 16 * weight_shape[0]) + tiles
-    wide, mr, nr = _pointwise_tile(kernels, products_weight, products_out, itemsize, n_threads, reasons)
+    wide, mr, nr = _pointwise_tile(kernels, products_weight, products_out, itemsize, n_threads, reasons, 16)
     if reasons is not None:
         reasons.append(
             f"winograd: the 16 products on pointwise tiles of {mr} output channels x {nr} tiles "
@@ -573,7 +593,7 @@ def choose(
                     else f"gemm: 1x1 at stride 1 on NCHW maps of {pixels} pixels (>= {min_pixels} at batch "
                     f"{out_shape[0]} with {math.prod(weight_shape) * itemsize} bytes of weights, {kernels.ISA})"
                 )
-            wide, mr, nr = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
+            wide, mr, nr = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons, groups)
             if why:
                 reasons.append(
                     f"pointwise tiles of {mr} output channels x {nr} pixels per image, input rows read in place, "

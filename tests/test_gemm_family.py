@@ -747,3 +747,38 @@ def test_select_runs_the_wide_pointwise_tile_on_deep_single_images_on_one_thread
     for isa in ("avx2", "baseline"):
         monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
         assert not _select.choose(*call(2048, 512, 7), 1).wide
+
+
+def test_select_runs_few_output_channels_on_the_wide_pointwise_tile(monkeypatch):
+    # 16 outputs fill blocks of 6 (18 lanes) better than blocks of 12 (24): the wide tile at any map size,
+    # batch and thread count with AVX-512; as many outputs as a regular block, or more, keep the regular tile
+    f32 = 4
+
+    def call(c_in, c_out, batch=1, groups=1):
+        return ((batch, c_in, 112, 112), (c_out, c_in // groups, 1, 1), (batch, c_out, 112, 112), (1, 1), (0, 0))
+
+    kernels = _dispatch.kernels
+    wide_mr = kernels.GEMM_POINTWISE_WIDE_TILE["float32"][0]
+    regular_mr = kernels.GEMM_POINTWISE_TILE["float32"][0]
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx512"))
+    if regular_mr < 2 * wide_mr:
+        pytest.skip("this build's tiles hold a few channels alike")  # the AVX-512 build's are 12 and 6
+    for c_out, batch, groups, n_threads in ((16, 1, 1, 1), (16, 8, 1, 2), (wide_mr, 1, 1, 2), (32, 1, 2, 1)):
+        args = call(32, c_out, batch, groups) + ((1, 1), groups, f32, True, n_threads)
+        choice = _select.choose(*args, why=True)
+        assert choice.wide and any("fill its blocks" in reason for reason in choice.reasons), args
+    for c_out in (regular_mr, 64, 96):
+        assert not _select.choose(*call(32, c_out) + ((1, 1), 1, f32, True, 2)).wide, c_out
+    assert not _select.choose(*call(32, 16) + ((1, 1), 1, 8, True, 1)).wide  # float64: one tile
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx2"))
+    assert not _select.choose(*call(32, 16) + ((1, 1), 1, f32, True, 1)).wide
+
+
+def test_few_output_channels_get_the_reference_result(isa):
+    rng = np.random.default_rng(12)
+    for c_out, groups in ((16, 1), (4, 1), (32, 2)):
+        x = rng.standard_normal((2, 32, 20, 20)).astype(np.float32)
+        m = gconv.Conv2d(32, c_out, 1, groups=groups, rng=1)
+        np.testing.assert_allclose(
+            m(x), conv_reference(x, m.weight, m.bias, groups=groups), **_tolerance(np.float32), err_msg=f"{isa}"
+        )
