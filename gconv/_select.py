@@ -313,7 +313,7 @@ def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reaso
     tail = _pointwise_tail(kernels, out_shape, itemsize)
     channels = weight_shape[0] // groups
     regular_mr, wide_mr = kernels.GEMM_POINTWISE_TILE[dtype_name][0], kernels.GEMM_POINTWISE_WIDE_TILE[dtype_name][0]
-    few_channels = -(-channels // regular_mr) * regular_mr >= POINTWISE_WIDE_MIN_LANE_GAIN * (
+    few_channels = channels > 0 and -(-channels // regular_mr) * regular_mr >= POINTWISE_WIDE_MIN_LANE_GAIN * (
         -(-channels // wide_mr) * wide_mr
     )
     wide = FORCE_FAMILY == "gemm:wide" or (
