@@ -438,9 +438,9 @@ def conv2d_dwconv(
     cdef floating* slab
     with nogil, parallel(num_threads=team):
         # this thread's scratch: slab, the block's outputs, on a cache line boundary (a slab pixel's vector and
-        # the 16 x 16 transposes' stores would otherwise each straddle two lines with AVX-512)
-        scratch = <char*> malloc(scratch_size * sizeof(floating) + 64)
-        slab = <floating*> (scratch + 64 - (<size_t> scratch) % 64)
+        # the 16 x 16 transposes' stores)
+        scratch = <char*> malloc(scratch_size * sizeof(floating) + CACHE_LINE)
+        slab = <floating*> _cache_line(scratch)
         if scratch == NULL:
             alloc_failed[0] = 1
         for item in prange(n_items, schedule="static"):

@@ -365,8 +365,8 @@ def conv2d_gemm(
         panels = <floating*> malloc(panel_elements * sizeof(floating))
         offsets = <Py_ssize_t*> malloc(offset_elements * sizeof(Py_ssize_t))
         # the accumulators are spilled and reloaded as whole vectors: on a cache line boundary
-        partials_memory = <char*> malloc(partial_elements * sizeof(floating) + 64)
-        partials = <floating*> (partials_memory + 64 - (<size_t> partials_memory) % 64)
+        partials_memory = <char*> malloc(partial_elements * sizeof(floating) + CACHE_LINE)
+        partials = <floating*> _cache_line(partials_memory)
         if panels == NULL or offsets == NULL or partials_memory == NULL:
             alloc_failed[0] = 1
         else:
@@ -745,8 +745,8 @@ def conv2d_pointwise(
     cdef floating* rows
     with nogil, parallel(num_threads=team):
         # this thread's copy of a cache block's rows (a narrow map's, zero-padded), on a cache line boundary
-        rows_memory = <char*> malloc(rows_elements * sizeof(floating) + 64)
-        rows = <floating*> (rows_memory + 64 - (<size_t> rows_memory) % 64)
+        rows_memory = <char*> malloc(rows_elements * sizeof(floating) + CACHE_LINE)
+        rows = <floating*> _cache_line(rows_memory)
         if rows_memory == NULL:
             alloc_failed[0] = 1
         for item in prange(n_items, schedule="static"):

@@ -39,6 +39,17 @@ cdef inline Py_ssize_t _size_product(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a * b
 
 
+cdef enum:
+    # Per-thread scratch is malloc'd this many bytes larger and used from its first line boundary on
+    CACHE_LINE = 64
+
+
+cdef inline void* _cache_line(char* memory) noexcept nogil:
+    """The first cache-line boundary past memory (malloc'd CACHE_LINE bytes larger): the tiles load and store
+    whole AVX-512 vectors there, which would otherwise each straddle two lines wherever malloc placed it."""
+    return memory + CACHE_LINE - (<size_t> memory) % CACHE_LINE
+
+
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b  # a >= 0, b > 0
 

@@ -83,7 +83,7 @@ def _aligned_empty(Py_ssize_t n, dtype):
     """A 1-D array of n elements of dtype whose data starts on a 64-byte cache line (packed weights that the
     tiles load as whole vectors: with AVX-512 each load would otherwise straddle two lines)."""
     itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(n + 64 // itemsize, dtype=dtype)
+    raw = np.empty(n + CACHE_LINE // itemsize, dtype=dtype)
     cdef size_t address = raw.ctypes.data
-    cdef Py_ssize_t start = <Py_ssize_t> ((64 - address % 64) % 64) // itemsize
+    cdef Py_ssize_t start = <Py_ssize_t> ((CACHE_LINE - address % CACHE_LINE) % CACHE_LINE) // itemsize
     return raw[start:start + n]
