@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from . import _dispatch, _geometry
 from ._typing import IntOrTuple, Padding, Shape
+from ._weight_cache import MIN_CACHED_WEIGHTS
 
 # Below this many multiply-adds a call runs on one thread: starting a team costs more than it saves.
 SERIAL_BELOW_MACS = 1 << 17
@@ -60,6 +61,11 @@ GEMM_DOT_MAX_PIXELS = 32
 GEMM_DOT_MIN_TAPS = 192
 # below AVX-512 (16 registers: dot tiles of 2 pixels x 4 channels), see _gemm_choice
 GEMM_DOT_MAX_PIXELS_BELOW_AVX512 = 8
+# Weights too few for a module to keep packed (gconv._weight_cache.MIN_CACHED_WEIGHTS) are packed by every call
+# that runs panels: there dot tiles repay from this many taps (1 thread, batch 8 on 1x1 maps, 104->26, 72->24,
+# 64->120, and 64->64 on 4x4 at batch 1: 1.2-1.5x faster with AVX-512 and AVX2; at 32 taps and fewer (32->64,
+# 16->256, 10->240) panels stay 1.05-1.1x faster).
+GEMM_DOT_MIN_TAPS_PACKED_PER_CALL = 48
 
 # 1x1 convolutions at stride 1 without padding on NCHW maps of at least this many pixels run on the gemm
 # family's pointwise tiles (out[c][p] = w[c][:] . x[:][p] per image: 6 channels x 16 pixels below AVX-512,
@@ -281,7 +287,8 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
     # below AVX-512, multi-pixel dot tiles win only on a handful of pixels (AVX2, 1x1 960->160 on 7x7: 2x4
     # dot tiles 4x slower than panels; at batch 8 on 1x1 maps 672->28, 240->960, 1152->48 1.2-1.7x faster)
     max_pixels = GEMM_DOT_MAX_PIXELS if kernels.ISA == "avx512" else GEMM_DOT_MAX_PIXELS_BELOW_AVX512
-    if variant == "dot" or (not variant and (one_pixel or (pixels <= max_pixels and taps >= GEMM_DOT_MIN_TAPS))):
+    min_taps = GEMM_DOT_MIN_TAPS if weight_shape[0] * taps >= MIN_CACHED_WEIGHTS else GEMM_DOT_MIN_TAPS_PACKED_PER_CALL
+    if variant == "dot" or (not variant and (one_pixel or (pixels <= max_pixels and taps >= min_taps))):
         mr, nr = kernels.GEMM_DOT_TILE if pixels >= kernels.GEMM_DOT_TILE[0] else kernels.GEMM_DOT_PIXEL_TILE
         if reasons is not None:
             reasons.append(
@@ -289,7 +296,7 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
                 + (
                     "one pixel (a matrix-vector product) reads each weight once"
                     if one_pixel
-                    else f"{pixels} pixels (<= {max_pixels}) of {taps} taps (>= {GEMM_DOT_MIN_TAPS}) would not "
+                    else f"{pixels} pixels (<= {max_pixels}) of {taps} taps (>= {min_taps}) would not "
                     "repay packing them"
                 )
                 + f" ({_dispatch.ISA}, {dtype_name})"
