@@ -69,6 +69,54 @@ class _ForwardPlan(NamedTuple):
     choices: dict  # _select.conv2d's memo of choose() for these shapes (the thread count, ISA, ... as keys)
 
 
+class _Repeat(NamedTuple):
+    """A planned call that ForwardPlans.repeat() can run again: what its arrays were, and its plan."""
+
+    arrays: tuple  # the input's and the weight's shape, strides and dtype (the same dtype)
+    dtype: np.dtype  # of the input, weight and bias alike
+    bias_shape: tuple[int, ...] | None  # None: no bias
+    bias_strides: tuple[int, ...] | None
+    hyper: tuple  # (stride, padding, dilation, groups), the objects themselves
+    plan: _ForwardPlan
+    no_bias: np.ndarray  # the kernels' empty bias
+
+    @staticmethod
+    def of(x, weight, bias, hyper, plan, n_spatial):
+        """The _Repeat of a call just planned, or None where a call like it still needs more than the
+        kernels (a copy, a lift to the kernels' rank, an unbatched view, an empty output)."""
+        layout = plan.layout
+        dtype = layout.dtype
+        if (
+            type(x) is not np.ndarray
+            or x.dtype is not dtype
+            or not layout.is_batched
+            or layout.copy_input
+            or layout.channels_last
+            or layout.empty
+            or n_spatial < _geometry.KERNEL_RANK
+            or not _same_parameter(weight, weight.shape, weight.strides, dtype)
+            or not weight.flags.c_contiguous
+            or not (
+                bias is None or (_same_parameter(bias, bias.shape, bias.strides, dtype) and bias.flags.c_contiguous)
+            )
+        ):
+            return None
+        return _Repeat(
+            (x.shape, x.strides, dtype, weight.shape, weight.strides, dtype),
+            dtype,
+            None if bias is None else bias.shape,
+            None if bias is None else bias.strides,
+            hyper,
+            plan,
+            np.empty(0, dtype),
+        )
+
+
+def _same_parameter(a, shape, strides, dtype):
+    """Whether a is an aligned ndarray of this shape, strides and dtype (the kernels then read it in place)."""
+    return type(a) is np.ndarray and a.shape == shape and a.strides == strides and a.dtype is dtype and a.flags.aligned
+
+
 def _plain(value):
     """Whether value is an int, a str or a tuple of such (nested): hashable and unchangeable in place."""
     if type(value) is tuple:
@@ -88,13 +136,19 @@ class ForwardPlans:
     read as they are now. Plans are kept and used only for plain hyper-parameters (ints, strings and tuples
     of them, which nothing can change in place). Threads may race here: a plan is immutable, its choices
     only gain entries that any thread would compute alike.
+
+    A call like the last one planned skips even the key: repeat() compares the arrays' shapes, strides and
+    dtypes with that call's and the hyper-parameters by identity, and runs the kernels (a module call of a
+    1x1 layer on a 1x1 map 7.8 -> 6.6 us, of which 1.5 us are the kernel's own entry).
     """
 
-    __slots__ = ("_plans",)
+    __slots__ = ("_plans", "_last", "_last_plan")
     MAX_PLANS = 8  # distinct calls kept per module; then the memo starts again
 
     def __init__(self) -> None:
         self._plans: dict = {}
+        self._last: _Repeat | None = None  # the last planned call, when repeat() can run one like it
+        self._last_plan: _ForwardPlan | None = None  # that call's plan
 
     def plan(self, x, weight, bias, stride, padding, dilation, groups, n_spatial, op):
         """_plan_convolution(...) of these arguments: remembered, or checked now (raising what it raises)."""
@@ -121,13 +175,76 @@ class ForwardPlans:
         # The module's own tuples (the same objects call after call) pass at once; others must be plain.
         hyper = (stride, padding, dilation, groups)
         if kept is not None and (all(map(operator.is_, kept[0], hyper)) or _plain(hyper)):
-            return kept[1]
-        plan = _plan_convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op)
-        if _plain(hyper):  # hashable too
+            plan = kept[1]
+        else:
+            plan = _plan_convolution(x, weight, bias, stride, padding, dilation, groups, n_spatial, op)
+            if not _plain(hyper):  # nor hashable: nothing is kept
+                self._last = self._last_plan = None
+                return plan
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.clear()
             self._plans[key] = (hyper, plan)
+        last = self._last
+        # the same plan (a call with the same key) and hyper-parameter objects: the _Repeat made holds
+        if plan is not self._last_plan or (last is not None and not all(map(operator.is_, last.hyper, hyper))):
+            self._last = _Repeat.of(x, weight, bias, hyper, plan, n_spatial)
+            self._last_plan = plan
         return plan
+
+    def repeat(self, x, weight, bias, hyper, n_threads, weight_cache):
+        """The result of a call like the last one plan() saw, or None: then the caller makes the full call.
+
+        "Like" is what the plan's checks and layout depend on: the input, weight and bias of the same type,
+        shape, strides, dtype and alignment (an array's shape and strides can be set in place, so identity
+        is not enough), the same hyper-parameter objects. Only calls that copy nothing qualify (_Repeat.of):
+        batched, NCHW, non-empty, of a 2-D or 3-D convolution, without out=. What a repeated call skips is
+        what those fix: torch's checks, the layout, the coercions; the thread count and the kernel choice's
+        other inputs are read again, and the kernels read the arrays as they are now.
+        """
+        last = self._last
+        if (
+            last is None
+            or type(x) is not np.ndarray
+            or type(weight) is not np.ndarray
+            or (bias is None) is not (last.bias_shape is None)
+            or (bias is not None and type(bias) is not np.ndarray)
+        ):
+            return None
+        now = (x.shape, x.strides, x.dtype, weight.shape, weight.strides, weight.dtype)
+        if (
+            now != last.arrays
+            or not (x.flags.aligned and weight.flags.aligned)
+            or (
+                bias is not None
+                and not (
+                    bias.shape == last.bias_shape
+                    and bias.strides == last.bias_strides
+                    and bias.dtype is last.dtype
+                    and bias.flags.aligned
+                )
+            )
+            or hyper[0] is not last.hyper[0]
+            or hyper[1] is not last.hyper[1]
+            or hyper[2] is not last.hyper[2]
+            or hyper[3] is not last.hyper[3]
+        ):
+            return None
+        plan = last.plan
+        out = np.empty(plan.layout.out_shape, last.dtype)
+        _select.convolution(
+            x,
+            weight,
+            last.no_bias if bias is None else bias,
+            out,
+            plan.stride,
+            plan.pad_before,
+            plan.dilation,
+            hyper[3],
+            resolve_n_threads(n_threads),
+            weight_cache=weight_cache,
+            choices=plan.choices,
+        )
+        return out
 
     def __reduce__(self) -> tuple[type, tuple[()]]:
         return (type(self), ())  # a copy or a pickle starts empty: the memo is no part of a module's state

@@ -437,24 +437,30 @@ class _Convolution(_ConvNd):
             conv_input, padding = input, self.padding
         else:
             conv_input, padding = self._padded_input(input), (0,) * self._n_spatial
+        plans, weight_cache = self._forward_plans(), self._packed_weights()
         with self._parameter_lock().read:  # no load_state_dict rewrites them while the kernels read
             weight, bias = self._checked_parameters()
-            result = convolution(
-                conv_input,
-                weight,
-                bias,
-                self.stride,
-                padding,
-                self.dilation,
-                self.groups,
-                self._n_spatial,
-                op,
-                n_threads,
-                out,
-                source=input,
-                weight_cache=self._packed_weights(),
-                plans=self._forward_plans(),
-            )
+            result = None
+            if out is None and conv_input is input:  # a call like the last one runs its kernels at once
+                hyper = (self.stride, padding, self.dilation, self.groups)
+                result = plans.repeat(input, weight, bias, hyper, n_threads, weight_cache)
+            if result is None:
+                result = convolution(
+                    conv_input,
+                    weight,
+                    bias,
+                    self.stride,
+                    padding,
+                    self.dilation,
+                    self.groups,
+                    self._n_spatial,
+                    op,
+                    n_threads,
+                    out,
+                    source=input,
+                    weight_cache=weight_cache,
+                    plans=plans,
+                )
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
         # changes the gradient); the padded copy is made again there rather than kept alive here
         self._saved = (input, weight, result.shape)

@@ -210,3 +210,73 @@ def test_every_rank_and_padding_mode_gives_the_same_answer_when_remembered(modul
     np.testing.assert_array_equal(m(x), first)
     m.weight *= 2  # in place: the next call reads the arrays as they are now
     np.testing.assert_array_equal(m(x), copy.deepcopy(m)(x))
+
+
+def _repeats(m, x):
+    """Whether m(x) runs as a repeat of the last call (ForwardPlans.repeat): a result without planning the call
+    again. Either way the outcome must be a fresh copy's (the same result, or the same error)."""
+    plans = m._forward_plans()
+    planned = []
+    original = type(plans).plan
+
+    def plan(self, *args):
+        if self is plans:  # not the fresh copy's
+            planned.append(args)
+        return original(self, *args)
+
+    type(plans).plan = plan
+    try:
+        outcome = _outcome(lambda: m(x))
+        _same(outcome, _outcome(lambda: copy.deepcopy(m)(x)))
+    finally:
+        type(plans).plan = original
+    return outcome[0] == "ok" and not planned
+
+
+@pytest.mark.parametrize("module,nd", [(gconv.Conv2d, 2), (gconv.Conv3d, 3)])
+def test_a_call_like_the_last_runs_its_kernels_at_once(module, nd):
+    m = module(4, 6, 3, padding=1, rng=0)
+    x = np.random.default_rng(1).standard_normal((2, 4) + (5,) * nd).astype(np.float32)
+    assert not _repeats(m, x)  # the first call is planned
+    assert _repeats(m, x)
+    assert _repeats(m, x.copy())  # another array of the same shape, strides and dtype
+    m.weight *= 2  # in place: read as it is now
+    assert _repeats(m, x)
+    assert not _repeats(m, x[:1])  # another shape is planned (and then repeated)
+    assert _repeats(m, x[:1].copy())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: setattr(m, "bias", None),
+        lambda m: setattr(m, "bias", m.bias.astype(np.float64)),
+        lambda m: setattr(m, "bias", np.repeat(m.bias, 2)[::2]),  # strided view
+        lambda m: setattr(m, "bias", m.bias[:3]),
+        lambda m: setattr(m, "bias", list(m.bias)),
+        lambda m: setattr(m, "weight", np.asfortranarray(m.weight)),
+        lambda m: setattr(m, "weight", m.weight.reshape(6, 2, 3, 6)),  # the wrong shape, same size
+        lambda m: setattr(m.weight, "shape", (6, 2, 3, 6)),  # the same array, reshaped in place
+        lambda m: setattr(m, "out_channels", 5),  # the module's expected weight shape
+        lambda m: setattr(m, "padding_mode", "circular"),
+    ],
+)
+def test_a_changed_module_is_not_repeated(change):
+    m = gconv.Conv2d(4, 6, 3, padding=1, rng=0)
+    x = np.random.default_rng(1).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    m(x)
+    assert _repeats(m, x)
+    change(m)
+    assert not _repeats(m, x)  # checked (and planned) again: the same answer or error as a fresh module
+
+
+def test_modules_without_a_repeat_path_are_planned_every_call():
+    # a 1-D convolution (lifted to the kernels' rank), an unbatched input, out=: no repeat
+    conv1d = gconv.Conv1d(4, 6, 3, rng=0)
+    x1 = np.ones((2, 4, 9), np.float32)
+    conv1d(x1)
+    assert not _repeats(conv1d, x1)
+    conv2d = gconv.Conv2d(4, 6, 3, rng=0)
+    x2 = np.ones((4, 9, 9), np.float32)
+    conv2d(x2)
+    assert not _repeats(conv2d, x2)
