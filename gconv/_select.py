@@ -44,8 +44,9 @@ GEMM_MIN_OUT_CHANNELS_DENSE = 64
 # accumulators); the 12 x 32 tile is a few percent faster again. On 112-column rows it varies (64->64 1.1x
 # faster, 32->32 1.1x slower), so those stay direct.
 GEMM_MAX_ROW_DENSE_AVX512 = 56
-# Stems (3 input channels) keep the direct family: ConvNeXt's 4x4 s4 3->96 on 224x224 (56-column rows) runs
-# 1.07-1.09x faster there than on gemm with AVX-512 (batch 1 and 8); every layer measured above had 64 or more.
+# Stems (3 input channels) stay off the gemm panels: ConvNeXt's 4x4 s4 3->96 on 224x224 (56-column rows) runs
+# 1.07-1.09x faster on the direct family than on them with AVX-512 (batch 1 and 8), and faster still over its
+# lowered input (LOWERED_STEM_MIN_TAPS); every layer measured above had 64 or more.
 GEMM_MIN_IN_CHANNELS_DENSE = 16
 
 # The gemm family reads the weights as they are (dot tiles) rather than packing them per call when a call
@@ -116,6 +117,14 @@ LOWERED_MAX_PIXELS_PATCHES = 196
 # s2 1024->2048 and 2x2 s2 768->1536 from 14x14 1.2-1.25x faster on one thread, 1.1-1.35x on two; 2x2 s2
 # 384->768 (4.5 MiB) 1.02-1.04x slower.
 LOWERED_MIN_WEIGHT_BYTES_BATCH = 8 * 1024 * 1024
+# Patchify stems (taps that do not overlap, fewer than GEMM_MIN_IN_CHANNELS_DENSE input channels) of at least
+# this many taps, at any size and batch, with AVX-512: their lowered input is the image rearranged (split by
+# vector permutes, kernels/gemm/deinterleave.h) and the pointwise tiles reduce over its rows, where the
+# direct family's tiles run 3 input channels deep. Measured (batch 1 and 8, 1 and 2 threads, medians of
+# interleaved runs): ConvNeXt's 4x4 s4 3->96 on 224x224 1.25-1.33x faster, 2x2 s2 8->64 on 112x112 1.03-1.06x;
+# 2x2 s2 3->64 (12 taps) up to 1.35x slower on two threads, the AVX2 build 0.9-1.06x and float64 (no vector
+# split) 0.82-1.13x, so none of those takes it.
+LOWERED_STEM_MIN_TAPS = 32
 
 # With AVX-512, single images of at most this many pixels (14x14) reducing over at least
 # POINTWISE_WIDE_MIN_TAPS taps run the pointwise tiles' wide variant (6 channels x 64 pixels instead of 12 x
@@ -381,28 +390,47 @@ def _lowered_choice(
     batch_ok = out_shape[0] == 1 or (
         patches and weight_bytes >= LOWERED_MIN_WEIGHT_BYTES_BATCH and _pointwise_tail(kernels, out_shape, itemsize)
     )
-    if FORCE_FAMILY not in ("gemm:lowered", "gemm:wide") and not (
-        batch_ok
+    taps = math.prod(weight_shape[1:])
+    stem = (
+        patches
+        and kernels.ISA == "avx512"
+        and itemsize == 4
         and groups == 1
-        and pixels <= max_pixels
-        and weight_bytes >= LOWERED_MIN_WEIGHT_BYTES
-        and weight_shape[0] >= GEMM_MIN_OUT_CHANNELS
+        and weight_shape[1] < GEMM_MIN_IN_CHANNELS_DENSE
+        and taps >= LOWERED_STEM_MIN_TAPS
+    )
+    if (
+        FORCE_FAMILY not in ("gemm:lowered", "gemm:wide")
+        and not stem
+        and not (
+            batch_ok
+            and groups == 1
+            and pixels <= max_pixels
+            and weight_bytes >= LOWERED_MIN_WEIGHT_BYTES
+            and weight_shape[0] >= GEMM_MIN_OUT_CHANNELS
+        )
     ):
         return None
     if reasons is not None:
-        reasons.append(
-            "gemm: forced lowered input"
-            if FORCE_FAMILY
-            else f"gemm: {'one image' if out_shape[0] == 1 else 'images'} of {pixels} output pixels (<= {max_pixels}"
-            + (", taps that do not overlap" if patches else "")
-            + f") against {weight_bytes} bytes of weights (>= {LOWERED_MIN_WEIGHT_BYTES}), one group: bound by "
-            "reading the weights"
-        )
+        if FORCE_FAMILY:
+            reasons.append("gemm: forced lowered input")
+        elif stem:
+            reasons.append(
+                f"gemm: a patchify stem ({weight_shape[1]} input channels, {taps} taps >= {LOWERED_STEM_MIN_TAPS} "
+                "that do not overlap), its lowered input the image rearranged"
+            )
+        else:
+            reasons.append(
+                f"gemm: {'one image' if out_shape[0] == 1 else 'images'} of {pixels} output pixels (<= {max_pixels}"
+                + (", taps that do not overlap" if patches else "")
+                + f") against {weight_bytes} bytes of weights (>= {LOWERED_MIN_WEIGHT_BYTES}), one group: bound by "
+                "reading the weights"
+            )
     wide, mr, nr = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
     if reasons is not None:
         reasons.append(
             f"pointwise tiles of {mr} output channels x {nr} pixels over the lowered input (im2col, "
-            f"{math.prod(weight_shape[1:])} rows of {pixels} pixels per image), the weights read as they are "
+            f"{taps} rows of {pixels} pixels per image), the weights read as they are "
             f"({_dispatch.ISA}, {8 * itemsize}-bit)"
         )
     return Choice(

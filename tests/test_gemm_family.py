@@ -496,9 +496,11 @@ def test_select_runs_wide_dense_kxk_on_gemm(monkeypatch):
         for args in (dense(112), narrow):
             assert _select.choose(*args).family == "direct"
         assert _select.choose(*dense(28, groups=2)).family != "gemm"
-        # a stem (3 input channels: ConvNeXt's 4x4 s4 to 56x56) stays direct
+        # a stem (3 input channels: ConvNeXt's 4x4 s4 to 56x56) is not this rule's: the lowered input's with
+        # AVX-512 (test_select_lowers_patchify_stems_with_avx512), the direct family below it
         stem = ((1, 3, 224, 224), (96, 3, 4, 4), (1, 96, 56, 56), (4, 4), (0, 0), (1, 1), 1, f32, True, 1)
-        assert _select.choose(*stem).family == "direct"
+        stem_choice = _select.choose(*stem)
+        assert stem_choice.lowered if isa == "avx512" else stem_choice.family == "direct"
         conv1d = ((2, 64, 1, 40), (64, 64, 1, 3), (2, 64, 1, 19), (1, 2), (0, 0), (1, 1), 1, f32, True, 1)
         assert _select.choose(*conv1d).family == "direct"
 
@@ -525,6 +527,56 @@ def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights(monkeypatch
     # float64 has no such tile: panels at batch 8
     call_f64 = call(8, 960, 160)[:7] + (8,) + call(8, 960, 160)[8:]
     assert not _select.choose(*call_f64).pointwise_rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        # patches side by side along the rows, split into column phases (kernels/gemm/deinterleave.h): whole
+        # vectors of 16 patches and a ragged end, strides 2 and 4, kernels narrower than their stride
+        ((1, 3, 9, 70), (8, 3, 4, 4), dict(stride=4)),  # 17 patches per row
+        ((2, 5, 7, 67), (6, 5, 2, 2), dict(stride=2)),  # 33 patches, a column left over
+        ((1, 4, 6, 40), (5, 4, 1, 1), dict(stride=2)),  # 1x1 s2: one phase of two
+        ((1, 2, 5, 50), (3, 2, 2, 3), dict(stride=(2, 4))),  # 3 phases of 4
+        ((1, 3, 8, 36), (4, 3, 3, 2), dict(stride=(1, 2), padding=(1, 0))),  # overlapping rows, padded ones
+    ],
+)
+def test_lowered_patches_match_the_reference(isa, dtype, x_shape, w_shape, kwargs):
+    rng = np.random.default_rng(11)
+    x, w, b = _case(rng, x_shape, w_shape, dtype)
+    expected = conv_reference(x, w, b, **kwargs)
+    previous = _select.FORCE_FAMILY
+    _select.FORCE_FAMILY = "gemm:lowered"
+    try:
+        np.testing.assert_allclose(gconv.conv2d(x, w, b, **kwargs), expected, **_tolerance(dtype))
+        # a channel slice (rows still contiguous) and every other column (rows strided: not split by phases)
+        wide = np.zeros(x.shape[:3] + (2 * x.shape[3],), dtype)
+        wide[..., ::2] = x
+        np.testing.assert_allclose(gconv.conv2d(wide[..., ::2], w, b, **kwargs), expected, **_tolerance(dtype))
+        deep = np.concatenate([x, x], axis=1)[:, : x.shape[1]]
+        np.testing.assert_allclose(gconv.conv2d(deep, w, b, **kwargs), expected, **_tolerance(dtype))
+    finally:
+        _select.FORCE_FAMILY = previous
+
+
+def test_select_lowers_patchify_stems_with_avx512(monkeypatch):
+    f32, f64 = 4, 8
+    args = ((1, 1), (0, 0), (1, 1), 1)
+
+    def stem(x_shape, w_shape, stride, itemsize=f32):
+        out = (x_shape[0], w_shape[0], x_shape[2] // stride, x_shape[3] // stride)
+        return _select.choose(x_shape, w_shape, out, (stride, stride), *args[1:], itemsize, True, 1)
+
+    convnext = stem((1, 3, 224, 224), (96, 3, 4, 4), 4)
+    assert convnext.lowered is (_dispatch.kernels.ISA == "avx512")  # 48 taps
+    assert not stem((8, 3, 224, 224), (96, 3, 4, 4), 4, f64).lowered  # float64: no vector split
+    assert not stem((1, 3, 64, 64), (64, 3, 2, 2), 2).lowered  # 12 taps
+    assert not stem((1, 16, 64, 64), (64, 16, 2, 2), 2).lowered  # not a stem: the downsampling rules'
+    overlapping = _select.choose(
+        (1, 3, 224, 224), (64, 3, 7, 7), (1, 64, 112, 112), (2, 2), (3, 3), (1, 1), 1, f32, True, 1
+    )
+    assert not overlapping.lowered  # ResNet's 7x7 s2 stem: taps overlap, its lowered input 12x the image
 
 
 def test_lowered_kernel_runs_chunks_of_images_into_channel_views_and_nothing_else(isa):

@@ -1,5 +1,11 @@
 # Packing, apart from the micro-kernels (as BLIS): input slabs per work item, weights per call, lowered input rows.
 
+cdef extern from "kernels/gemm/deinterleave.h" nogil:
+    void gconv_deinterleave_float(const float* src, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t phases, float* dst,
+                                  Py_ssize_t dst_pitch)
+    void gconv_deinterleave_double(const double* src, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t phases,
+                                   double* dst, Py_ssize_t dst_pitch)
+
 cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noexcept nogil:
     """Slab shape for blocks of row_tiles x col_tiles tiles: the padded input those outputs read."""
     plan.rows_per_block = row_tiles * plan.tile_rows
@@ -138,6 +144,24 @@ cdef void _lower_rows(const Plan* plan, const floating* x, floating* columns, Py
     cdef const floating* plane = x + n * plan.x_stride_n + c * plan.x_stride_c
     cdef const floating* src
     cdef floating* dst = columns + item * plan.KH * plan.KW * H_out * W_out
+    if xs_w == 1 and plan.KW <= s and plan.pad_left == 0 and plan.dilation_w == 1:
+        # patches side by side along each input row (1x1 s2, 2x2 s2, 4x4 s4): every input row that tap kh
+        # reads is split into its KW column phases at once, each the lowered row of one kw; (W_out - 1) * s +
+        # KW <= W, so no patch reaches the padding or past the row
+        for kh in range(plan.KH):
+            for oh in range(H_out):
+                ih = oh * plan.stride_h - plan.pad_top + kh * plan.dilation_h
+                if ih < 0 or ih >= plan.H:
+                    for kw in range(plan.KW):
+                        memset(dst + kw * H_out * W_out + oh * W_out, 0, W_out * sizeof(floating))
+                elif floating is float:
+                    gconv_deinterleave_float(plane + ih * plan.x_stride_h, W_out, s, plan.KW, dst + oh * W_out,
+                                             H_out * W_out)
+                else:
+                    gconv_deinterleave_double(plane + ih * plan.x_stride_h, W_out, s, plan.KW, dst + oh * W_out,
+                                              H_out * W_out)
+            dst += plan.KW * H_out * W_out
+        return
     for kh in range(plan.KH):
         for kw in range(plan.KW):
             # output columns [lo, hi) read input columns col0 + ow * s inside [0, W); the rest is padding
