@@ -117,13 +117,19 @@ LOWERED_MAX_PIXELS_PATCHES = 196
 # s2 1024->2048 and 2x2 s2 768->1536 from 14x14 1.2-1.25x faster on one thread, 1.1-1.35x on two; 2x2 s2
 # 384->768 (4.5 MiB) 1.02-1.04x slower.
 LOWERED_MIN_WEIGHT_BYTES_BATCH = 8 * 1024 * 1024
-# Patchify stems (taps that do not overlap, fewer than GEMM_MIN_IN_CHANNELS_DENSE input channels) of at least
-# this many taps, at any size and batch, with AVX-512: their lowered input is the image rearranged (split by
-# vector permutes, kernels/gemm/deinterleave.h) and the pointwise tiles reduce over its rows, where the
-# direct family's tiles run 3 input channels deep. Measured (batch 1 and 8, 1 and 2 threads, medians of
-# interleaved runs): ConvNeXt's 4x4 s4 3->96 on 224x224 1.25-1.33x faster, 2x2 s2 8->64 on 112x112 1.03-1.06x;
-# 2x2 s2 3->64 (12 taps) up to 1.35x slower on two threads, the AVX2 build 0.9-1.06x and float64 (no vector
-# split) 0.82-1.13x, so none of those takes it.
+# Patch convolutions (taps that do not overlap: 1x1 s2, 2x2 s2, 4x4 s4), float32 with AVX-512, run the wide
+# pointwise tile over their lowered input, which each work item gathers from the input a cache block at a
+# time (each input row split into its column phases by vector permutes, kernels/gemm/deinterleave.h), on
+# output maps of at least LOWERED_PATCHES_MIN_PIXELS pixels, and as stems (fewer than
+# GEMM_MIN_IN_CHANNELS_DENSE input channels) of at least LOWERED_STEM_MIN_TAPS taps on any map: where panels
+# pack their input per tile and the direct family's tiles run 3 input channels deep. Measured (batch 1 and 8,
+# 1 and 2 threads, medians of interleaved runs, against the family chosen before): 1x1 s2 32->48 from
+# 112x112 and 48->104 from 56x56 1.35-1.55x, 2x2 s2 96->192 from 56x56 1.12-1.23x, 1x1 s2 256->512 from
+# 56x56 1.06-1.11x, ConvNeXt's 4x4 s4 3->96 stem 1.25-1.6x faster; on 14x14 outputs even to 1.2x slower at
+# batch 8 (the weight-bound rules above keep theirs); 2x2 s2 3->64 (12 taps) up to 1.35x slower on two
+# threads, the AVX2 build's stem 0.9-1.06x and float64's (no vector split) 0.82-1.13x, so none of those
+# takes it.
+LOWERED_PATCHES_MIN_PIXELS = 784
 LOWERED_STEM_MIN_TAPS = 32
 
 # With AVX-512, single images of at most this many pixels (14x14) reducing over at least
@@ -320,9 +326,9 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
     return Choice("gemm", 0, False, 0, False, n_threads, tuple(reasons or ()), True, f"{mr}x{nr}")
 
 
-def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons, groups=1):
+def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons, groups=1, gathered=False):
     """(wide, mr, nr): the pointwise tile a call runs, output channels x pixels (see POINTWISE_WIDE_MAX_PIXELS
-    and POINTWISE_WIDE_MIN_LANE_GAIN)."""
+    and POINTWISE_WIDE_MIN_LANE_GAIN; gathered: LOWERED_PATCHES_MIN_PIXELS's calls, always wide)."""
     dtype_name = "float32" if itemsize == 4 else "float64"
     pixels = out_shape[2] * out_shape[3]
     taps = math.prod(weight_shape[1:])
@@ -338,6 +344,7 @@ def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reaso
         and itemsize == 4
         and (
             tail
+            or gathered
             or few_channels
             or (
                 n_threads == 1
@@ -351,6 +358,8 @@ def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reaso
     if wide and reasons is not None:
         if FORCE_FAMILY:
             reasons.append("gemm: forced wide pointwise tile")
+        elif gathered:
+            reasons.append(f"wide pointwise tile: over patches gathered as the tiles go ({_dispatch.ISA})")
         elif tail:
             reasons.append(
                 f"wide pointwise tile: maps of {pixels} pixels, whole vectors and one pixel more, taken as its "
@@ -391,17 +400,17 @@ def _lowered_choice(
         patches and weight_bytes >= LOWERED_MIN_WEIGHT_BYTES_BATCH and _pointwise_tail(kernels, out_shape, itemsize)
     )
     taps = math.prod(weight_shape[1:])
-    stem = (
+    stem = weight_shape[1] < GEMM_MIN_IN_CHANNELS_DENSE
+    gathered = (
         patches
         and kernels.ISA == "avx512"
         and itemsize == 4
         and groups == 1
-        and weight_shape[1] < GEMM_MIN_IN_CHANNELS_DENSE
-        and taps >= LOWERED_STEM_MIN_TAPS
+        and (taps >= LOWERED_STEM_MIN_TAPS if stem else pixels >= LOWERED_PATCHES_MIN_PIXELS)
     )
     if (
         FORCE_FAMILY not in ("gemm:lowered", "gemm:wide")
-        and not stem
+        and not gathered
         and not (
             batch_ok
             and groups == 1
@@ -414,10 +423,14 @@ def _lowered_choice(
     if reasons is not None:
         if FORCE_FAMILY:
             reasons.append("gemm: forced lowered input")
-        elif stem:
+        elif gathered:
             reasons.append(
-                f"gemm: a patchify stem ({weight_shape[1]} input channels, {taps} taps >= {LOWERED_STEM_MIN_TAPS} "
-                "that do not overlap), its lowered input the image rearranged"
+                "gemm: taps that do not overlap, gathered as the tiles go, "
+                + (
+                    f"a stem ({weight_shape[1]} input channels, {taps} taps >= {LOWERED_STEM_MIN_TAPS})"
+                    if stem
+                    else f"on {pixels} output pixels (>= {LOWERED_PATCHES_MIN_PIXELS})"
+                )
             )
         else:
             reasons.append(
@@ -426,7 +439,7 @@ def _lowered_choice(
                 + f") against {weight_bytes} bytes of weights (>= {LOWERED_MIN_WEIGHT_BYTES}), one group: bound by "
                 "reading the weights"
             )
-    wide, mr, nr = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons)
+    wide, mr, nr = _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reasons, gathered=gathered)
     if reasons is not None:
         reasons.append(
             f"pointwise tiles of {mr} output channels x {nr} pixels over the lowered input (im2col, "

@@ -119,6 +119,7 @@ def test_gemm_kernel_writes_any_output_view_and_nothing_else(isa):
         ((1, 64, 5, 5), (96, 64, 3, 3), dict(padding=1)),
         ((1, 40, 9, 9), (50, 40, 1, 1), dict()),  # pointwise: strips, then channel tiles, shared out
         ((1, 116, 14, 14), (116, 116, 1, 1), dict()),  # pointwise: channel tiles first, a one-vector strip
+        ((2, 24, 30, 60), (40, 24, 2, 2), dict(stride=2)),  # patches gathered per block (lowered, wide)
     ],
 )
 def test_gemm_results_do_not_depend_on_the_thread_count(isa, gemm_forced, shape):
@@ -487,6 +488,9 @@ def test_select_runs_wide_dense_kxk_on_gemm(monkeypatch):
         for args in (dense(14), dense(28), dense(56, stride=2), dense(56, kernel=2, stride=2)):
             choice = _select.choose(*args, why=True)
             assert choice.family == "gemm"
+            if args == dense(56, kernel=2, stride=2) and isa == "avx512":
+                assert choice.lowered  # patches gathered as the tiles go (test_select_gathers_patches...)
+                continue
             assert any("128 >= 64 output channels" in reason for reason in choice.reasons) or args == dense(14)
         # 56-column rows: gemm's 12 x 32 tile with AVX-512, the direct tile below it; 112-column rows,
         # narrower layers and 1-D (1 x k) kernels keep the direct family; grouped calls are not this rule's
@@ -540,14 +544,18 @@ def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights(monkeypatch
         ((1, 4, 6, 40), (5, 4, 1, 1), dict(stride=2)),  # 1x1 s2: one phase of two
         ((1, 2, 5, 50), (3, 2, 2, 3), dict(stride=(2, 4))),  # 3 phases of 4
         ((1, 3, 8, 36), (4, 3, 3, 2), dict(stride=(1, 2), padding=(1, 0))),  # overlapping rows, padded ones
+        ((2, 8, 6, 34), (6, 4, 2, 2), dict(stride=2, groups=2)),  # groups
+        ((3, 16, 40, 40), (30, 16, 2, 2), dict(stride=2)),  # 400 pixels: cache blocks of strips, a ragged one
     ],
 )
-def test_lowered_patches_match_the_reference(isa, dtype, x_shape, w_shape, kwargs):
+@pytest.mark.parametrize("family", ["gemm:lowered", "gemm:wide"])
+def test_lowered_patches_match_the_reference(isa, dtype, x_shape, w_shape, kwargs, family):
+    # patches gathered as the tiles go (conv2d_lowered's work items), by the regular and the wide tile
     rng = np.random.default_rng(11)
     x, w, b = _case(rng, x_shape, w_shape, dtype)
     expected = conv_reference(x, w, b, **kwargs)
     previous = _select.FORCE_FAMILY
-    _select.FORCE_FAMILY = "gemm:lowered"
+    _select.FORCE_FAMILY = family
     try:
         np.testing.assert_allclose(gconv.conv2d(x, w, b, **kwargs), expected, **_tolerance(dtype))
         # a channel slice (rows still contiguous) and every other column (rows strided: not split by phases)
@@ -560,23 +568,34 @@ def test_lowered_patches_match_the_reference(isa, dtype, x_shape, w_shape, kwarg
         _select.FORCE_FAMILY = previous
 
 
-def test_select_lowers_patchify_stems_with_avx512(monkeypatch):
+def test_select_gathers_patches_of_stems_and_large_maps_with_avx512(monkeypatch):
     f32, f64 = 4, 8
-    args = ((1, 1), (0, 0), (1, 1), 1)
 
-    def stem(x_shape, w_shape, stride, itemsize=f32):
+    def patches(x_shape, w_shape, stride, itemsize=f32, n_threads=1, groups=1):
         out = (x_shape[0], w_shape[0], x_shape[2] // stride, x_shape[3] // stride)
-        return _select.choose(x_shape, w_shape, out, (stride, stride), *args[1:], itemsize, True, 1)
+        return _select.choose(
+            x_shape, w_shape, out, (stride, stride), (0, 0), (1, 1), groups, itemsize, True, n_threads
+        )
 
-    convnext = stem((1, 3, 224, 224), (96, 3, 4, 4), 4)
-    assert convnext.lowered is (_dispatch.kernels.ISA == "avx512")  # 48 taps
-    assert not stem((8, 3, 224, 224), (96, 3, 4, 4), 4, f64).lowered  # float64: no vector split
-    assert not stem((1, 3, 64, 64), (64, 3, 2, 2), 2).lowered  # 12 taps
-    assert not stem((1, 16, 64, 64), (64, 16, 2, 2), 2).lowered  # not a stem: the downsampling rules'
-    overlapping = _select.choose(
-        (1, 3, 224, 224), (64, 3, 7, 7), (1, 64, 112, 112), (2, 2), (3, 3), (1, 1), 1, f32, True, 1
-    )
-    assert not overlapping.lowered  # ResNet's 7x7 s2 stem: taps overlap, its lowered input 12x the image
+    kernels = _dispatch.kernels
+    for isa in ("avx2", "avx512"):
+        monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, isa))
+        gathered = isa == "avx512"
+        for n_threads in (1, 2):
+            convnext = patches((1, 3, 224, 224), (96, 3, 4, 4), 4, n_threads=n_threads)  # a stem of 48 taps
+            assert convnext.lowered is gathered and convnext.wide is gathered
+            # 28x28 outputs: ConvNeXt's 2x2 s2 96->192, ResNet's 1x1 s2 256->512, RegNet's 1x1 s2 48->104
+            for x_shape, w_shape in (((8, 96, 56, 56), (192, 96, 2, 2)), ((1, 256, 56, 56), (512, 256, 1, 1))):
+                choice = patches(x_shape, w_shape, 2, n_threads=n_threads)
+                assert choice.lowered is gathered and choice.wide is gathered
+        assert not patches((8, 3, 224, 224), (96, 3, 4, 4), 4, f64).lowered  # float64: no vector split
+        assert not patches((1, 3, 64, 64), (64, 3, 2, 2), 2).lowered  # a stem of 12 taps
+        assert not patches((8, 192, 28, 28), (384, 192, 2, 2), 2).lowered  # 14x14 outputs at batch 8: panels
+        assert not patches((1, 96, 56, 56), (192, 48, 2, 2), 2, groups=2).lowered  # grouped
+        overlapping = _select.choose(
+            (1, 3, 224, 224), (64, 3, 7, 7), (1, 64, 112, 112), (2, 2), (3, 3), (1, 1), 1, f32, True, 1
+        )
+        assert not overlapping.lowered  # ResNet's 7x7 s2 stem: taps overlap, its lowered input 12x the image
 
 
 def test_lowered_kernel_runs_chunks_of_images_into_channel_views_and_nothing_else(isa):
@@ -644,7 +663,9 @@ def test_select_lowers_weight_bound_single_images(monkeypatch):
         # taps that do not overlap (kernel <= stride, unpadded) up to 14x14 outputs, not beyond
         for args in (call(192, 384, kernel=2, stride=2, width=28), call(512, 1024, kernel=1, stride=2, width=28)):
             assert _select.choose(*args, True, 1).lowered and _select.choose(*args, True, 2).lowered
-        assert not _select.choose(*call(256, 512, kernel=1, stride=2, width=56), True, 1).lowered
+        # beyond, by the gathered-patches rule with AVX-512 only (28x28 outputs), not this one's
+        beyond = _select.choose(*call(256, 512, kernel=1, stride=2, width=56), True, 1, why=True)
+        assert not any("bound by reading the weights" in reason for reason in beyond.reasons)
         assert not _select.choose(*call(256, 256, stride=2, width=28), True, 1).lowered  # 3x3 s2: overlapping
         # a stride-1 1x1 call is the pointwise rule's (the input as it is, no lowering)
         pointwise = _select.choose(*call(1024, 2048, kernel=1), True, 1)

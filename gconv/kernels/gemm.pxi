@@ -404,6 +404,10 @@ cdef struct PointwisePlan:
     # the first channel tile of a strip copies its rows for the others: where K rows at the input's channel
     # stride fall into too few L1 sets to stay there (maps of 32x32 pixels: one set), see _rows_alias
     bint copy_rows
+    # the rows are a patch convolution's lowered input, gathered from its input a cache block at a time into
+    # rows gather_pitch values apart (_pointwise_gathered_item), never read in place
+    bint gathered
+    Py_ssize_t gather_pitch
 
 
 cdef inline void _pw_tile(Py_ssize_t k_size, const floating* x, Py_ssize_t x_k_stride, floating* x_copy,
@@ -526,6 +530,46 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
         block_first = block_end
 
 
+cdef void _pointwise_gathered_item(const Plan* plan, const PointwisePlan* pp, const Plan* conv, const floating* x,
+                                   const floating* weight, const floating* packed_weight, const floating* bias,
+                                   floating* out, floating* rows, Py_ssize_t item) noexcept nogil:
+    """One work item over a patch convolution's lowered input (conv: its plan, x: its input; plan: its shapes
+    as a 1x1 call's): each cache block of strips gathered into rows, then every channel tile of the chunk
+    over the block's strips, as _pointwise_item's cache blocks."""
+    cdef Py_ssize_t chunk = item % pp.n_chunks
+    cdef Py_ssize_t p_block = (item // pp.n_chunks) % pp.n_p_blocks
+    cdef Py_ssize_t g = (item // (pp.n_chunks * pp.n_p_blocks)) % plan.groups
+    cdef Py_ssize_t n = item // (pp.n_chunks * pp.n_p_blocks * plan.groups)
+    cdef Py_ssize_t ocpg = plan.out_channels_per_group, nr = pp.nr, K = pp.K
+    cdef Py_ssize_t tile_first = chunk * pp.tiles_per_chunk
+    cdef Py_ssize_t tile_end = min(tile_first + pp.tiles_per_chunk, pp.n_c_tiles)
+    cdef Py_ssize_t strip_end = min((p_block + 1) * pp.strips_per_block, pp.n_strips)
+    cdef const floating* x_group = x + n * conv.x_stride_n + g * conv.in_channels_per_group * conv.x_stride_c
+    cdef floating* out_image = out + n * plan.out_stride_n
+    cdef Py_ssize_t block_first = p_block * pp.strips_per_block, block_end, block_pixels, strip, t, p0, n_p
+    cdef Py_ssize_t c0, oc_first
+    cdef const floating* w
+    while block_first < strip_end:
+        block_end = min(block_first + pp.strips_per_cache_block, strip_end)
+        # the block's pixels, then zeros up to its last strip's last vector (a map's last strip is ragged)
+        block_pixels = min(block_end * nr, pp.HW) - block_first * nr
+        _gather_patches(conv, x_group, block_first * nr, block_pixels,
+                        _ceil_div(block_pixels, pp.lanes) * pp.lanes - block_pixels, rows, pp.gather_pitch)
+        for t in range(tile_first, tile_end):
+            c0 = t * pp.mr
+            oc_first = g * ocpg + c0
+            w = (packed_weight + (g * pp.n_c_tiles + t) * K * pp.mr if packed_weight != NULL
+                 else weight + oc_first * K)
+            for strip in range(block_first, block_end):
+                p0 = strip * nr
+                n_p = min(nr, pp.HW - p0)
+                _pw_tile(K, rows + (strip - block_first) * nr, pp.gather_pitch, NULL, NULL, w, packed_weight != NULL,
+                         bias + oc_first if bias != NULL else NULL, out_image + oc_first * plan.out_stride_c + p0,
+                         plan.out_stride_c, min(pp.mr, ocpg - c0), 0, n_p,
+                         <int> (pp.vectors if n_p == nr else _ceil_div(n_p, pp.lanes)), pp.wide, NULL)
+        block_first = block_end
+
+
 cdef enum:
     # Input rows of a cache block of strips (K x strips x nr values): small enough to stay in L2 while every
     # channel tile of a work item reads them
@@ -542,6 +586,9 @@ cdef enum:
     # 112x112: 0.63x). The AVX2 build, on the same CPU, lost 4-9% on the 6.4 MB inputs but 256->512.
     PW_COPY_MIN_K = 128
     PW_COPY_MIN_TILES = 4
+    # a gathered block's rows cost about as much as this many channel tiles over them (the work split counts
+    # it: sharing channel tiles among threads gathers the same rows in each)
+    PW_GATHER_TILES = 2
     # L1 data cache geometry the row-copy rule assumes: 64 sets of 64-byte lines, 8 ways (32 KiB; 48 KiB
     # L1s have 12 ways, so the rule errs on the side of copying there)
     L1_SETS = 64
@@ -593,7 +640,8 @@ cdef Py_ssize_t _pointwise_load(const Plan* plan, const PointwisePlan* pp, int n
         if p_block == pp.n_p_blocks - 1 and pp.HW % pp.nr != 0:
             vectors -= pp.vectors - _ceil_div(pp.HW % pp.nr, pp.lanes)
         tiles = min(pp.tiles_per_chunk, pp.n_c_tiles - chunk * pp.tiles_per_chunk)
-        load += tiles * vectors
+        # gathered rows: every item gathers its strips' rows, as much work as PW_GATHER_TILES tiles
+        load += (tiles + (PW_GATHER_TILES if pp.gathered else 0)) * vectors
         if item == thread_end - 1:
             most = max(most, load)
             load = 0
@@ -603,10 +651,11 @@ cdef Py_ssize_t _pointwise_load(const Plan* plan, const PointwisePlan* pp, int n
 
 
 cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsize, int n_threads,
-                         bint wide) except -1:
+                         bint wide, bint gathered=False) except -1:
     """The strips and channel tiles of a pointwise call (on the wide tile or not) and its work items for
-    n_threads threads."""
-    pp.copy_rows = _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
+    n_threads threads; gathered: over a patch convolution's lowered input (plan: its shapes as a 1x1 call's)."""
+    pp.gathered = gathered
+    pp.copy_rows = not gathered and _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
     pp.K = plan.in_channels_per_group
     pp.HW = plan.H_out * plan.W_out
     pp.wide = wide
@@ -615,13 +664,13 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
     pp.lanes = (GCONV_PW_NR_F32 if itemsize == 4 else GCONV_PW_NR_F64) // GCONV_PW_VECTORS
     pp.nr = pp.vectors * pp.lanes
     pp.tail = (wide and itemsize == 4 and GCONV_PW_WIDE_TAIL and pp.HW % pp.lanes == 1
-               and pp.lanes < pp.HW <= pp.nr + 1)
+               and pp.lanes < pp.HW <= pp.nr + 1 and not gathered)
     if pp.tail:
         pp.nr = pp.HW
     pp.n_strips = _ceil_div(pp.HW, pp.nr)
     pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, pp.mr)
     pp.strips_per_cache_block = max(1, PW_CACHE_BLOCK_BYTES // (pp.K * pp.nr * itemsize))
-    pp.copy_blocks = (pp.K >= PW_COPY_MIN_K and pp.n_c_tiles >= PW_COPY_MIN_TILES
+    pp.copy_blocks = (not gathered and pp.K >= PW_COPY_MIN_K and pp.n_c_tiles >= PW_COPY_MIN_TILES
                       and _size_product(_size_product(plan.N * plan.groups, pp.K), pp.HW * itemsize)
                       >= GCONV_PW_COPY_MIN_INPUT_MIB * 1024 * 1024)
     pp.strips_per_block = pp.n_strips
@@ -638,6 +687,10 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
         _split_pointwise(plan, &by_tiles, wanted, True)
         if _pointwise_load(plan, &by_tiles, n_threads) < _pointwise_load(plan, pp, n_threads):
             pp[0] = by_tiles
+    # a gathered cache block's rows, a line apart from a multiple of 4 KiB (K rows 4 KiB apart share L1 sets)
+    pp.gather_pitch = min(pp.strips_per_cache_block, pp.strips_per_block) * pp.nr
+    if (pp.gather_pitch * itemsize) % 4096 == 0:
+        pp.gather_pitch += CACHE_LINE // itemsize
     return 0
 
 
@@ -731,30 +784,40 @@ def conv2d_pointwise(
                              f"another weight or kernel module?)")
         if packed_weight.shape[0] != 0:
             pw_ptr = &packed_weight[0]
+    _run_pointwise(&plan, &pp, NULL, &x[0, 0, 0, 0], &weight[0, 0, 0, 0], pw_ptr,
+                   &bias[0] if bias.shape[0] != 0 else NULL, &out[0, 0, 0, 0], n_threads)
+
+
+cdef int _run_pointwise(const Plan* plan, const PointwisePlan* pp, const Plan* conv, const floating* x_ptr,
+                        const floating* w_ptr, const floating* pw_ptr, const floating* b_ptr, floating* out_ptr,
+                        int n_threads) except -1:
+    """The work items of a planned pointwise call on n_threads threads (conv: NULL, or the patch convolution
+    whose lowered input they gather, x_ptr then its input)."""
     cdef Py_ssize_t n_items = plan.N * plan.groups * pp.n_p_blocks * pp.n_chunks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
-    cdef const floating* x_ptr = &x[0, 0, 0, 0]
-    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
-    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
-    cdef floating* out_ptr = &out[0, 0, 0, 0]
-    cdef Py_ssize_t rows_elements = pp.K * pp.nr * min(pp.strips_per_cache_block, pp.strips_per_block)
+    cdef Py_ssize_t rows_elements = (pp.K * pp.gather_pitch if pp.gathered
+                                     else pp.K * pp.nr * min(pp.strips_per_cache_block, pp.strips_per_block))
     cdef Py_ssize_t item
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
     cdef char* rows_memory
     cdef floating* rows
     with nogil, parallel(num_threads=team):
-        # this thread's copy of a cache block's rows (a narrow map's, zero-padded), on a cache line boundary
+        # this thread's copy of a cache block's rows (a narrow map's, zero-padded; a gathered block), on a
+        # cache line boundary
         rows_memory = <char*> malloc(rows_elements * sizeof(floating) + CACHE_LINE)
         rows = <floating*> _cache_line(rows_memory)
         if rows_memory == NULL:
             alloc_failed[0] = 1
         for item in prange(n_items, schedule="static"):
-            if rows_memory != NULL:
-                _pointwise_item(&plan, &pp, x_ptr, w_ptr, pw_ptr, b_ptr, out_ptr, rows, item)
+            if rows_memory != NULL and pp.gathered:
+                _pointwise_gathered_item(plan, pp, conv, x_ptr, w_ptr, pw_ptr, b_ptr, out_ptr, rows, item)
+            elif rows_memory != NULL:
+                _pointwise_item(plan, pp, x_ptr, w_ptr, pw_ptr, b_ptr, out_ptr, rows, item)
         free(rows_memory)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {rows_elements * sizeof(floating)} bytes of scratch")
+    return 0
 
 
 # Bytes of lowered input (C_in * KH * KW rows of H_out * W_out pixels per image) one conv2d_lowered call
@@ -776,10 +839,44 @@ def conv2d_lowered(
 
     The weights are read as they are (their own [C_out][K] order is the tiles' row order), so nothing is
     packed or checked per call; the lowered rows of a chunk take at most LOWERED_CHUNK_BYTES or one image.
+    Patch convolutions (kernel no wider than the stride: 1x1 s2, 2x2 s2, 4x4 s4) lower nothing beforehand:
+    each work item gathers its cache blocks' rows from x as it goes (_pointwise_gathered_item), so the
+    lowered input is written once into cache, never to memory and back (but for maps the wide tile takes as
+    whole vectors and a pixel, whose rows it reads in place).
     """
     cdef Plan plan
     _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
     if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+        return
+    if not _pixels_contiguous(plan.H_out, plan.W_out, plan.out_stride_h, plan.out_stride_w):
+        raise ValueError("conv2d_lowered: the output maps must be pixel-contiguous (NCHW)")
+    cdef Plan rows_plan  # the products' shapes as a 1x1 call's: K input channels per group on the output map
+    cdef PointwisePlan pp
+    cdef const floating* pw_ptr = NULL
+    if _patches_in_rows(&plan):
+        rows_plan = plan
+        rows_plan.in_channels_per_group = plan.in_channels_per_group * plan.KH * plan.KW
+        rows_plan.C_in = rows_plan.in_channels_per_group * plan.groups
+        rows_plan.KH = rows_plan.KW = 1
+        rows_plan.H, rows_plan.W = plan.H_out, plan.W_out
+        rows_plan.x_stride_c = plan.H_out * plan.W_out  # the lowered rows' (for the plan's cache rules)
+        _plan_pointwise(&rows_plan, &pp, sizeof(floating), n_threads, wide)
+    # gathered as it goes, but where the wide tile takes a map's last pixel apart (7x7: pp.tail), reading
+    # the lowered rows in place, and where threads would share channel tiles rather than strips (each would
+    # gather every strip: 1x1 s2 512->1024 from 28x28, one image on two threads, 1.2x slower)
+    if (_patches_in_rows(&plan) and not pp.tail
+            and (n_threads == 1 or plan.N * pp.n_strips >= GEMM_ITEMS_PER_THREAD * n_threads)):
+        _plan_pointwise(&rows_plan, &pp, sizeof(floating), n_threads, wide, True)
+        if packed_weight is not None:
+            if wide:
+                raise ValueError("conv2d_lowered: the wide tile reads the weights as they are, not packed_weight")
+            if packed_weight.shape[0] != plan.groups * pp.n_c_tiles * pp.K * pp.mr:
+                raise ValueError(f"conv2d_lowered: packed_weight has {packed_weight.shape[0]} elements, this "
+                                 f"weight's panels {plan.groups * pp.n_c_tiles * pp.K * pp.mr}")
+            if packed_weight.shape[0] != 0:
+                pw_ptr = &packed_weight[0]
+        _run_pointwise(&rows_plan, &pp, &plan, &x[0, 0, 0, 0], &weight[0, 0, 0, 0], pw_ptr,
+                       &bias[0] if bias.shape[0] != 0 else NULL, &out[0, 0, 0, 0], n_threads)
         return
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t image_elements = _size_product(_size_product(plan.C_in, plan.KH * plan.KW),

@@ -134,6 +134,52 @@ cdef void _pack_weight(const Plan* plan, const floating* weight, floating* packe
                         dst[t * plan.oc_block + o] = 0
 
 
+cdef inline bint _patches_in_rows(const Plan* plan) noexcept nogil:
+    """Whether each input row holds the patches of one tap row side by side (kernel no wider than its stride, no
+    left padding or column dilation, contiguous rows): then a row splits into its column phases at once."""
+    return (plan.x_stride_w == 1 and plan.KW <= plan.stride_w and plan.pad_left == 0
+            and plan.dilation_w == 1)
+
+
+cdef inline void _patch_row(const Plan* plan, const floating* x_channel, Py_ssize_t kh, Py_ssize_t oh,
+                            Py_ssize_t ow, Py_ssize_t n, floating* dst, Py_ssize_t pitch) noexcept nogil:
+    """Lowered rows kw = 0 .. KW - 1 of tap row kh at output pixels (oh, ow) .. (oh, ow + n - 1) of one
+    input channel: dst[kw * pitch + j] (zeros where the tap row falls in the padding); (W_out - 1) * stride +
+    KW <= W, so no patch reaches past the row."""
+    cdef Py_ssize_t ih = oh * plan.stride_h - plan.pad_top + kh * plan.dilation_h, kw
+    if ih < 0 or ih >= plan.H:
+        for kw in range(plan.KW):
+            memset(dst + kw * pitch, 0, n * sizeof(floating))
+    elif floating is float:
+        gconv_deinterleave_float(x_channel + ih * plan.x_stride_h + ow * plan.stride_w, n, plan.stride_w, plan.KW,
+                                 dst, pitch)
+    else:
+        gconv_deinterleave_double(x_channel + ih * plan.x_stride_h + ow * plan.stride_w, n, plan.stride_w,
+                                  plan.KW, dst, pitch)
+
+
+cdef void _gather_patches(const Plan* plan, const floating* x_group, Py_ssize_t p_first, Py_ssize_t n_p,
+                          Py_ssize_t n_zero, floating* rows, Py_ssize_t pitch) noexcept nogil:
+    """The lowered rows of one group of one image (x_group: its first input channel) at output pixels
+    p_first <= p < p_first + n_p, for a call whose patches lie in its rows (_patches_in_rows):
+    rows[k * pitch + p - p_first], k = (c * KH + kh) * KW + kw, then n_zero zeros per row after them."""
+    cdef Py_ssize_t c, kh, k, done, p, oh, ow, run
+    for c in range(plan.in_channels_per_group):
+        for kh in range(plan.KH):
+            k = (c * plan.KH + kh) * plan.KW
+            done = 0
+            while done < n_p:  # the pixels in runs along output rows
+                p = p_first + done
+                oh = p // plan.W_out
+                ow = p - oh * plan.W_out
+                run = min(plan.W_out - ow, n_p - done)
+                _patch_row(plan, x_group + c * plan.x_stride_c, kh, oh, ow, run, rows + k * pitch + done, pitch)
+                done += run
+    if n_zero > 0:
+        for k in range(plan.in_channels_per_group * plan.KH * plan.KW):
+            memset(rows + k * pitch + n_p, 0, n_zero * sizeof(floating))
+
+
 cdef void _lower_rows(const Plan* plan, const floating* x, floating* columns, Py_ssize_t item) noexcept nogil:
     """Input channel c = item % C_in of image n = item // C_in as its KH * KW rows of the lowered input:
     columns[n][(c * KH + kh) * KW + kw][oh][ow] = x[n][c][oh * s_h - pad_top + kh * d_h][ow * s_w - pad_left +
@@ -144,22 +190,12 @@ cdef void _lower_rows(const Plan* plan, const floating* x, floating* columns, Py
     cdef const floating* plane = x + n * plan.x_stride_n + c * plan.x_stride_c
     cdef const floating* src
     cdef floating* dst = columns + item * plan.KH * plan.KW * H_out * W_out
-    if xs_w == 1 and plan.KW <= s and plan.pad_left == 0 and plan.dilation_w == 1:
+    if _patches_in_rows(plan):
         # patches side by side along each input row (1x1 s2, 2x2 s2, 4x4 s4): every input row that tap kh
-        # reads is split into its KW column phases at once, each the lowered row of one kw; (W_out - 1) * s +
-        # KW <= W, so no patch reaches the padding or past the row
+        # reads is split into its KW column phases at once, each the lowered row of one kw
         for kh in range(plan.KH):
             for oh in range(H_out):
-                ih = oh * plan.stride_h - plan.pad_top + kh * plan.dilation_h
-                if ih < 0 or ih >= plan.H:
-                    for kw in range(plan.KW):
-                        memset(dst + kw * H_out * W_out + oh * W_out, 0, W_out * sizeof(floating))
-                elif floating is float:
-                    gconv_deinterleave_float(plane + ih * plan.x_stride_h, W_out, s, plan.KW, dst + oh * W_out,
-                                             H_out * W_out)
-                else:
-                    gconv_deinterleave_double(plane + ih * plan.x_stride_h, W_out, s, plan.KW, dst + oh * W_out,
-                                              H_out * W_out)
+                _patch_row(plan, plane, kh, oh, 0, W_out, dst + oh * W_out, H_out * W_out)
             dst += plan.KW * H_out * W_out
         return
     for kh in range(plan.KH):

@@ -14,6 +14,12 @@
 
 #if GCONV_VECTOR_BYTES == 64
 #include <immintrin.h>
+
+/* the first m lanes of 16 (none for m <= 0, all for m >= 16) */
+GCONV_INLINE __mmask16 gconv_lanes16(Py_ssize_t m)
+{
+    return m <= 0 ? (__mmask16)0 : m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1);
+}
 #endif
 
 /* dst[j * dst_pitch + i] = src[i * stride + j] for patches i < n and phases j < phases <= stride (src holds
@@ -26,25 +32,32 @@ static void gconv_deinterleave_float(const float *GCONV_RESTRICT src, Py_ssize_t
     /* lanes 0, 2, ..., 30 and 1, 3, ..., 31 of two vectors side by side */
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    /* the last n % 16 patches by masked loads and stores, reading nothing past src[n * stride - 1] */
     if (stride == 2) {
-        for (; i + 16 <= n; i += 16) {
-            const __m512 a = _mm512_loadu_ps(src + 2 * i), b = _mm512_loadu_ps(src + 2 * i + 16);
-            _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(a, even, b));
+        for (; i < n; i += 16) {
+            const Py_ssize_t m = n - i < 16 ? n - i : 16;
+            const __m512 a = _mm512_maskz_loadu_ps(gconv_lanes16(2 * m), src + 2 * i);
+            const __m512 b = _mm512_maskz_loadu_ps(gconv_lanes16(2 * m - 16), src + 2 * i + 16);
+            _mm512_mask_storeu_ps(dst + i, gconv_lanes16(m), _mm512_permutex2var_ps(a, even, b));
             if (phases > 1)
-                _mm512_storeu_ps(dst + dst_pitch + i, _mm512_permutex2var_ps(a, odd, b));
+                _mm512_mask_storeu_ps(dst + dst_pitch + i, gconv_lanes16(m), _mm512_permutex2var_ps(a, odd, b));
         }
     } else if (stride == 4 && phases == 4) {
-        for (; i + 16 <= n; i += 16) {
+        for (; i < n; i += 16) {
+            const Py_ssize_t m = n - i < 16 ? n - i : 16;
+            const __mmask16 out = gconv_lanes16(m);
             const float *p = src + 4 * i;
-            const __m512 a0 = _mm512_loadu_ps(p), a1 = _mm512_loadu_ps(p + 16);
-            const __m512 a2 = _mm512_loadu_ps(p + 32), a3 = _mm512_loadu_ps(p + 48);
+            const __m512 a0 = _mm512_maskz_loadu_ps(gconv_lanes16(4 * m), p);
+            const __m512 a1 = _mm512_maskz_loadu_ps(gconv_lanes16(4 * m - 16), p + 16);
+            const __m512 a2 = _mm512_maskz_loadu_ps(gconv_lanes16(4 * m - 32), p + 32);
+            const __m512 a3 = _mm512_maskz_loadu_ps(gconv_lanes16(4 * m - 48), p + 48);
             /* phases 0 and 2 alternating, then 1 and 3, for patches 0-7 and 8-15 */
             const __m512 e01 = _mm512_permutex2var_ps(a0, even, a1), o01 = _mm512_permutex2var_ps(a0, odd, a1);
             const __m512 e23 = _mm512_permutex2var_ps(a2, even, a3), o23 = _mm512_permutex2var_ps(a2, odd, a3);
-            _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(e01, even, e23));
-            _mm512_storeu_ps(dst + dst_pitch + i, _mm512_permutex2var_ps(o01, even, o23));
-            _mm512_storeu_ps(dst + 2 * dst_pitch + i, _mm512_permutex2var_ps(e01, odd, e23));
-            _mm512_storeu_ps(dst + 3 * dst_pitch + i, _mm512_permutex2var_ps(o01, odd, o23));
+            _mm512_mask_storeu_ps(dst + i, out, _mm512_permutex2var_ps(e01, even, e23));
+            _mm512_mask_storeu_ps(dst + dst_pitch + i, out, _mm512_permutex2var_ps(o01, even, o23));
+            _mm512_mask_storeu_ps(dst + 2 * dst_pitch + i, out, _mm512_permutex2var_ps(e01, odd, e23));
+            _mm512_mask_storeu_ps(dst + 3 * dst_pitch + i, out, _mm512_permutex2var_ps(o01, odd, o23));
         }
     }
 #endif
