@@ -542,6 +542,7 @@ def test_select_keeps_panels_for_batched_7x7_maps_with_large_weights(monkeypatch
         ((1, 3, 9, 70), (8, 3, 4, 4), dict(stride=4)),  # 17 patches per row
         ((2, 5, 7, 67), (6, 5, 2, 2), dict(stride=2)),  # 33 patches, a column left over
         ((1, 4, 6, 40), (5, 4, 1, 1), dict(stride=2)),  # 1x1 s2: one phase of two
+        ((1, 4, 6, 41), (5, 4, 1, 1), dict(stride=2)),  # an odd width: the rows' last value is no patch's
         ((1, 2, 5, 50), (3, 2, 2, 3), dict(stride=(2, 4))),  # 3 phases of 4
         ((1, 3, 8, 36), (4, 3, 3, 2), dict(stride=(1, 2), padding=(1, 0))),  # overlapping rows, padded ones
         ((2, 8, 6, 34), (6, 4, 2, 2), dict(stride=2, groups=2)),  # groups

@@ -23,7 +23,7 @@ GCONV_INLINE __mmask16 gconv_lanes16(Py_ssize_t m)
 #endif
 
 /* dst[j * dst_pitch + i] = src[i * stride + j] for patches i < n and phases j < phases <= stride (src holds
- * n * stride values). */
+ * (n - 1) * stride + phases values). */
 static void gconv_deinterleave_float(const float *GCONV_RESTRICT src, Py_ssize_t n, Py_ssize_t stride,
                                      Py_ssize_t phases, float *GCONV_RESTRICT dst, Py_ssize_t dst_pitch)
 {
@@ -32,12 +32,13 @@ static void gconv_deinterleave_float(const float *GCONV_RESTRICT src, Py_ssize_t
     /* lanes 0, 2, ..., 30 and 1, 3, ..., 31 of two vectors side by side */
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    /* the last n % 16 patches by masked loads and stores, reading nothing past src[n * stride - 1] */
+    /* the last n % 16 patches by masked loads and stores, reading nothing past the last phase of the last
+     * patch, src[(n - 1) * stride + phases - 1] (a row's end: 1x1 s2 on an odd width) */
     if (stride == 2) {
         for (; i < n; i += 16) {
-            const Py_ssize_t m = n - i < 16 ? n - i : 16;
-            const __m512 a = _mm512_maskz_loadu_ps(gconv_lanes16(2 * m), src + 2 * i);
-            const __m512 b = _mm512_maskz_loadu_ps(gconv_lanes16(2 * m - 16), src + 2 * i + 16);
+            const Py_ssize_t m = n - i < 16 ? n - i : 16, need = 2 * (m - 1) + phases;
+            const __m512 a = _mm512_maskz_loadu_ps(gconv_lanes16(need), src + 2 * i);
+            const __m512 b = _mm512_maskz_loadu_ps(gconv_lanes16(need - 16), src + 2 * i + 16);
             _mm512_mask_storeu_ps(dst + i, gconv_lanes16(m), _mm512_permutex2var_ps(a, even, b));
             if (phases > 1)
                 _mm512_mask_storeu_ps(dst + dst_pitch + i, gconv_lanes16(m), _mm512_permutex2var_ps(a, odd, b));
