@@ -207,22 +207,13 @@ class ForwardPlans:
             or type(x) is not np.ndarray
             or type(weight) is not np.ndarray
             or (bias is None) is not (last.bias_shape is None)
-            or (bias is not None and type(bias) is not np.ndarray)
         ):
             return None
         now = (x.shape, x.strides, x.dtype, weight.shape, weight.strides, weight.dtype)
         if (
             now != last.arrays
             or not (x.flags.aligned and weight.flags.aligned)
-            or (
-                bias is not None
-                and not (
-                    bias.shape == last.bias_shape
-                    and bias.strides == last.bias_strides
-                    and bias.dtype is last.dtype
-                    and bias.flags.aligned
-                )
-            )
+            or (bias is not None and not _same_parameter(bias, last.bias_shape, last.bias_strides, last.dtype))
             or hyper[0] is not last.hyper[0]
             or hyper[1] is not last.hyper[1]
             or hyper[2] is not last.hyper[2]
