@@ -398,6 +398,37 @@ def test_pointwise_items_copy_the_strips_of_large_deep_inputs_first(isa, pointwi
     np.testing.assert_array_equal(gconv.conv2d(x, w, b, n_threads=3), one)
 
 
+def _past_a_line(a, offset):
+    """A C-contiguous copy of a whose data starts offset bytes past a 64-byte cache line."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + offset
+    copy = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    copy[...] = a
+    assert copy.ctypes.data % 64 == offset
+    return copy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_tiles_copy_misaligned_rows_and_sum_the_same(isa, pointwise_forced, dtype):
+    # input rows off cache-line boundaries (the whole array 16 bytes past one; 14x14 rows of 784 bytes) are
+    # copied by each strip's first channel tile for the others (64 taps or more): the same sums in the same
+    # order as rows read in place, and the reference's
+    rng = np.random.default_rng(12)
+    cases = [
+        ((2, 96, 11, 13), (40, 96, 1, 1), 1),
+        ((1, 128, 14, 14), (50, 64, 1, 1), 2),
+        ((1, 32, 9, 9), (30, 32, 1, 1), 1),
+    ]
+    for x_shape, w_shape, groups in cases:
+        x, w, b = _case(rng, x_shape, w_shape, dtype)
+        expected = conv_reference(x, w, b, groups=groups)
+        aligned = gconv.conv2d(_past_a_line(x, 0), w, b, groups=groups, n_threads=1)
+        np.testing.assert_allclose(aligned, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape}")
+        for n_threads in (1, 3):
+            got = gconv.conv2d(_past_a_line(x, 16), w, b, groups=groups, n_threads=n_threads)
+            np.testing.assert_array_equal(got, aligned, err_msg=f"{isa} {x_shape} {n_threads}")
+
+
 def test_pointwise_kernel_reads_and_writes_channel_views_and_nothing_else(isa):
     # batch and channel strides are free (a channel slice of NCHW arrays); every map stays pixel-contiguous
     kernels = _dispatch.kernels

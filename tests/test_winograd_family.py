@@ -73,6 +73,19 @@ def test_winograd_kernel_reads_and_writes_any_strides_and_chunks_the_batch(isa, 
     np.testing.assert_allclose(out, expected, **_tolerance(np.float32))
 
 
+def test_winograd_buffers_start_on_a_cache_line(isa):
+    # the transformed planes' rows are the products' input rows: a 56x56 output's 784 tiles are whole lines,
+    # and stay so only from a buffer that starts on one (kept between calls, or fresh for a huge image)
+    kernels = _dispatch.kernels
+    for elements, dtype in (
+        (16 * 128 * 784, np.float32),
+        (100, np.float64),
+        (kernels.WINOGRAD_CHUNK_BYTES, np.float32),
+    ):
+        buffer = kernels._winograd_buffer(elements, dtype)
+        assert buffer.size == elements and buffer.dtype == dtype and buffer.ctypes.data % 64 == 0
+
+
 def test_winograd_weight_transform_is_g_g_gt():
     kernels = _dispatch.kernels
     rng = np.random.default_rng(33)

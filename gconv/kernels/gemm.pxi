@@ -404,6 +404,10 @@ cdef struct PointwisePlan:
     # the first channel tile of a strip copies its rows for the others: where K rows at the input's channel
     # stride fall into too few L1 sets to stay there (maps of 32x32 pixels: one set), see _rows_alias
     bint copy_rows
+    # the input rows do not all start on cache-line boundaries (an array malloc placed 16 bytes past one, a
+    # 14x14 map's rows of 784 bytes), so that each of their vector loads straddles two lines: the first
+    # channel tile copies them too where enough tiles read the copy (see _copies_rows)
+    bint rows_misaligned
     # the rows are a patch convolution's lowered input, gathered from its input a cache block at a time into
     # rows gather_pitch values apart (_pointwise_gathered_item), never read in place
     bint gathered
@@ -515,7 +519,7 @@ cdef void _pointwise_item(const Plan* plan, const PointwisePlan* pp, const float
                         src, src_stride = strip_rows, nr
                 elif block_copied:
                     src, src_stride = strip_rows, nr
-                elif pp.copy_rows and tile_end - tile_first > 1:
+                elif _copies_rows(pp, tile_end - tile_first):
                     # the first tile reads the strip in place and copies it for the others
                     if first:
                         copy = strip_rows
@@ -586,6 +590,8 @@ cdef enum:
     # 112x112: 0.63x). The AVX2 build, on the same CPU, lost 4-9% on the 6.4 MB inputs but 256->512.
     PW_COPY_MIN_K = 128
     PW_COPY_MIN_TILES = 4
+    # misaligned rows are copied for the other channel tiles from this many taps (_copies_rows)
+    PW_MISALIGNED_COPY_MIN_K = 64
     # a gathered block's rows cost about as much as this many channel tiles over them (the work split counts
     # it: sharing channel tiles among threads gathers the same rows in each)
     PW_GATHER_TILES = 2
@@ -609,6 +615,21 @@ cdef bint _rows_alias(Py_ssize_t k_size, Py_ssize_t row_bytes) noexcept nogil:
     for k in range(L1_SETS):
         n_sets += (sets >> k) & 1
     return k_size > L1_WAYS * n_sets
+
+
+cdef inline bint _copies_rows(const PointwisePlan* pp, Py_ssize_t n_tiles) noexcept nogil:
+    """Whether the first of n_tiles channel tiles over a strip copies its rows for the others.
+
+    Misaligned rows measured with AVX-512 (1 thread, input 16 bytes past a line): 1x1 64->256 on 56x56,
+    256->256 on 28x28, 256->1024 on 14x14 1.05-1.07x, 144->24 on 56x56 (2 tiles) 1.02-1.06x faster with the
+    copy; 32->16 on 112x112 (3 wide tiles of 32 taps, rows that stay in L1) 1.05-1.08x slower.
+    """
+    return n_tiles > 1 and (pp.copy_rows or (pp.rows_misaligned and pp.K >= PW_MISALIGNED_COPY_MIN_K))
+
+
+cdef bint _rows_misaligned(const void* x, Py_ssize_t row_stride, Py_ssize_t itemsize) noexcept nogil:
+    """Whether rows row_stride elements apart from x start off cache-line boundaries."""
+    return (<size_t> x) % CACHE_LINE != 0 or (row_stride * itemsize) % CACHE_LINE != 0
 
 
 cdef void _split_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t wanted, bint tiles_first) noexcept:
@@ -656,6 +677,7 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
     n_threads threads; gathered: over a patch convolution's lowered input (plan: its shapes as a 1x1 call's)."""
     pp.gathered = gathered
     pp.copy_rows = not gathered and _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
+    pp.rows_misaligned = False  # known at the call (conv2d_pointwise)
     pp.K = plan.in_channels_per_group
     pp.HW = plan.H_out * plan.W_out
     pp.wide = wide
@@ -784,6 +806,7 @@ def conv2d_pointwise(
                              f"another weight or kernel module?)")
         if packed_weight.shape[0] != 0:
             pw_ptr = &packed_weight[0]
+    pp.rows_misaligned = _rows_misaligned(&x[0, 0, 0, 0], plan.x_stride_c, sizeof(floating))
     _run_pointwise(&plan, &pp, NULL, &x[0, 0, 0, 0], &weight[0, 0, 0, 0], pw_ptr,
                    &bias[0] if bias.shape[0] != 0 else NULL, &out[0, 0, 0, 0], n_threads)
 

@@ -55,11 +55,12 @@ _winograd_buffers = threading.local()
 def _winograd_buffer(Py_ssize_t elements, dtype):
     """A flat array of elements values of dtype, this thread's from one call to the next: a fresh one of a
     few MiB is fresh pages from the system, and faulting them in took 15% of a 3x3 64->64 on 56x56. Kept up
-    to twice WINOGRAD_CHUNK_BYTES (a larger one, one huge image's, is the caller's for this call only)."""
+    to twice WINOGRAD_CHUNK_BYTES (a larger one, one huge image's, is the caller's for this call only); on a
+    cache line boundary."""
     cdef Py_ssize_t nbytes = _size_product(elements, np.dtype(dtype).itemsize)
     kept = getattr(_winograd_buffers, "array", None)
     if kept is None or kept.nbytes < nbytes:
-        kept = np.empty(nbytes, dtype=np.uint8)
+        kept = _aligned_empty(nbytes, np.uint8)
         if nbytes <= 2 * WINOGRAD_CHUNK_BYTES:
             _winograd_buffers.array = kept
     return kept[:nbytes].view(dtype)
