@@ -151,6 +151,11 @@ POINTWISE_WIDE_MIN_TAPS = 512
 # the blocks fill alike it loses (64->64 on 56x56 even on one thread, 1.1x slower on two; 256->64 1.6x slower
 # on two), so 28, 40 or 52 outputs (1.1-1.2x faster on one thread, measured) keep the regular tile.
 POINTWISE_WIDE_MIN_LANE_GAIN = 1.25
+# ... and from a gain this large on one thread or at batch 2 and more (rows that start off cache lines copied for
+# the other tiles): 64 outputs (72 lanes against 66) 1x1 64->64 and 256->64 on 56x56 1.06-1.1x, 40 outputs (48
+# against 42) 240->40 and 120->40 on 28x28 1.08-1.1x faster at batch 1 and 8, and on two threads at batch 8
+# (1.05-1.1x); 112 outputs (1.05) even
+POINTWISE_WIDE_MIN_LANE_GAIN_SERIAL = 1.08
 # Float32 maps of whole vectors and one pixel more (kernels.GEMM_POINTWISE_TAIL_PIXELS: 7x7 = 3 x 16 + 1 with
 # AVX-512) run on the wide tile at any batch, depth and thread count, its vectors and that pixel (reduced a
 # vector of taps at a time from the weight rows it reads anyway) 52 lanes for 49 pixels where every other
@@ -335,7 +340,10 @@ def _pointwise_tile(kernels, weight_shape, out_shape, itemsize, n_threads, reaso
     tail = _pointwise_tail(kernels, out_shape, itemsize)
     channels = weight_shape[0] // groups
     regular_mr, wide_mr = kernels.GEMM_POINTWISE_TILE[dtype_name][0], kernels.GEMM_POINTWISE_WIDE_TILE[dtype_name][0]
-    few_channels = channels > 0 and -(-channels // regular_mr) * regular_mr >= POINTWISE_WIDE_MIN_LANE_GAIN * (
+    min_gain = (
+        POINTWISE_WIDE_MIN_LANE_GAIN if n_threads > 1 and out_shape[0] == 1 else POINTWISE_WIDE_MIN_LANE_GAIN_SERIAL
+    )
+    few_channels = channels > 0 and -(-channels // regular_mr) * regular_mr >= min_gain * (
         -(-channels // wide_mr) * wide_mr
     )
     wide = FORCE_FAMILY == "gemm:wide" or (

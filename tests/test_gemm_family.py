@@ -864,6 +864,7 @@ def test_select_runs_the_wide_pointwise_tile_on_deep_single_images_on_one_thread
 def test_select_runs_few_output_channels_on_the_wide_pointwise_tile(monkeypatch):
     # 16 outputs fill blocks of 6 (18 lanes) better than blocks of 12 (24): the wide tile at any map size,
     # batch and thread count with AVX-512; as many outputs as a regular block, or more, keep the regular tile
+    # where one image runs on several threads
     f32 = 4
 
     def call(c_in, c_out, batch=1, groups=1):
@@ -881,6 +882,12 @@ def test_select_runs_few_output_channels_on_the_wide_pointwise_tile(monkeypatch)
         assert choice.wide and any("fill its blocks" in reason for reason in choice.reasons), args
     for c_out in (regular_mr, 64, 96):
         assert not _select.choose(*call(32, c_out) + ((1, 1), 1, f32, True, 2)).wide, c_out
+    # on one thread, or a batch on any: 64 and 40 outputs (72 and 48 lanes against 66 and 42) too, not 112
+    # (120 against 114) nor a whole number of regular blocks
+    for c_out, batch, n_threads in ((64, 1, 1), (40, 1, 1), (64, 8, 2)):
+        assert _select.choose(*call(64, c_out, batch) + ((1, 1), 1, f32, True, n_threads)).wide, (c_out, batch)
+    for c_out in (112, 96):
+        assert not _select.choose(*call(64, c_out) + ((1, 1), 1, f32, True, 1)).wide, c_out
     assert not _select.choose(*call(32, 16) + ((1, 1), 1, 8, True, 1)).wide  # float64: one tile
     monkeypatch.setattr(_dispatch, "kernels", _IsaAs(kernels, "avx2"))
     assert not _select.choose(*call(32, 16) + ((1, 1), 1, f32, True, 1)).wide
