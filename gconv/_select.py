@@ -149,7 +149,8 @@ POINTWISE_WIDE_MIN_TAPS = 512
 # weights. Measured (1x1, medians against the regular tile, batch 1 and 8, 1 and 2 threads): 16->16 and 32->16
 # on 112x112 1.1-1.25x, 64->14 and 256->16 on 56x56 1.1-1.2x, 24->4 and 24->6 on 56x56 1.25-1.35x faster; where
 # the blocks fill alike it loses (64->64 on 56x56 even on one thread, 1.1x slower on two; 256->64 1.6x slower
-# on two), so 28, 40 or 52 outputs (1.1-1.2x faster on one thread, measured) keep the regular tile.
+# on two), so where one image runs on several threads 28, 40 or 52 outputs (1.1-1.2x faster on one thread,
+# measured) keep the regular tile.
 POINTWISE_WIDE_MIN_LANE_GAIN = 1.25
 # ... and from a gain this large on one thread or at batch 2 and more (rows that start off cache lines copied for
 # the other tiles): 64 outputs (72 lanes against 66) 1x1 64->64 and 256->64 on 56x56 1.06-1.1x, 40 outputs (48
