@@ -65,11 +65,14 @@ cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* 
     cdef Py_ssize_t* image_offset = pixel
     cdef Py_ssize_t* first_row = pixel + mr
     cdef Py_ssize_t* first_col = pixel + 2 * mr
-    # per tap of the group: the source offset of each pixel (-1: a zero) and whether they form one run
+    # per tap of the group: the source offset of each pixel (-1: a zero) and the step of the run they form
+    # (1 or 2 elements apart; 0: none)
     cdef Py_ssize_t* src_offset = pixel + 3 * mr
     cdef Py_ssize_t* is_run = pixel + (3 + GEMM_PACK_TAPS) * mr
     cdef Py_ssize_t m, p, n, oh, ow, kh, kw, ih, iw, ic, tap, tap_first, n_taps, t
-    cdef bint run  # the tile's pixels read consecutive input elements for this tap
+    cdef bint run  # the tile's pixels read input elements step apart for this tap
+    # elements from one output column's input to the next's: runs of step 1 are copied, of step 2 split
+    cdef Py_ssize_t step = plan.stride_w * xs_w
     cdef const floating* xg = x + g * plan.in_channels_per_group * xs_c
     cdef const floating* xc
     cdef const Py_ssize_t* src
@@ -89,7 +92,7 @@ cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* 
         for t in range(n_taps):
             kh = (tap_first + t) // plan.KW
             kw = (tap_first + t) % plan.KW
-            run = n_m == mr
+            run = n_m == mr and (step == 1 or step == 2)
             for m in range(mr):
                 ih = first_row[m] + kh * plan.dilation_h
                 iw = first_col[m] + kw * plan.dilation_w
@@ -98,20 +101,25 @@ cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* 
                     run = False
                 else:
                     src_offset[t * mr + m] = image_offset[m] + ih * xs_h + iw * xs_w
-                    if m and src_offset[t * mr + m] != src_offset[t * mr + m - 1] + 1:
+                    if m and src_offset[t * mr + m] != src_offset[t * mr + m - 1] + step:
                         run = False
-            is_run[t] = run
+            is_run[t] = step if run else 0
         for ic in range(plan.in_channels_per_group):
             xc = xg + ic * xs_c
             dst = a + (ic * taps + tap_first) * mr
             for t in range(n_taps):
                 src = src_offset + t * mr
-                if is_run[t]:  # 1x1 stride 1 on NCHW, and most kxk tiles away from the border
+                if is_run[t] == 1:  # 1x1 stride 1 on NCHW, and most kxk tiles away from the border
                     # a size known at compile time: the copy is inlined, not a call to memcpy
                     if floating is float:
                         memcpy(dst, xc + src[0], GCONV_GEMM_MR_F32 * sizeof(float))
                     else:
                         memcpy(dst, xc + src[0], GCONV_GEMM_MR_F64 * sizeof(double))
+                elif is_run[t] == 2:  # stride 2 on NCHW: every other value of a run, split off by permutes
+                    if floating is float:
+                        gconv_deinterleave_float(xc + src[0], mr, 2, 1, dst, 0)
+                    else:
+                        gconv_deinterleave_double(xc + src[0], mr, 2, 1, dst, 0)
                 else:
                     for m in range(mr):
                         dst[m] = xc[src[m]] if src[m] >= 0 else 0
