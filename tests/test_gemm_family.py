@@ -151,15 +151,21 @@ def test_gemm_work_split_follows_the_larger_operand():
 
 
 def test_gemm_dot_tiles_cover_ragged_k_and_one_pixel_calls(isa):
-    # K not a multiple of the vector width (the scalar tail), 1 to 5 pixels (one-pixel tiles below a dot tile)
+    # K not a multiple of the vector width (the scalar tail), 1 to 5 pixels (one-pixel tiles below a dot tile);
+    # float32 with AVX-512 sums the lanes of a tile's accumulators as one transpose
     rng = np.random.default_rng(5)
     previous = _select.FORCE_FAMILY
     _select.FORCE_FAMILY = "gemm:dot"
     try:
-        for n in (1, 2, 3, 5):
-            for c_in, c_out in ((1, 3), (17, 9), (37, 70)):
-                x, w, b = _case(rng, (n, c_in, 1, 1), (c_out, c_in, 1, 1), np.float64)
-                np.testing.assert_allclose(gconv.conv2d(x, w, b), conv_reference(x, w, b), rtol=1e-11, atol=1e-11)
+        for dtype in (np.float32, np.float64):
+            for n in (1, 2, 3, 5):
+                for c_in, c_out in ((1, 3), (17, 9), (37, 70), (200, 19)):
+                    x, w, b = _case(rng, (n, c_in, 1, 1), (c_out, c_in, 1, 1), dtype)
+                    got = gconv.conv2d(x, w, b)
+                    np.testing.assert_allclose(got, conv_reference(x, w, b), **_tolerance(dtype))
+                    # each image alone (one-pixel tiles) sums as in the batch's 4-pixel tiles, bit for bit
+                    for i in range(n):
+                        np.testing.assert_array_equal(gconv.conv2d(x[i : i + 1], w, b), got[i : i + 1], err_msg=isa)
     finally:
         _select.FORCE_FAMILY = previous
 
