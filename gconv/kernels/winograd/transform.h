@@ -40,6 +40,123 @@
 /* The scratch one thread's transforms need for rows of tw tiles (values). */
 #define GCONV_WINO_SCRATCH(tw) (16 * (tw))
 
+/* With AVX-512, float32 rows of tiles go 16 tiles at a time with masked ends: the loops below are as long as
+ * a row of tiles (14 on a 28x28 map, 7 on 14x14), too short for the vectoriser's 16 lanes, which left them
+ * scalar (a quarter of a 3x3 128->128 on 28x28 went to the transforms). */
+#if GCONV_VECTOR_BYTES == 64
+#define GCONV_WINO_LANES16 1
+/* the first n lanes of 16 (none for n <= 0, all for n >= 16) */
+GCONV_INLINE __mmask16 gconv_wino_mask(Py_ssize_t n)
+{
+    return n <= 0 ? (__mmask16)0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+/* Row i of tiles t < n times B, the tiles' columns read from src[2 t .. 2 t + 3] (inside the row): even and
+ * odd columns split by two-source permutes. */
+static void gconv_wino_row16(const float *GCONV_RESTRICT src, Py_ssize_t n, float *GCONV_RESTRICT h0,
+                             float *GCONV_RESTRICT h1, float *GCONV_RESTRICT h2, float *GCONV_RESTRICT h3)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    Py_ssize_t t;
+    for (t = 0; t < n; t += 16) {
+        const Py_ssize_t m = n - t < 16 ? n - t : 16, need = 2 * m + 2; /* src[2 t .. 2 (t + m) + 1] */
+        const float *p = src + 2 * t;
+        const __m512 a = _mm512_maskz_loadu_ps(gconv_wino_mask(need), p);
+        const __m512 b = _mm512_maskz_loadu_ps(gconv_wino_mask(need - 16), p + 16);
+        const __m512 c = _mm512_maskz_loadu_ps(gconv_wino_mask(need - 2), p + 2);
+        const __m512 d = _mm512_maskz_loadu_ps(gconv_wino_mask(need - 18), p + 18);
+        const __m512 x0 = _mm512_permutex2var_ps(a, even, b), x1 = _mm512_permutex2var_ps(a, odd, b);
+        const __m512 x2 = _mm512_permutex2var_ps(c, even, d), x3 = _mm512_permutex2var_ps(c, odd, d);
+        const __mmask16 out = gconv_wino_mask(m);
+        _mm512_mask_storeu_ps(h0 + t, out, _mm512_sub_ps(x0, x2));
+        _mm512_mask_storeu_ps(h1 + t, out, _mm512_add_ps(x1, x2));
+        _mm512_mask_storeu_ps(h2 + t, out, _mm512_sub_ps(x2, x1));
+        _mm512_mask_storeu_ps(h3 + t, out, _mm512_sub_ps(x1, x3));
+    }
+}
+
+/* The same four combinations of four rows as the scalar loop of B^T (input) per column of tiles: v0 = r0 - r2,
+ * v1 = r1 + r2, v2 = r2 - r1, v3 = r1 - r3, n tiles. */
+static void gconv_wino_cols16(const float *GCONV_RESTRICT r0, const float *GCONV_RESTRICT r1,
+                              const float *GCONV_RESTRICT r2, const float *GCONV_RESTRICT r3, Py_ssize_t n,
+                              float *GCONV_RESTRICT v0, float *GCONV_RESTRICT v1, float *GCONV_RESTRICT v2,
+                              float *GCONV_RESTRICT v3)
+{
+    Py_ssize_t t;
+    for (t = 0; t < n; t += 16) {
+        const __mmask16 k = gconv_wino_mask(n - t);
+        const __m512 a0 = _mm512_maskz_loadu_ps(k, r0 + t), a1 = _mm512_maskz_loadu_ps(k, r1 + t);
+        const __m512 a2 = _mm512_maskz_loadu_ps(k, r2 + t), a3 = _mm512_maskz_loadu_ps(k, r3 + t);
+        _mm512_mask_storeu_ps(v0 + t, k, _mm512_sub_ps(a0, a2));
+        _mm512_mask_storeu_ps(v1 + t, k, _mm512_add_ps(a1, a2));
+        _mm512_mask_storeu_ps(v2 + t, k, _mm512_sub_ps(a2, a1));
+        _mm512_mask_storeu_ps(v3 + t, k, _mm512_sub_ps(a1, a3));
+    }
+}
+
+/* A^T applied to four rows, n tiles: s0 = m0 + m1 + m2 + bias, s1 = m1 - m2 - m3 + bias (in that order of
+ * additions, as the scalar loops). */
+static void gconv_wino_out16(const float *GCONV_RESTRICT m0, const float *GCONV_RESTRICT m1,
+                             const float *GCONV_RESTRICT m2, const float *GCONV_RESTRICT m3, Py_ssize_t n,
+                             float bias, int with_bias, float *GCONV_RESTRICT s0, float *GCONV_RESTRICT s1)
+{
+    const __m512 bv = _mm512_set1_ps(bias);
+    Py_ssize_t t;
+    for (t = 0; t < n; t += 16) {
+        const __mmask16 k = gconv_wino_mask(n - t);
+        const __m512 a0 = _mm512_maskz_loadu_ps(k, m0 + t), a1 = _mm512_maskz_loadu_ps(k, m1 + t);
+        const __m512 a2 = _mm512_maskz_loadu_ps(k, m2 + t), a3 = _mm512_maskz_loadu_ps(k, m3 + t);
+        __m512 y0 = _mm512_add_ps(_mm512_add_ps(a0, a1), a2), y1 = _mm512_sub_ps(_mm512_sub_ps(a1, a2), a3);
+        if (with_bias) {
+            y0 = _mm512_add_ps(y0, bv);
+            y1 = _mm512_add_ps(y1, bv);
+        }
+        _mm512_mask_storeu_ps(s0 + t, k, y0);
+        _mm512_mask_storeu_ps(s1 + t, k, y1);
+    }
+}
+
+/* row[2 t] = y0[t], row[2 t + 1] = y1[t] for t < n (a contiguous output row, 2 n values). */
+static void gconv_wino_interleave16(const float *GCONV_RESTRICT y0, const float *GCONV_RESTRICT y1, Py_ssize_t n,
+                                    float *GCONV_RESTRICT row)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    Py_ssize_t t;
+    for (t = 0; t < n; t += 16) {
+        const Py_ssize_t m = n - t < 16 ? n - t : 16;
+        const __mmask16 k = gconv_wino_mask(m);
+        const __m512 a = _mm512_maskz_loadu_ps(k, y0 + t), b = _mm512_maskz_loadu_ps(k, y1 + t);
+        _mm512_mask_storeu_ps(row + 2 * t, gconv_wino_mask(2 * m), _mm512_permutex2var_ps(a, lo, b));
+        _mm512_mask_storeu_ps(row + 2 * t + 16, gconv_wino_mask(2 * m - 16), _mm512_permutex2var_ps(a, hi, b));
+    }
+}
+#else
+#define GCONV_WINO_LANES16 0
+#endif
+
+/* The 16-lane paths for float only: the double instantiation compiles the calls away (a constant 0). */
+#if GCONV_WINO_LANES16
+#define GCONV_WINO_FLOAT16(T) (sizeof(T) == sizeof(float))
+#define GCONV_WINO_ROW16(T, src, n, h0, h1, h2, h3)                                                   \
+    gconv_wino_row16((const float *)(src), n, (float *)(h0), (float *)(h1), (float *)(h2), (float *)(h3))
+#define GCONV_WINO_COLS16(T, r0, r1, r2, r3, n, v0, v1, v2, v3)                                       \
+    gconv_wino_cols16((const float *)(r0), (const float *)(r1), (const float *)(r2), (const float *)(r3), n, \
+                      (float *)(v0), (float *)(v1), (float *)(v2), (float *)(v3))
+#define GCONV_WINO_OUT16(T, m0, m1, m2, m3, n, bias, with_bias, s0, s1)                               \
+    gconv_wino_out16((const float *)(m0), (const float *)(m1), (const float *)(m2), (const float *)(m3), n, \
+                     (float)(bias), with_bias, (float *)(s0), (float *)(s1))
+#define GCONV_WINO_INTERLEAVE16(T, y0, y1, n, row)                                                    \
+    gconv_wino_interleave16((const float *)(y0), (const float *)(y1), n, (float *)(row))
+#else
+#define GCONV_WINO_FLOAT16(T) 0
+#define GCONV_WINO_ROW16(T, src, n, h0, h1, h2, h3)
+#define GCONV_WINO_COLS16(T, r0, r1, r2, r3, n, v0, v1, v2, v3)
+#define GCONV_WINO_OUT16(T, m0, m1, m2, m3, n, bias, with_bias, s0, s1)
+#define GCONV_WINO_INTERLEAVE16(T, y0, y1, n, row)
+#endif
+
 /* Row i of tile t times B, the tile's columns read one by one (zeros where they fall in the padding). */
 #define GCONV_WINO_EDGE_TILE(T, t)                                                                   \
     do {                                                                                             \
@@ -87,7 +204,10 @@
                     if (t_lo > tw) t_lo = tw;                                                        \
                     if (t_hi < t_lo) t_hi = t_lo;                                                    \
                     for (t = 0; t < t_lo; t++) GCONV_WINO_EDGE_TILE(T, t);                           \
-                    if (xs_w == 1) {                                                                 \
+                    if (xs_w == 1 && GCONV_WINO_FLOAT16(T)) {                                        \
+                        GCONV_WINO_ROW16(T, row - pad_left + 2 * t_lo, t_hi - t_lo, h0 + t_lo, h1 + t_lo,   \
+                                         h2 + t_lo, h3 + t_lo);                                      \
+                    } else if (xs_w == 1) {                                                          \
                         const T *GCONV_RESTRICT src = row - pad_left;                                \
                         GCONV_WINO_VECTORISE                                                         \
                         for (t = t_lo; t < t_hi; t++) {                                              \
@@ -110,6 +230,10 @@
                 T *GCONV_RESTRICT v0 = v + b * v_stride + ty * tw;                                   \
                 T *GCONV_RESTRICT v1 = v0 + 4 * v_stride, *GCONV_RESTRICT v2 = v1 + 4 * v_stride;    \
                 T *GCONV_RESTRICT v3 = v2 + 4 * v_stride;                                            \
+                if (GCONV_WINO_FLOAT16(T)) {                                                         \
+                    GCONV_WINO_COLS16(T, r0, r1, r2, r3, tw, v0, v1, v2, v3);                        \
+                    continue;                                                                        \
+                }                                                                                    \
                 GCONV_WINO_VECTORISE                                                                 \
                 for (t = 0; t < tw; t++) {                                                           \
                     v0[t] = r0[t] - r2[t];                                                           \
@@ -142,6 +266,10 @@ GCONV_DEFINE_WINO_INPUT(double)
                 const T *GCONV_RESTRICT m1 = m0 + 4 * m_stride, *GCONV_RESTRICT m2 = m1 + 4 * m_stride; \
                 const T *GCONV_RESTRICT m3 = m2 + 4 * m_stride;                                      \
                 T *GCONV_RESTRICT s0 = s + b * tw, *GCONV_RESTRICT s1 = s0 + 4 * tw;                 \
+                if (GCONV_WINO_FLOAT16(T)) {                                                         \
+                    GCONV_WINO_OUT16(T, m0, m1, m2, m3, tw, 0, 0, s0, s1);                           \
+                    continue;                                                                        \
+                }                                                                                    \
                 GCONV_WINO_VECTORISE                                                                 \
                 for (t = 0; t < tw; t++) {                                                           \
                     s0[t] = m0[t] + m1[t] + m2[t];                                                   \
@@ -152,15 +280,22 @@ GCONV_DEFINE_WINO_INPUT(double)
                 const T *GCONV_RESTRICT s0 = s + 4 * p * tw, *GCONV_RESTRICT s1 = s0 + tw;           \
                 const T *GCONV_RESTRICT s2 = s1 + tw, *GCONV_RESTRICT s3 = s2 + tw;                  \
                 T *GCONV_RESTRICT row = y + (2 * ty + p) * ys_h;                                     \
-                GCONV_WINO_VECTORISE                                                                 \
-                for (t = 0; t < tw; t++) {                                                           \
-                    y0[t] = s0[t] + s1[t] + s2[t] + bias;                                            \
-                    y1[t] = s1[t] - s2[t] - s3[t] + bias;                                            \
+                if (GCONV_WINO_FLOAT16(T)) {                                                         \
+                    GCONV_WINO_OUT16(T, s0, s1, s2, s3, tw, bias, 1, y0, y1);                        \
+                } else {                                                                             \
+                    GCONV_WINO_VECTORISE                                                             \
+                    for (t = 0; t < tw; t++) {                                                       \
+                        y0[t] = s0[t] + s1[t] + s2[t] + bias;                                        \
+                        y1[t] = s1[t] - s2[t] - s3[t] + bias;                                        \
+                    }                                                                                \
                 }                                                                                    \
-                for (t = 0; t < W_out / 2; t++) {                                                    \
-                    row[(2 * t) * ys_w] = y0[t];                                                     \
-                    row[(2 * t + 1) * ys_w] = y1[t];                                                 \
-                }                                                                                    \
+                if (ys_w == 1 && GCONV_WINO_FLOAT16(T))                                              \
+                    GCONV_WINO_INTERLEAVE16(T, y0, y1, W_out / 2, row);                              \
+                else                                                                                 \
+                    for (t = 0; t < W_out / 2; t++) {                                                \
+                        row[(2 * t) * ys_w] = y0[t];                                                 \
+                        row[(2 * t + 1) * ys_w] = y1[t];                                             \
+                    }                                                                                \
                 if (W_out % 2) row[(W_out - 1) * ys_w] = y0[tw - 1];                                 \
             }                                                                                        \
         }                                                                                            \
