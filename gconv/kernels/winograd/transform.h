@@ -16,7 +16,7 @@
  *
  * Input and output planes are transformed a row of tiles at a time, with loops over the row's tiles that the
  * compiler vectorises (tile t of a row reads its columns 2 t .. 2 t + 3; tiles that meet the padding are
- * done one by one).
+ * done one by one); float32 with AVX-512, 16 tiles at a time in registers (gconv_wino_*_plane16).
  *
  * Included after Python.h (Cython puts it first): indices are Py_ssize_t, as everywhere in gconv. */
 #ifndef GCONV_WINOGRAD_TRANSFORM_H
@@ -40,9 +40,11 @@
 /* The scratch one thread's transforms need for rows of tw tiles (values). */
 #define GCONV_WINO_SCRATCH(tw) (16 * (tw))
 
-/* With AVX-512, float32 rows of tiles go 16 tiles at a time with masked ends: the loops below are as long as
- * a row of tiles (14 on a 28x28 map, 7 on 14x14), too short for the vectoriser's 16 lanes, which left them
- * scalar (a quarter of a 3x3 128->128 on 28x28 went to the transforms). */
+/* With AVX-512, float32 planes with unit column stride go 16 tiles of a row at a time, in registers, with
+ * masked ends: the generic loops below are as long as a row of tiles (14 on a 28x28 map, 7 on 14x14), too
+ * short for the vectoriser's 16 lanes, which left them scalar (a quarter of a 3x3 128->128 on 28x28 went to
+ * the transforms; 3x3 128->128 on 28x28 and 256->256 on 14x14 1.18-1.24x, 64->64 on 56x56 1.13x faster
+ * at batch 1 and 8 than those scalar rows). */
 #if GCONV_VECTOR_BYTES == 64
 #define GCONV_WINO_LANES16 1
 /* the first n lanes of 16 (none for n <= 0, all for n >= 16) */
@@ -51,87 +53,104 @@ GCONV_INLINE __mmask16 gconv_wino_mask(Py_ssize_t n)
     return n <= 0 ? (__mmask16)0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
 }
 
-/* Row i of tiles t < n times B, the tiles' columns read from src[2 t .. 2 t + 3] (inside the row): even and
- * odd columns split by two-source permutes. */
-static void gconv_wino_row16(const float *GCONV_RESTRICT src, Py_ssize_t n, float *GCONV_RESTRICT h0,
-                             float *GCONV_RESTRICT h1, float *GCONV_RESTRICT h2, float *GCONV_RESTRICT h3)
+/* Lanes lo <= j < hi of 16. */
+GCONV_INLINE __mmask16 gconv_wino_lanes(Py_ssize_t lo, Py_ssize_t hi)
+{
+    return (__mmask16)(gconv_wino_mask(hi) & ~gconv_wino_mask(lo));
+}
+
+/* V = B^T d B for a whole plane with unit column stride (as gconv_wino_input_*), 16 tiles of a row at a time
+ * in registers: each of the 4 input rows under them is loaded once (columns outside [0, W) masked to zeros,
+ * rows outside [0, H) zeros), its even and odd columns split by permutes and combined with B, then the 4 rows
+ * with B^T, and the 16 products stored. The same additions as the scalar loops, in the same order. Nothing
+ * goes through scratch: written with masked stores and read back at once, it stalled on every load (a
+ * masked store forwards nothing). */
+static void gconv_wino_input_plane16(const float *GCONV_RESTRICT x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t xs_h,
+                                     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t th, Py_ssize_t tw,
+                                     float *GCONV_RESTRICT v, Py_ssize_t v_stride)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    Py_ssize_t t;
-    for (t = 0; t < n; t += 16) {
-        const Py_ssize_t m = n - t < 16 ? n - t : 16, need = 2 * m + 2; /* src[2 t .. 2 (t + m) + 1] */
-        const float *p = src + 2 * t;
-        const __m512 a = _mm512_maskz_loadu_ps(gconv_wino_mask(need), p);
-        const __m512 b = _mm512_maskz_loadu_ps(gconv_wino_mask(need - 16), p + 16);
-        const __m512 c = _mm512_maskz_loadu_ps(gconv_wino_mask(need - 2), p + 2);
-        const __m512 d = _mm512_maskz_loadu_ps(gconv_wino_mask(need - 18), p + 18);
-        const __m512 x0 = _mm512_permutex2var_ps(a, even, b), x1 = _mm512_permutex2var_ps(a, odd, b);
-        const __m512 x2 = _mm512_permutex2var_ps(c, even, d), x3 = _mm512_permutex2var_ps(c, odd, d);
-        const __mmask16 out = gconv_wino_mask(m);
-        _mm512_mask_storeu_ps(h0 + t, out, _mm512_sub_ps(x0, x2));
-        _mm512_mask_storeu_ps(h1 + t, out, _mm512_add_ps(x1, x2));
-        _mm512_mask_storeu_ps(h2 + t, out, _mm512_sub_ps(x2, x1));
-        _mm512_mask_storeu_ps(h3 + t, out, _mm512_sub_ps(x1, x3));
-    }
-}
-
-/* The same four combinations of four rows as the scalar loop of B^T (input) per column of tiles: v0 = r0 - r2,
- * v1 = r1 + r2, v2 = r2 - r1, v3 = r1 - r3, n tiles. */
-static void gconv_wino_cols16(const float *GCONV_RESTRICT r0, const float *GCONV_RESTRICT r1,
-                              const float *GCONV_RESTRICT r2, const float *GCONV_RESTRICT r3, Py_ssize_t n,
-                              float *GCONV_RESTRICT v0, float *GCONV_RESTRICT v1, float *GCONV_RESTRICT v2,
-                              float *GCONV_RESTRICT v3)
-{
-    Py_ssize_t t;
-    for (t = 0; t < n; t += 16) {
-        const __mmask16 k = gconv_wino_mask(n - t);
-        const __m512 a0 = _mm512_maskz_loadu_ps(k, r0 + t), a1 = _mm512_maskz_loadu_ps(k, r1 + t);
-        const __m512 a2 = _mm512_maskz_loadu_ps(k, r2 + t), a3 = _mm512_maskz_loadu_ps(k, r3 + t);
-        _mm512_mask_storeu_ps(v0 + t, k, _mm512_sub_ps(a0, a2));
-        _mm512_mask_storeu_ps(v1 + t, k, _mm512_add_ps(a1, a2));
-        _mm512_mask_storeu_ps(v2 + t, k, _mm512_sub_ps(a2, a1));
-        _mm512_mask_storeu_ps(v3 + t, k, _mm512_sub_ps(a1, a3));
-    }
-}
-
-/* A^T applied to four rows, n tiles: s0 = m0 + m1 + m2 + bias, s1 = m1 - m2 - m3 + bias (in that order of
- * additions, as the scalar loops). */
-static void gconv_wino_out16(const float *GCONV_RESTRICT m0, const float *GCONV_RESTRICT m1,
-                             const float *GCONV_RESTRICT m2, const float *GCONV_RESTRICT m3, Py_ssize_t n,
-                             float bias, int with_bias, float *GCONV_RESTRICT s0, float *GCONV_RESTRICT s1)
-{
-    const __m512 bv = _mm512_set1_ps(bias);
-    Py_ssize_t t;
-    for (t = 0; t < n; t += 16) {
-        const __mmask16 k = gconv_wino_mask(n - t);
-        const __m512 a0 = _mm512_maskz_loadu_ps(k, m0 + t), a1 = _mm512_maskz_loadu_ps(k, m1 + t);
-        const __m512 a2 = _mm512_maskz_loadu_ps(k, m2 + t), a3 = _mm512_maskz_loadu_ps(k, m3 + t);
-        __m512 y0 = _mm512_add_ps(_mm512_add_ps(a0, a1), a2), y1 = _mm512_sub_ps(_mm512_sub_ps(a1, a2), a3);
-        if (with_bias) {
-            y0 = _mm512_add_ps(y0, bv);
-            y1 = _mm512_add_ps(y1, bv);
+    Py_ssize_t ty, t0;
+    int i, b;
+    for (ty = 0; ty < th; ty++)
+        for (t0 = 0; t0 < tw; t0 += 16) {
+            const Py_ssize_t m = tw - t0 < 16 ? tw - t0 : 16;
+            /* the tiles read columns c0 .. c0 + 2 m + 1 of each row, those inside [0, W) */
+            const Py_ssize_t c0 = 2 * t0 - pad_left, lo = c0 < 0 ? 0 : c0;
+            const Py_ssize_t hi = c0 + 2 * m + 2 < W ? c0 + 2 * m + 2 : W;
+            const __mmask16 out = gconv_wino_mask(m);
+            __m512 h[4][4];
+            float *dst = v + ty * tw + t0;
+            for (i = 0; i < 4; i++) {
+                const Py_ssize_t r = 2 * ty - pad_top + i;
+                __m512 x0, x1, x2, x3;
+                if (r < 0 || r >= H) {
+                    for (b = 0; b < 4; b++) h[i][b] = _mm512_setzero_ps();
+                    continue;
+                }
+                {
+                    const float *p = x + r * xs_h + c0; /* masked lanes are never read */
+                    const __m512 a = _mm512_maskz_loadu_ps(gconv_wino_lanes(lo - c0, hi - c0), p);
+                    const __m512 bb = _mm512_maskz_loadu_ps(gconv_wino_lanes(lo - c0 - 16, hi - c0 - 16), p + 16);
+                    const __m512 c = _mm512_maskz_loadu_ps(gconv_wino_lanes(lo - c0 - 2, hi - c0 - 2), p + 2);
+                    const __m512 d = _mm512_maskz_loadu_ps(gconv_wino_lanes(lo - c0 - 18, hi - c0 - 18), p + 18);
+                    x0 = _mm512_permutex2var_ps(a, even, bb);
+                    x1 = _mm512_permutex2var_ps(a, odd, bb);
+                    x2 = _mm512_permutex2var_ps(c, even, d);
+                    x3 = _mm512_permutex2var_ps(c, odd, d);
+                }
+                h[i][0] = _mm512_sub_ps(x0, x2);
+                h[i][1] = _mm512_add_ps(x1, x2);
+                h[i][2] = _mm512_sub_ps(x2, x1);
+                h[i][3] = _mm512_sub_ps(x1, x3);
+            }
+            for (b = 0; b < 4; b++) {
+                _mm512_mask_storeu_ps(dst + b * v_stride, out, _mm512_sub_ps(h[0][b], h[2][b]));
+                _mm512_mask_storeu_ps(dst + (4 + b) * v_stride, out, _mm512_add_ps(h[1][b], h[2][b]));
+                _mm512_mask_storeu_ps(dst + (8 + b) * v_stride, out, _mm512_sub_ps(h[2][b], h[1][b]));
+                _mm512_mask_storeu_ps(dst + (12 + b) * v_stride, out, _mm512_sub_ps(h[1][b], h[3][b]));
+            }
         }
-        _mm512_mask_storeu_ps(s0 + t, k, y0);
-        _mm512_mask_storeu_ps(s1 + t, k, y1);
-    }
 }
 
-/* row[2 t] = y0[t], row[2 t + 1] = y1[t] for t < n (a contiguous output row, 2 n values). */
-static void gconv_wino_interleave16(const float *GCONV_RESTRICT y0, const float *GCONV_RESTRICT y1, Py_ssize_t n,
-                                    float *GCONV_RESTRICT row)
+/* y = A^T m A + bias for a whole output plane with unit column stride (as gconv_wino_output_*), 16 tiles of
+ * a row at a time in registers: their 16 products loaded, combined with A^T then A (the scalar loops' additions
+ * in their order), each output row's even and odd columns interleaved by permutes and stored, the columns
+ * past W_out masked. */
+static void gconv_wino_output_plane16(const float *GCONV_RESTRICT m, Py_ssize_t m_stride, Py_ssize_t th,
+                                      Py_ssize_t tw, float bias, float *GCONV_RESTRICT y, Py_ssize_t H_out,
+                                      Py_ssize_t W_out, Py_ssize_t ys_h)
 {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    Py_ssize_t t;
-    for (t = 0; t < n; t += 16) {
-        const Py_ssize_t m = n - t < 16 ? n - t : 16;
-        const __mmask16 k = gconv_wino_mask(m);
-        const __m512 a = _mm512_maskz_loadu_ps(k, y0 + t), b = _mm512_maskz_loadu_ps(k, y1 + t);
-        _mm512_mask_storeu_ps(row + 2 * t, gconv_wino_mask(2 * m), _mm512_permutex2var_ps(a, lo, b));
-        _mm512_mask_storeu_ps(row + 2 * t + 16, gconv_wino_mask(2 * m - 16), _mm512_permutex2var_ps(a, hi, b));
-    }
+    const __m512 bv = _mm512_set1_ps(bias);
+    Py_ssize_t ty, t0;
+    int b, p;
+    for (ty = 0; ty < th; ty++)
+        for (t0 = 0; t0 < tw; t0 += 16) {
+            const __mmask16 in = gconv_wino_mask(tw - t0);
+            const float *src = m + ty * tw + t0;
+            __m512 s[2][4];
+            for (b = 0; b < 4; b++) {
+                const __m512 m0 = _mm512_maskz_loadu_ps(in, src + b * m_stride);
+                const __m512 m1 = _mm512_maskz_loadu_ps(in, src + (4 + b) * m_stride);
+                const __m512 m2 = _mm512_maskz_loadu_ps(in, src + (8 + b) * m_stride);
+                const __m512 m3 = _mm512_maskz_loadu_ps(in, src + (12 + b) * m_stride);
+                s[0][b] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                s[1][b] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+            }
+            for (p = 0; p < 2 && 2 * ty + p < H_out; p++) {
+                const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[p][0], s[p][1]), s[p][2]), bv);
+                const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[p][1], s[p][2]), s[p][3]), bv);
+                float *row = y + (2 * ty + p) * ys_h + 2 * t0;
+                const Py_ssize_t cols = W_out - 2 * t0; /* this row's columns from 2 t0 on */
+                _mm512_mask_storeu_ps(row, gconv_wino_mask(cols), _mm512_permutex2var_ps(y0, lo, y1));
+                _mm512_mask_storeu_ps(row + 16, gconv_wino_mask(cols - 16), _mm512_permutex2var_ps(y0, hi, y1));
+            }
+        }
 }
+
 #else
 #define GCONV_WINO_LANES16 0
 #endif
@@ -139,22 +158,14 @@ static void gconv_wino_interleave16(const float *GCONV_RESTRICT y0, const float 
 /* The 16-lane paths for float only: the double instantiation compiles the calls away (a constant 0). */
 #if GCONV_WINO_LANES16
 #define GCONV_WINO_FLOAT16(T) (sizeof(T) == sizeof(float))
-#define GCONV_WINO_ROW16(T, src, n, h0, h1, h2, h3)                                                   \
-    gconv_wino_row16((const float *)(src), n, (float *)(h0), (float *)(h1), (float *)(h2), (float *)(h3))
-#define GCONV_WINO_COLS16(T, r0, r1, r2, r3, n, v0, v1, v2, v3)                                       \
-    gconv_wino_cols16((const float *)(r0), (const float *)(r1), (const float *)(r2), (const float *)(r3), n, \
-                      (float *)(v0), (float *)(v1), (float *)(v2), (float *)(v3))
-#define GCONV_WINO_OUT16(T, m0, m1, m2, m3, n, bias, with_bias, s0, s1)                               \
-    gconv_wino_out16((const float *)(m0), (const float *)(m1), (const float *)(m2), (const float *)(m3), n, \
-                     (float)(bias), with_bias, (float *)(s0), (float *)(s1))
-#define GCONV_WINO_INTERLEAVE16(T, y0, y1, n, row)                                                    \
-    gconv_wino_interleave16((const float *)(y0), (const float *)(y1), n, (float *)(row))
+#define GCONV_WINO_INPUT_PLANE16(T, x, H, W, xs_h, pad_top, pad_left, th, tw, v, v_stride)            \
+    gconv_wino_input_plane16((const float *)(x), H, W, xs_h, pad_top, pad_left, th, tw, (float *)(v), v_stride)
+#define GCONV_WINO_OUTPUT_PLANE16(T, m, m_stride, th, tw, bias, y, H_out, W_out, ys_h)               \
+    gconv_wino_output_plane16((const float *)(m), m_stride, th, tw, (float)(bias), (float *)(y), H_out, W_out, ys_h)
 #else
 #define GCONV_WINO_FLOAT16(T) 0
-#define GCONV_WINO_ROW16(T, src, n, h0, h1, h2, h3)
-#define GCONV_WINO_COLS16(T, r0, r1, r2, r3, n, v0, v1, v2, v3)
-#define GCONV_WINO_OUT16(T, m0, m1, m2, m3, n, bias, with_bias, s0, s1)
-#define GCONV_WINO_INTERLEAVE16(T, y0, y1, n, row)
+#define GCONV_WINO_INPUT_PLANE16(T, x, H, W, xs_h, pad_top, pad_left, th, tw, v, v_stride)
+#define GCONV_WINO_OUTPUT_PLANE16(T, m, m_stride, th, tw, bias, y, H_out, W_out, ys_h)
 #endif
 
 /* Row i of tile t times B, the tile's columns read one by one (zeros where they fall in the padding). */
@@ -186,6 +197,10 @@ static void gconv_wino_interleave16(const float *GCONV_RESTRICT y0, const float 
     {                                                                                                \
         T *GCONV_RESTRICT h = scratch; /* h[(4 i + b) * tw + t]: row i of tile t times B's column b */ \
         Py_ssize_t ty, t, i, b;                                                                      \
+        if (xs_w == 1 && GCONV_WINO_FLOAT16(T)) {                                                    \
+            GCONV_WINO_INPUT_PLANE16(T, x, H, W, xs_h, pad_top, pad_left, th, tw, v, v_stride);      \
+            return;                                                                                  \
+        }                                                                                            \
         for (ty = 0; ty < th; ty++) {                                                                \
             for (i = 0; i < 4; i++) {                                                                \
                 const Py_ssize_t r = 2 * ty - pad_top + i;                                           \
@@ -204,10 +219,7 @@ static void gconv_wino_interleave16(const float *GCONV_RESTRICT y0, const float 
                     if (t_lo > tw) t_lo = tw;                                                        \
                     if (t_hi < t_lo) t_hi = t_lo;                                                    \
                     for (t = 0; t < t_lo; t++) GCONV_WINO_EDGE_TILE(T, t);                           \
-                    if (xs_w == 1 && GCONV_WINO_FLOAT16(T)) {                                        \
-                        GCONV_WINO_ROW16(T, row - pad_left + 2 * t_lo, t_hi - t_lo, h0 + t_lo, h1 + t_lo,   \
-                                         h2 + t_lo, h3 + t_lo);                                      \
-                    } else if (xs_w == 1) {                                                          \
+                    if (xs_w == 1) {                                                                 \
                         const T *GCONV_RESTRICT src = row - pad_left;                                \
                         GCONV_WINO_VECTORISE                                                         \
                         for (t = t_lo; t < t_hi; t++) {                                              \
@@ -230,10 +242,6 @@ static void gconv_wino_interleave16(const float *GCONV_RESTRICT y0, const float 
                 T *GCONV_RESTRICT v0 = v + b * v_stride + ty * tw;                                   \
                 T *GCONV_RESTRICT v1 = v0 + 4 * v_stride, *GCONV_RESTRICT v2 = v1 + 4 * v_stride;    \
                 T *GCONV_RESTRICT v3 = v2 + 4 * v_stride;                                            \
-                if (GCONV_WINO_FLOAT16(T)) {                                                         \
-                    GCONV_WINO_COLS16(T, r0, r1, r2, r3, tw, v0, v1, v2, v3);                        \
-                    continue;                                                                        \
-                }                                                                                    \
                 GCONV_WINO_VECTORISE                                                                 \
                 for (t = 0; t < tw; t++) {                                                           \
                     v0[t] = r0[t] - r2[t];                                                           \
@@ -260,16 +268,16 @@ GCONV_DEFINE_WINO_INPUT(double)
         T *GCONV_RESTRICT s = scratch; /* s[(4 p + b) * tw + t]: A^T row p over the tile's rows, column b */ \
         T *GCONV_RESTRICT y0 = scratch + 8 * tw, *GCONV_RESTRICT y1 = y0 + tw;                       \
         Py_ssize_t ty, t, b, p;                                                                      \
+        if (ys_w == 1 && GCONV_WINO_FLOAT16(T)) {                                                    \
+            GCONV_WINO_OUTPUT_PLANE16(T, m, m_stride, th, tw, bias, y, H_out, W_out, ys_h);          \
+            return;                                                                                  \
+        }                                                                                            \
         for (ty = 0; ty < th; ty++) {                                                                \
             for (b = 0; b < 4; b++) {                                                                \
                 const T *GCONV_RESTRICT m0 = m + b * m_stride + ty * tw;                             \
                 const T *GCONV_RESTRICT m1 = m0 + 4 * m_stride, *GCONV_RESTRICT m2 = m1 + 4 * m_stride; \
                 const T *GCONV_RESTRICT m3 = m2 + 4 * m_stride;                                      \
                 T *GCONV_RESTRICT s0 = s + b * tw, *GCONV_RESTRICT s1 = s0 + 4 * tw;                 \
-                if (GCONV_WINO_FLOAT16(T)) {                                                         \
-                    GCONV_WINO_OUT16(T, m0, m1, m2, m3, tw, 0, 0, s0, s1);                           \
-                    continue;                                                                        \
-                }                                                                                    \
                 GCONV_WINO_VECTORISE                                                                 \
                 for (t = 0; t < tw; t++) {                                                           \
                     s0[t] = m0[t] + m1[t] + m2[t];                                                   \
@@ -280,22 +288,15 @@ GCONV_DEFINE_WINO_INPUT(double)
                 const T *GCONV_RESTRICT s0 = s + 4 * p * tw, *GCONV_RESTRICT s1 = s0 + tw;           \
                 const T *GCONV_RESTRICT s2 = s1 + tw, *GCONV_RESTRICT s3 = s2 + tw;                  \
                 T *GCONV_RESTRICT row = y + (2 * ty + p) * ys_h;                                     \
-                if (GCONV_WINO_FLOAT16(T)) {                                                         \
-                    GCONV_WINO_OUT16(T, s0, s1, s2, s3, tw, bias, 1, y0, y1);                        \
-                } else {                                                                             \
-                    GCONV_WINO_VECTORISE                                                             \
-                    for (t = 0; t < tw; t++) {                                                       \
-                        y0[t] = s0[t] + s1[t] + s2[t] + bias;                                        \
-                        y1[t] = s1[t] - s2[t] - s3[t] + bias;                                        \
-                    }                                                                                \
+                GCONV_WINO_VECTORISE                                                                 \
+                for (t = 0; t < tw; t++) {                                                           \
+                    y0[t] = s0[t] + s1[t] + s2[t] + bias;                                            \
+                    y1[t] = s1[t] - s2[t] - s3[t] + bias;                                            \
                 }                                                                                    \
-                if (ys_w == 1 && GCONV_WINO_FLOAT16(T))                                              \
-                    GCONV_WINO_INTERLEAVE16(T, y0, y1, W_out / 2, row);                              \
-                else                                                                                 \
-                    for (t = 0; t < W_out / 2; t++) {                                                \
-                        row[(2 * t) * ys_w] = y0[t];                                                 \
-                        row[(2 * t + 1) * ys_w] = y1[t];                                             \
-                    }                                                                                \
+                for (t = 0; t < W_out / 2; t++) {                                                    \
+                    row[(2 * t) * ys_w] = y0[t];                                                     \
+                    row[(2 * t + 1) * ys_w] = y1[t];                                                 \
+                }                                                                                    \
                 if (W_out % 2) row[(W_out - 1) * ys_w] = y0[tw - 1];                                 \
             }                                                                                        \
         }                                                                                            \
