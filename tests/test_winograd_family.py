@@ -73,6 +73,27 @@ def test_winograd_kernel_reads_and_writes_any_strides_and_chunks_the_batch(isa, 
     np.testing.assert_allclose(out, expected, **_tolerance(np.float32))
 
 
+@pytest.mark.parametrize(
+    "x_shape, c_out, padding", [((2, 20, 13, 37), 18, 1), ((1, 16, 30, 30), 16, 2), ((1, 8, 5, 3), 8, 0)]
+)
+def test_winograd_transforms_sum_alike_on_every_layout(isa, x_shape, c_out, padding):
+    # NCHW planes (float32 with AVX-512: 16 tiles at a time in registers, masked ends) and channels-last ones
+    # (the generic row loops) go through the same additions in the same order: the same bits
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(33)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((c_out, x_shape[1], 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    h_out, w_out = x_shape[2] + 2 * padding - 2, x_shape[3] + 2 * padding - 2
+    nchw = np.full((x_shape[0], c_out, h_out, w_out), np.nan, np.float32)
+    kernels.conv2d_winograd(x, w, b, nchw, (padding, padding), 1)
+    np.testing.assert_allclose(nchw, conv_reference(x, w, b, padding=padding), **_tolerance(np.float32))
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    out_last = np.full((x_shape[0], h_out, w_out, c_out), np.nan, np.float32).transpose(0, 3, 1, 2)
+    kernels.conv2d_winograd(x_last, w, b, out_last, (padding, padding), 1)
+    np.testing.assert_array_equal(out_last, nchw)
+
+
 def test_winograd_buffers_start_on_a_cache_line(isa):
     # the transformed planes' rows are the products' input rows: a 56x56 output's 784 tiles are whole lines,
     # and stay so only from a buffer that starts on one (kept between calls, or fresh for a huge image)
