@@ -179,6 +179,12 @@ POINTWISE_WIDE_MIN_LANE_GAIN_SERIAL = 1.08
 # input reads them once.
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_PIXELS = 14 * 14
+# ... and, with its transforms 16 tiles at a time (AVX-512), 7x7 maps too at batch 2 or more with this many
+# channels, whose weights a module checks per call on the gemm tiles anyway: 512->512 on 7x7 at batch 2 / 4 /
+# 8 1.14x / 1.08x / 1.04x faster than the gemm tiles on one thread, 1.27-1.4x on two; 256->256 at batch 8
+# 1.09x slower on one thread (even on two), 128->128 1.19x slower; one image keeps the lowered input (1.09x)
+WINOGRAD_MIN_CHANNELS_SMALL_MAPS = 512
+WINOGRAD_MIN_PIXELS_SMALL_MAPS = 7 * 7
 # ... and at most this many bytes of transformed inputs and products per image (16 values per 2x2 outputs and
 # channel, in and out: a call holds a chunk of images' or one image's; 3x3 64->64 on 56x56 takes 6.3 MiB,
 # on 112x112 25 MiB, which stays on the other families)
@@ -473,11 +479,16 @@ def _winograd_choice(kernels, weight_shape, out_shape, stride, dilation, groups,
         and itemsize == 4
     ):
         return None
+    channels = min(weight_shape[0], weight_shape[1])
+    large_maps = channels >= WINOGRAD_MIN_CHANNELS and pixels >= WINOGRAD_MIN_PIXELS
+    small_maps = (
+        kernels.ISA == "avx512"
+        and out_shape[0] >= 2
+        and channels >= WINOGRAD_MIN_CHANNELS_SMALL_MAPS
+        and pixels >= WINOGRAD_MIN_PIXELS_SMALL_MAPS
+    )
     if FORCE_FAMILY != "winograd" and not (
-        nchw
-        and min(weight_shape[0], weight_shape[1]) >= WINOGRAD_MIN_CHANNELS
-        and pixels >= WINOGRAD_MIN_PIXELS
-        and image_bytes <= WINOGRAD_MAX_IMAGE_BYTES
+        nchw and (large_maps or small_maps) and image_bytes <= WINOGRAD_MAX_IMAGE_BYTES
     ):
         return None
     if reasons is not None:
@@ -485,8 +496,13 @@ def _winograd_choice(kernels, weight_shape, out_shape, stride, dilation, groups,
             "winograd: forced"
             if FORCE_FAMILY
             else f"winograd: dense 3x3 at stride 1 with {weight_shape[1]} -> {weight_shape[0]} channels "
-            f"(>= {WINOGRAD_MIN_CHANNELS}) on maps of {pixels} pixels (>= {WINOGRAD_MIN_PIXELS}): F(2x2, 3x3), "
-            "16 multiplies per 2x2 outputs and input channel for 36"
+            + (
+                f"(>= {WINOGRAD_MIN_CHANNELS}) on maps of {pixels} pixels (>= {WINOGRAD_MIN_PIXELS})"
+                if large_maps
+                else f"(>= {WINOGRAD_MIN_CHANNELS_SMALL_MAPS}) on {out_shape[0]} maps of {pixels} pixels "
+                f"(>= {WINOGRAD_MIN_PIXELS_SMALL_MAPS}, {_dispatch.ISA})"
+            )
+            + ": F(2x2, 3x3), 16 multiplies per 2x2 outputs and input channel for 36"
         )
     # the 16 products: one pointwise call of 16 groups over maps of the output's 2x2 tiles
     products_weight = (16 * weight_shape[0], weight_shape[1], 1, 1)

@@ -6,6 +6,7 @@ import pytest
 import gconv
 from gconv import _dispatch, _select
 from reference import conv_reference
+from test_gemm_family import _IsaAs
 
 LEVELS = gconv.available_isas()
 
@@ -184,6 +185,20 @@ def test_select_runs_dense_3x3_at_stride_1_on_winograd():
     ):
         assert _select.choose(*args, 1).family != "winograd", args
     assert _select.choose(*_call(), 1, accumulate=True).family != "winograd"
+
+
+def test_select_runs_deep_7x7_batches_on_winograd_with_avx512(monkeypatch):
+    # 7x7 maps at batch 2 or more with 512 channels or more (WINOGRAD_MIN_CHANNELS_SMALL_MAPS), AVX-512 only;
+    # one image, 256 channels and the other levels keep the gemm family
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(_dispatch.kernels, "avx512"))
+    for args in (_call(512, 512, 7, batch=2), _call(512, 1024, 7, batch=8)):
+        for n_threads in (1, 2):
+            choice = _select.choose(*args, n_threads, why=True)
+            assert choice.family == "winograd" and any("on 2 maps" in r or "on 8 maps" in r for r in choice.reasons)
+    for args in (_call(512, 512, 7), _call(256, 256, 7, batch=8), _call(512, 512, 6, batch=8)):
+        assert _select.choose(*args, 1).family != "winograd", args
+    monkeypatch.setattr(_dispatch, "kernels", _IsaAs(_dispatch.kernels, "avx2"))
+    assert _select.choose(*_call(512, 512, 7, batch=8), 1).family != "winograd"
 
 
 def test_forced_winograd_runs_every_3x3_stride_1_call(monkeypatch):
