@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from test_gemm_family import _IsaAs
 
 import gconv
 from gconv import _dispatch, _select
 from reference import conv_reference
-from test_gemm_family import _IsaAs
 
 LEVELS = gconv.available_isas()
 
