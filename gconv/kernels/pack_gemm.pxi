@@ -115,7 +115,7 @@ cdef void _pack_gemm_tile(const Plan* plan, const GemmPlan* gp, const floating* 
                         memcpy(dst, xc + src[0], GCONV_GEMM_MR_F32 * sizeof(float))
                     else:
                         memcpy(dst, xc + src[0], GCONV_GEMM_MR_F64 * sizeof(double))
-                elif is_run[t] == 2:  # stride 2 on NCHW: every other value of a run, split off by permutes
+                elif is_run[t] == 2:  # stride 2 on NCHW: every other value of a run (split by permutes, AVX-512)
                     if floating is float:
                         gconv_deinterleave_float(xc + src[0], mr, 2, 1, dst, 0)
                     else:
