@@ -67,6 +67,10 @@ GEMM_DOT_MAX_PIXELS_BELOW_AVX512 = 8
 # 64->120, and 64->64 on 4x4 at batch 1: 1.2-1.5x faster with AVX-512 and AVX2; at 32 taps and fewer (32->64,
 # 16->256, 10->240) panels stay 1.05-1.1x faster).
 GEMM_DOT_MIN_TAPS_PACKED_PER_CALL = 48
+# ... and at any depth with AVX-512 in float32 on this many pixels or fewer, where the dot tiles sum their lanes
+# as one transpose (gemm/tile.h): 1x1 on 1x1 maps at batch 8, 26->104, 32->120, 16->64, 32->8 1.25-1.5x faster on
+# one and two threads, 10->240 at batch 4 1.25x; 16 and 32 pixels of 16 to 32 taps stay on panels (1.07-1.14x)
+GEMM_DOT_MAX_PIXELS_SHALLOW = 8
 
 # 1x1 convolutions at stride 1 without padding on NCHW maps of at least this many pixels run on the gemm
 # family's pointwise tiles (out[c][p] = w[c][:] . x[:][p] per image: 6 channels x 16 pixels below AVX-512,
@@ -314,7 +318,10 @@ def _gemm_choice(kernels, weight_shape, out_shape, itemsize, n_threads, gemm_why
     # below AVX-512, multi-pixel dot tiles win only on a handful of pixels (AVX2, 1x1 960->160 on 7x7: 2x4
     # dot tiles 4x slower than panels; at batch 8 on 1x1 maps 672->28, 240->960, 1152->48 1.2-1.7x faster)
     max_pixels = GEMM_DOT_MAX_PIXELS if kernels.ISA == "avx512" else GEMM_DOT_MAX_PIXELS_BELOW_AVX512
-    min_taps = GEMM_DOT_MIN_TAPS if weight_shape[0] * taps >= MIN_CACHED_WEIGHTS else GEMM_DOT_MIN_TAPS_PACKED_PER_CALL
+    packed_per_call = weight_shape[0] * taps < MIN_CACHED_WEIGHTS
+    min_taps = GEMM_DOT_MIN_TAPS_PACKED_PER_CALL if packed_per_call else GEMM_DOT_MIN_TAPS
+    if packed_per_call and kernels.ISA == "avx512" and itemsize == 4 and pixels <= GEMM_DOT_MAX_PIXELS_SHALLOW:
+        min_taps = 1
     if variant == "dot" or (not variant and (one_pixel or (pixels <= max_pixels and taps >= min_taps))):
         mr, nr = kernels.GEMM_DOT_TILE if pixels >= kernels.GEMM_DOT_TILE[0] else kernels.GEMM_DOT_PIXEL_TILE
         if reasons is not None:

@@ -187,12 +187,22 @@ def test_select_picks_gemm_on_small_maps_and_direct_on_long_rows(monkeypatch):
     se8 = _select.choose((8, 672, 1, 1), (28, 672, 1, 1), (8, 28, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1)
     assert se8.tile.startswith("dot") and not se8.pack_weights
     # weights too few to be kept packed, which panels would pack on every call: dot tiles from 48 taps, panels
-    # below; weights kept packed: panels up to 192 taps
-    for c_in, c_out, dot in ((104, 26, True), (64, 120, True), (32, 64, False), (64, 256, False)):
-        se8_small = _select.choose(
-            (8, c_in, 1, 1), (c_out, c_in, 1, 1), (8, c_out, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1
+    # below (with AVX-512 in float32 dot tiles at any depth on 8 pixels or fewer, not 16); weights kept packed:
+    # panels up to 192 taps
+    avx512 = _dispatch.kernels.ISA == "avx512"
+    for batch, c_in, c_out, dot in (
+        (8, 104, 26, True),
+        (8, 64, 120, True),
+        (8, 32, 64, avx512),
+        (16, 32, 64, False),
+        (8, 64, 256, False),
+    ):
+        se_small = _select.choose(
+            (batch, c_in, 1, 1), (c_out, c_in, 1, 1), (batch, c_out, 1, 1), (1, 1), (0, 0), (1, 1), 1, f32, True, 1
         )
-        assert se8_small.tile.startswith("dot") is dot and se8_small.pack_weights is not dot, (c_in, c_out)
+        assert se_small.tile.startswith("dot") is dot and se_small.pack_weights is not dot, (batch, c_in, c_out)
+    shallow8 = _select.choose((8, 32, 1, 1), (64, 32, 1, 1), (8, 64, 1, 1), (1, 1), (0, 0), (1, 1), 1, 8, True, 1)
+    assert shallow8.pack_weights  # float64: panels below 48 taps
     many = _select.choose((8, 256, 14, 14), (256, 256, 3, 3), (8, 256, 14, 14), (1, 1), (1, 1), (1, 1), 1, f32, True, 1)
     assert many.family == "gemm" and many.pack_weights
     long_rows = _select.choose(
