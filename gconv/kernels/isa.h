@@ -81,4 +81,14 @@ GCONV_INLINE gconv_vec_double gconv_load_tail_double(const double *p, int n)
 }
 #endif
 
+/* the first m lanes of 16 (none for m <= 0, all for m >= 16): masks for ragged ends of float32 rows, any
+ * compiler */
+#if GCONV_VECTOR_BYTES == 64
+#include <immintrin.h>
+GCONV_INLINE __mmask16 gconv_lanes16(Py_ssize_t m)
+{
+    return m <= 0 ? (__mmask16)0 : m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1);
+}
+#endif
+
 #endif

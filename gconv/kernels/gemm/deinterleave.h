@@ -12,15 +12,6 @@
 
 #include "../isa.h"
 
-#if GCONV_VECTOR_BYTES == 64
-#include <immintrin.h>
-
-/* the first m lanes of 16 (none for m <= 0, all for m >= 16) */
-GCONV_INLINE __mmask16 gconv_lanes16(Py_ssize_t m)
-{
-    return m <= 0 ? (__mmask16)0 : m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1);
-}
-#endif
 
 /* dst[j * dst_pitch + i] = src[i * stride + j] for patches i < n and phases j < phases <= stride (src holds
  * (n - 1) * stride + phases values). */

@@ -47,16 +47,10 @@
  * at batch 1 and 8 than those scalar rows). */
 #if GCONV_VECTOR_BYTES == 64
 #define GCONV_WINO_LANES16 1
-/* the first n lanes of 16 (none for n <= 0, all for n >= 16) */
-GCONV_INLINE __mmask16 gconv_wino_mask(Py_ssize_t n)
-{
-    return n <= 0 ? (__mmask16)0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-}
-
 /* Lanes lo <= j < hi of 16. */
 GCONV_INLINE __mmask16 gconv_wino_lanes(Py_ssize_t lo, Py_ssize_t hi)
 {
-    return (__mmask16)(gconv_wino_mask(hi) & ~gconv_wino_mask(lo));
+    return (__mmask16)(gconv_lanes16(hi) & ~gconv_lanes16(lo));
 }
 
 /* V = B^T d B for a whole plane with unit column stride (as gconv_wino_input_*), 16 tiles of a row at a time
@@ -79,7 +73,7 @@ static void gconv_wino_input_plane16(const float *GCONV_RESTRICT x, Py_ssize_t H
             /* the tiles read columns c0 .. c0 + 2 m + 1 of each row, those inside [0, W) */
             const Py_ssize_t c0 = 2 * t0 - pad_left, lo = c0 < 0 ? 0 : c0;
             const Py_ssize_t hi = c0 + 2 * m + 2 < W ? c0 + 2 * m + 2 : W;
-            const __mmask16 out = gconv_wino_mask(m);
+            const __mmask16 out = gconv_lanes16(m);
             __m512 h[4][4];
             float *dst = v + ty * tw + t0;
             for (i = 0; i < 4; i++) {
@@ -129,7 +123,7 @@ static void gconv_wino_output_plane16(const float *GCONV_RESTRICT m, Py_ssize_t 
     int b, p;
     for (ty = 0; ty < th; ty++)
         for (t0 = 0; t0 < tw; t0 += 16) {
-            const __mmask16 in = gconv_wino_mask(tw - t0);
+            const __mmask16 in = gconv_lanes16(tw - t0);
             const float *src = m + ty * tw + t0;
             __m512 s[2][4];
             for (b = 0; b < 4; b++) {
@@ -145,8 +139,8 @@ static void gconv_wino_output_plane16(const float *GCONV_RESTRICT m, Py_ssize_t 
                 const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[p][1], s[p][2]), s[p][3]), bv);
                 float *row = y + (2 * ty + p) * ys_h + 2 * t0;
                 const Py_ssize_t cols = W_out - 2 * t0; /* this row's columns from 2 t0 on */
-                _mm512_mask_storeu_ps(row, gconv_wino_mask(cols), _mm512_permutex2var_ps(y0, lo, y1));
-                _mm512_mask_storeu_ps(row + 16, gconv_wino_mask(cols - 16), _mm512_permutex2var_ps(y0, hi, y1));
+                _mm512_mask_storeu_ps(row, gconv_lanes16(cols), _mm512_permutex2var_ps(y0, lo, y1));
+                _mm512_mask_storeu_ps(row + 16, gconv_lanes16(cols - 16), _mm512_permutex2var_ps(y0, hi, y1));
             }
         }
 }
