@@ -158,3 +158,52 @@ def test_kernels_refuse_inconsistent_arguments():
         kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (1, 1), (0, 0), (1, 1), 3, 1, False, False, 1)
     with pytest.raises(ValueError, match="stride and dilation must be positive"):
         kernels.conv2d_direct(x, w, np.empty(0), np.empty((1, 4, 3, 3)), (0, 1), (0, 0), (1, 1), 2, 1, False, False, 1)
+
+
+def _forward_entries(kernels):
+    """Each forward kernel entry as f(x, weight, bias, out) for a call of 4 -> 4 channels on 4x4 maps, one group,
+    padding 1 (a 3x3 weight; pointwise: 1x1, no padding)."""
+    one, pad = (1, 1), (1, 1)
+    return {
+        "direct": lambda x, w, b, o: kernels.conv2d_direct(x, w, b, o, one, pad, one, 1, 1, False, False, 1),
+        "gemm": lambda x, w, b, o: kernels.conv2d_gemm(x, w, b, o, one, pad, one, 1, 1),
+        "dwconv": lambda x, w, b, o: kernels.conv2d_dwconv(x, w, b, o, one, pad, one, 1, 1),
+        "lowered": lambda x, w, b, o: kernels.conv2d_lowered(x, w, b, o, one, pad, one, 1, 1),
+        "winograd": lambda x, w, b, o: kernels.conv2d_winograd(x, w, b, o, pad, 1),
+        "loops": lambda x, w, b, o: kernels.conv2d_loops(x, w, b, o, one, pad, one, 1, False, 1),
+        "pointwise": lambda x, w, b, o: kernels.conv2d_pointwise(x, w, b, o, 1, 1),
+    }
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("entry", ["direct", "gemm", "dwconv", "lowered", "winograd", "loops", "pointwise"])
+def test_kernel_entries_take_arrays_as_they_are_and_refuse_wrong_ones(level, entry):
+    # the entries take their arrays through the buffer protocol (kernels/operands.pxi), not typed memoryviews:
+    # a wrong dtype, rank, layout or a read-only output must raise, never reach the tiles
+    call = _forward_entries(_dispatch.kernels_for(level))[entry]
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((2, 4, 4, 4)).astype(dtype)
+        w = rng.standard_normal((4, 4, 1, 1) if entry == "pointwise" else (4, 4, 3, 3)).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
+        expected = conv_reference(x, w, b, padding=0 if entry == "pointwise" else 1)
+        out = np.full(expected.shape, np.nan, dtype)
+        call(x, w, b, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+        other = np.float64 if dtype == np.float32 else np.float32
+        with pytest.raises(ValueError, match="float32 or float64"):
+            call(x.astype(other), w, b, out)
+        with pytest.raises(ValueError, match="float32 or float64"):
+            call(x, w, b.astype(other), out)
+        with pytest.raises(ValueError, match="float32 or float64"):
+            call(x.astype(np.int32), w, b, out)
+        with pytest.raises(ValueError, match="dimensions"):
+            call(x[0], w, b, out)
+        with pytest.raises(ValueError, match="contiguous"):
+            call(x, np.asfortranarray(w), b, out)
+        read_only = out.copy()
+        read_only.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            call(x, w, b, read_only)
+        with pytest.raises(TypeError):
+            call(x, None, b, out)

@@ -121,39 +121,48 @@ cdef inline void _tile(int oc_block, const floating* x, Py_ssize_t ic_stride, Py
                        pitch, f0, accumulate)
 
 
-cdef int _fill_plan(Plan* plan, const floating[:, :, :, :] x, const floating[:, :, :, ::1] weight,
-                    const floating[::1] bias, floating[:, :, :, :] out, tuple stride, tuple pad_before,
-                    tuple dilation, Py_ssize_t groups) except -1:
-    """The geometry and memory strides of one 2-D call; refuses shapes that do not fit together."""
-    plan.N, plan.C_in, plan.H, plan.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    plan.C_out, plan.in_channels_per_group = weight.shape[0], weight.shape[1]
-    plan.KH, plan.KW = weight.shape[2], weight.shape[3]
-    plan.H_out, plan.W_out = out.shape[2], out.shape[3]
+cdef int _fill_plan(Plan* plan, const Py_ssize_t* x_shape, const Py_ssize_t* x_strides, const Py_ssize_t* w_shape,
+                    Py_ssize_t bias_len, const Py_ssize_t* out_shape, const Py_ssize_t* out_strides,
+                    Py_ssize_t itemsize, tuple stride, tuple pad_before, tuple dilation,
+                    Py_ssize_t groups) except -1:
+    """The geometry and memory strides of one 2-D call (shapes (N, C, H, W), strides in bytes); refuses shapes
+    that do not fit together."""
+    plan.N, plan.C_in, plan.H, plan.W = x_shape[0], x_shape[1], x_shape[2], x_shape[3]
+    plan.C_out, plan.in_channels_per_group = w_shape[0], w_shape[1]
+    plan.KH, plan.KW = w_shape[2], w_shape[3]
+    plan.H_out, plan.W_out = out_shape[2], out_shape[3]
     plan.groups = groups
     plan.stride_h, plan.stride_w = stride
     plan.pad_top, plan.pad_left = pad_before
     plan.dilation_h, plan.dilation_w = dilation
-    cdef Py_ssize_t item_size = sizeof(floating)
-    plan.x_stride_n, plan.x_stride_c = x.strides[0] // item_size, x.strides[1] // item_size
-    plan.x_stride_h, plan.x_stride_w = x.strides[2] // item_size, x.strides[3] // item_size
-    plan.out_stride_n, plan.out_stride_c = out.strides[0] // item_size, out.strides[1] // item_size
-    plan.out_stride_h, plan.out_stride_w = out.strides[2] // item_size, out.strides[3] // item_size
-    if (groups <= 0 or out.shape[0] != plan.N or out.shape[1] != plan.C_out
+    plan.x_stride_n, plan.x_stride_c = x_strides[0] // itemsize, x_strides[1] // itemsize
+    plan.x_stride_h, plan.x_stride_w = x_strides[2] // itemsize, x_strides[3] // itemsize
+    plan.out_stride_n, plan.out_stride_c = out_strides[0] // itemsize, out_strides[1] // itemsize
+    plan.out_stride_h, plan.out_stride_w = out_strides[2] // itemsize, out_strides[3] // itemsize
+    if (groups <= 0 or out_shape[0] != plan.N or out_shape[1] != plan.C_out
             or plan.C_in != groups * plan.in_channels_per_group or plan.C_out % groups != 0):
         raise ValueError("conv2d: inconsistent shapes")
     if min(plan.stride_h, plan.stride_w, plan.dilation_h, plan.dilation_w) <= 0:
         raise ValueError("conv2d: stride and dilation must be positive")
-    if bias.shape[0] != 0 and bias.shape[0] != plan.C_out:
+    if bias_len != 0 and bias_len != plan.C_out:
         raise ValueError("conv2d: bias length does not match the output channels")
     plan.out_channels_per_group = plan.C_out // groups
     # a 2-D call: one plane deep (conv3d_direct overwrites these)
     plan.D = plan.KD = plan.D_out = plan.stride_d = plan.dilation_d = 1
     plan.pad_front = plan.x_stride_d = plan.out_stride_d = 0
     plan.n_virtual = plan.in_channels_per_group
-    if plan.N and plan.C_out and plan.H_out and plan.W_out and (x.size == 0 or weight.size == 0):
+    if (plan.N and plan.C_out and plan.H_out and plan.W_out
+            and (plan.C_in * plan.H * plan.W == 0 or plan.in_channels_per_group * plan.KH * plan.KW == 0)):
         # out is non-empty but nothing could fill it; the Python layer never sends this.
         raise ValueError("conv2d: empty input or weight for a non-empty output")
     return 0
+
+
+cdef int _fill_plan_from(Plan* plan, const Operands* ops, tuple stride, tuple pad_before, tuple dilation,
+                         Py_ssize_t groups) except -1:
+    """_fill_plan for a 2-D call's held operands."""
+    return _fill_plan(plan, ops.x.shape, ops.x.strides, ops.weight.shape, ops.bias.shape[0], ops.out.shape,
+                      ops.out.strides, ops.itemsize, stride, pad_before, dilation, groups)
 
 
 cdef int _set_tile(Plan* plan, int oc_block, bint flat, Py_ssize_t tile_cols) except -1:
@@ -191,10 +200,10 @@ def direct_tile_scratch_bytes(Py_ssize_t in_channels_per_group, tuple kernel_siz
 
 
 def conv2d_direct(
-    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
-    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
-    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), any strides
+    x,                                             # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
+    weight,                                        # IN  (C_out, C_in // groups, KH, KW), C-contiguous
+    bias,                                          # IN  (C_out,), or (0,) for no bias
+    out,                                           # OUT (N, C_out, H_out, W_out), any strides
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
     int oc_block,                                  # tile depth in output channels: one of DIRECT_OC_BLOCKS
@@ -205,49 +214,84 @@ def conv2d_direct(
     """Grouped 2-D cross-correlation with implicit zero padding, by row-vectorised register tiles.
 
     Writes every element of out (or adds to it: accumulate). The caller (gconv._select) has checked the
-    shapes (out's H_out, W_out follow from the padding on both sides), that all four arrays share one dtype,
-    that out does not overlap x, and chose oc_block <= the output channels per group. x is read and out
-    written through their strides, so a channels-last view needs no copy either way. Conv1d runs through
-    here as H = KH = H_out = 1.
+    shapes (out's H_out, W_out follow from the padding on both sides), that all four arrays share one dtype
+    (float32 or float64), that out does not overlap x, and chose oc_block <= the output channels per group. x
+    is read and out written through their strides, so a channels-last view needs no copy either way. Conv1d
+    runs through here as H = KH = H_out = 1.
     """
+    cdef Operands ops
     cdef Plan plan
-    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
-    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
-    _run_direct(&plan, &x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0] if bias.shape[0] != 0 else NULL,
-                &out[0, 0, 0, 0], oc_block, flat, accumulate, n_threads)
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, None, 4)
+        _fill_plan_from(&plan, &ops, stride, pad_before, dilation, groups)
+        if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        if ops.itemsize == 4:
+            _run_direct(&plan, &ops, <float*> ops.out.buf, oc_block, flat, accumulate, n_threads)
+        else:
+            _run_direct(&plan, &ops, <double*> ops.out.buf, oc_block, flat, accumulate, n_threads)
+    finally:
+        _release_operands(&ops)
+
+
+cdef inline void _drop_depth(const Py_ssize_t* five, Py_ssize_t* four) noexcept:
+    # (N, C, D, H, W) -> (N, C, H, W): a 3-D call's shape or strides as its depth planes' 2-D plan reads them
+    four[0], four[1], four[2], four[3] = five[0], five[1], five[3], five[4]
 
 
 def conv3d_direct(
-    const floating[:, :, :, :, :] x not None,         # IN  (N, C_in, D, H, W), any strides
-    const floating[:, :, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KD, KH, KW), C-contiguous
-    const floating[::1] bias not None,                # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, :, :] out not None,             # OUT (N, C_out, D_out, H_out, W_out), any strides
-    tuple stride, tuple pad_before, tuple dilation,   # (d, h, w) each; pad_before = (front, top, left)
+    x,                                             # IN  (N, C_in, D, H, W), any strides
+    weight,                                        # IN  (C_out, C_in // groups, KD, KH, KW), C-contiguous
+    bias,                                          # IN  (C_out,), or (0,) for no bias
+    out,                                           # OUT (N, C_out, D_out, H_out, W_out), any strides
+    tuple stride, tuple pad_before, tuple dilation,  # (d, h, w) each; pad_before = (front, top, left)
     Py_ssize_t groups, int oc_block, bint flat, bint accumulate, int n_threads,
 ):
     """Grouped 3-D cross-correlation with implicit zero padding: the 2-D tiles with each depth tap as an
     input channel of its own (a plane of zeros where it reads the depth padding). Arguments as conv2d_direct."""
-    if not weight.is_c_contig():
-        raise ValueError("conv3d_direct: the weight must be C-contiguous")
+    cdef Operands ops
     cdef Plan plan
-    _fill_plan(&plan, x[:, :, 0], weight[:, :, 0], bias, out[:, :, 0], stride[1:], pad_before[1:], dilation[1:],
-               groups)
-    plan.D, plan.KD, plan.D_out = x.shape[2], weight.shape[2], out.shape[2]
-    plan.stride_d, plan.pad_front, plan.dilation_d = stride[0], pad_before[0], dilation[0]
-    plan.x_stride_d, plan.out_stride_d = x.strides[2] // sizeof(floating), out.strides[2] // sizeof(floating)
-    plan.n_virtual = plan.in_channels_per_group * plan.KD
-    if plan.stride_d <= 0 or plan.dilation_d <= 0 or plan.pad_front < 0:
-        raise ValueError("conv3d: stride and dilation must be positive, padding non-negative")
-    if plan.N == 0 or plan.C_out == 0 or plan.D_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
-    _run_direct(&plan, &x[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &bias[0] if bias.shape[0] != 0 else NULL,
-                &out[0, 0, 0, 0, 0], oc_block, flat, accumulate, n_threads)
+    cdef Py_ssize_t x_shape[4]
+    cdef Py_ssize_t x_strides[4]
+    cdef Py_ssize_t w_shape[4]
+    cdef Py_ssize_t out_shape[4]
+    cdef Py_ssize_t out_strides[4]
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, None, 5)
+        _drop_depth(ops.x.shape, x_shape)
+        _drop_depth(ops.x.strides, x_strides)
+        _drop_depth(ops.weight.shape, w_shape)
+        _drop_depth(ops.out.shape, out_shape)
+        _drop_depth(ops.out.strides, out_strides)
+        _fill_plan(&plan, x_shape, x_strides, w_shape, ops.bias.shape[0], out_shape, out_strides, ops.itemsize,
+                   stride[1:], pad_before[1:], dilation[1:], groups)
+        plan.D, plan.KD, plan.D_out = ops.x.shape[2], ops.weight.shape[2], ops.out.shape[2]
+        plan.stride_d, plan.pad_front, plan.dilation_d = stride[0], pad_before[0], dilation[0]
+        plan.x_stride_d, plan.out_stride_d = ops.x.strides[2] // ops.itemsize, ops.out.strides[2] // ops.itemsize
+        plan.n_virtual = plan.in_channels_per_group * plan.KD
+        if plan.stride_d <= 0 or plan.dilation_d <= 0 or plan.pad_front < 0:
+            raise ValueError("conv3d: stride and dilation must be positive, padding non-negative")
+        if plan.N == 0 or plan.C_out == 0 or plan.D_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        if plan.D * plan.KD == 0:
+            raise ValueError("conv2d: empty input or weight for a non-empty output")
+        if ops.itemsize == 4:
+            _run_direct(&plan, &ops, <float*> ops.out.buf, oc_block, flat, accumulate, n_threads)
+        else:
+            _run_direct(&plan, &ops, <double*> ops.out.buf, oc_block, flat, accumulate, n_threads)
+    finally:
+        _release_operands(&ops)
 
 
-cdef int _run_direct(Plan* plan_ptr, const floating* x_ptr, const floating* weight_ptr, const floating* b_ptr,
-                     floating* out_ptr, int oc_block, bint flat, bint accumulate, int n_threads) except -1:
-    """Tile, cache blocks, packed weights, then every work item in parallel, per-thread scratch inside."""
+cdef int _run_direct(Plan* plan_ptr, const Operands* ops, floating* out_ptr, int oc_block, bint flat,
+                     bint accumulate, int n_threads) except -1:
+    """Tile, cache blocks, packed weights, then every work item in parallel, per-thread scratch inside (out_ptr:
+    ops.out's data, whose type picks the dtype)."""
+    cdef const floating* x_ptr = <const floating*> ops.x.buf
+    cdef const floating* weight_ptr = <const floating*> ops.weight.buf
+    cdef const floating* b_ptr = <const floating*> _bias_data(ops)
     cdef Plan plan = plan_ptr[0]
     plan.accumulate = accumulate
     if oc_block not in DIRECT_OC_BLOCKS:

@@ -289,6 +289,18 @@ cdef void _pack_dw_weights(const Plan* plan, const DwPlan* dp, const floating* w
                                cb, dst + block * taps * cb)
 
 
+cdef void _pack_dw_bias(const Plan* plan, const DwPlan* dp, const floating* bias, floating* dst) noexcept nogil:
+    """Every block's bias as one vector (dst: n_cb * cb values, each written; zeros past the channels of each
+    group, and everywhere when bias is NULL)."""
+    cdef Py_ssize_t block, c_first, n_valid, cb = dp.cb
+    memset(dst, 0, dp.n_cb * cb * sizeof(floating))
+    if bias == NULL:
+        return
+    for block in range(dp.n_cb):
+        _block_channels(plan, dp, block, &c_first, &n_valid)
+        memcpy(dst + block * cb, bias + c_first, n_valid * sizeof(floating))
+
+
 def dwconv_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t groups):
     """The weights as conv2d_dwconv packs them per call, for a caller that keeps them (a module's cache).
 
@@ -372,14 +384,14 @@ cdef inline void _dw_row_tiles(int kw, Py_ssize_t kh_size, const floating* x, Py
 
 
 def conv2d_dwconv(
-    const floating[:, :, :, :] x not None,         # IN  (N, C, H, W), any strides (NCHW, NHWC, views)
-    const floating[:, :, :, ::1] weight not None,  # IN  (C, 1, KH, KW)
-    const floating[::1] bias not None,             # IN  (C,), or (0,) for no bias
-    floating[:, :, :, :] out not None,             # OUT (N, C, H_out, W_out), any strides
+    x,                                             # IN  (N, C, H, W), any strides (NCHW, NHWC, views)
+    weight,                                        # IN  (C, 1, KH, KW), C-contiguous
+    bias,                                          # IN  (C,), or (0,) for no bias
+    out,                                           # OUT (N, C, H_out, W_out), any strides
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
     int n_threads,
-    const floating[::1] packed_weight=None,        # dwconv_pack_weights(weight, groups): skip the packing
+    packed_weight=None,                            # dwconv_pack_weights(weight, groups): skip the packing
 ):
     """Depthwise (groups == C_in == C_out) or grouped 2-D cross-correlation with implicit zero padding,
     vectorised along the output channels (grouped: a group's, each input broadcast to them).
@@ -387,10 +399,26 @@ def conv2d_dwconv(
     Same contract as conv2d_direct (gconv._select checked shapes, dtype and overlap); overwrites out. Each
     output is its taps' multiply-adds in one fixed order, whatever the work split.
     """
+    cdef Operands ops
     cdef Plan plan
-    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
-    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, packed_weight, 4)
+        _fill_plan_from(&plan, &ops, stride, pad_before, dilation, groups)
+        if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        if ops.itemsize == 4:
+            _run_dwconv(&plan, &ops, <float*> ops.out.buf, n_threads)
+        else:
+            _run_dwconv(&plan, &ops, <double*> ops.out.buf, n_threads)
+    finally:
+        _release_operands(&ops)
+
+
+cdef int _run_dwconv(const Plan* plan_ptr, const Operands* ops, floating* out_ptr, int n_threads) except -1:
+    """conv2d_dwconv's work items on n_threads threads, per-thread scratch inside (out_ptr: ops.out's data,
+    whose type picks the dtype)."""
+    cdef Plan plan = plan_ptr[0]
     cdef DwPlan dp
     _plan_dw(&plan, &dp, sizeof(floating), n_threads)
     cdef Py_ssize_t n_items = plan.N * dp.n_units * dp.n_row_blocks
@@ -398,54 +426,51 @@ def conv2d_dwconv(
     cdef Py_ssize_t scratch_size = dp.slab_size + dp.block_out_size
     if scratch_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
         raise ValueError("conv2d_dwconv: even one output row's scratch exceeds the limit (use conv2d_direct)")
-
-    # weights [block][tap][ic][lane] (packed now, or by the caller once) and bias [block * cb + lane], zeros
-    # past the channels (of each group)
-    dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t taps = dp.n_taps, t, block, cb = dp.cb, icpg = plan.in_channels_per_group
-    cdef Py_ssize_t ocpg = plan.out_channels_per_group, c_first, n_valid
-    cdef floating[::1] w_fresh
-    if packed_weight is None:
-        w_packed = w_fresh = _aligned_empty(dp.n_cb * taps * cb, dtype)
-        with nogil:
-            _pack_dw_weights(&plan, &dp, &weight[0, 0, 0, 0], &w_fresh[0])
-    elif packed_weight.shape[0] != dp.n_cb * taps * cb:
+    cdef Py_ssize_t taps = dp.n_taps, t, cb = dp.cb, icpg = plan.in_channels_per_group
+    cdef Py_ssize_t weight_elements = dp.n_cb * taps * cb
+    if ops.has_packed and _packed_size(ops) != weight_elements:
         raise ValueError("conv2d_dwconv: packed_weight is not this weight's packing for this kernel build")
-    else:
-        w_packed = packed_weight
-    cdef const floating[::1] w_packed_view = w_packed
-    b_packed = np.zeros(dp.n_cb * cb, dtype=dtype)
-    cdef floating[::1] b_packed_view = b_packed
-    if bias.shape[0] != 0:
-        for block in range(dp.n_cb):
-            _block_channels(&plan, &dp, block, &c_first, &n_valid)
-            b_packed_view[block * cb: block * cb + n_valid] = bias[c_first: c_first + n_valid]
-    cdef Py_ssize_t[::1] tap_offset = np.empty(taps, dtype=np.intp)
-    for t in range(taps):
-        # tile tap t = (kh * KW + kw) * icpg + ic: a pixel's input channels are adjacent in the slab
-        tap_offset[t] = ((t // icpg // plan.KW) * plan.dilation_h * dp.slab_row_len
-                         + (t // icpg % plan.KW) * plan.dilation_w * dp.pixel_len + t % icpg)
-    cdef const floating[::1] b_view = b_packed_view
-    cdef const floating* w_ptr = &w_packed_view[0]
-    cdef const floating* b_ptr = &b_view[0]
-    cdef const Py_ssize_t* offset_ptr = &tap_offset[0]
-    cdef const floating* x_ptr = &x[0, 0, 0, 0]
-    cdef floating* out_ptr = &out[0, 0, 0, 0]
+    # weights [block][tap][ic][lane] (packed now, unless the caller packed them once), bias [block * cb + lane]
+    # (zeros past the channels of each group) and the tap offsets, in one C buffer, each part on a cache line:
+    # on 7x7 maps NumPy arrays here had cost more than the tiles
+    cdef Py_ssize_t weight_bytes = 0 if ops.has_packed else _round_up(weight_elements * sizeof(floating))
+    cdef Py_ssize_t bias_bytes = _round_up(dp.n_cb * cb * sizeof(floating))
+    cdef char* consts = <char*> malloc(weight_bytes + bias_bytes + taps * sizeof(Py_ssize_t) + CACHE_LINE)
+    if consts == NULL:
+        raise MemoryError("conv2d: could not allocate the packed weights")
+    cdef floating* w_fresh = <floating*> _cache_line(consts)
+    cdef floating* b_packed = <floating*> (<char*> w_fresh + weight_bytes)
+    cdef Py_ssize_t* tap_offset = <Py_ssize_t*> (<char*> b_packed + bias_bytes)
+    cdef const floating* w_ptr = <const floating*> ops.packed.buf if ops.has_packed else w_fresh
+    cdef const floating* x_ptr = <const floating*> ops.x.buf
     cdef Py_ssize_t item
     cdef int alloc_failed[1]
     alloc_failed[0] = 0
     cdef char* scratch
     cdef floating* slab
-    with nogil, parallel(num_threads=team):
-        # this thread's scratch: slab, the block's outputs, on a cache line boundary (a slab pixel's vector and
-        # the 16 x 16 transposes' stores)
-        scratch = <char*> malloc(scratch_size * sizeof(floating) + CACHE_LINE)
-        slab = <floating*> _cache_line(scratch)
-        if scratch == NULL:
-            alloc_failed[0] = 1
-        for item in prange(n_items, schedule="static"):
-            if scratch != NULL:
-                _dw_item(&plan, &dp, x_ptr, w_ptr, b_ptr, out_ptr, offset_ptr, slab, slab + dp.slab_size, item)
-        free(scratch)
+    try:
+        with nogil:
+            if not ops.has_packed:
+                _pack_dw_weights(&plan, &dp, <const floating*> ops.weight.buf, w_fresh)
+            _pack_dw_bias(&plan, &dp, <const floating*> _bias_data(ops), b_packed)
+            for t in range(taps):
+                # tile tap t = (kh * KW + kw) * icpg + ic: a pixel's input channels are adjacent in the slab
+                tap_offset[t] = ((t // icpg // plan.KW) * plan.dilation_h * dp.slab_row_len
+                                 + (t // icpg % plan.KW) * plan.dilation_w * dp.pixel_len + t % icpg)
+            with parallel(num_threads=team):
+                # this thread's scratch: slab, the block's outputs, on a cache line boundary (a slab pixel's
+                # vector and the 16 x 16 transposes' stores)
+                scratch = <char*> malloc(scratch_size * sizeof(floating) + CACHE_LINE)
+                slab = <floating*> _cache_line(scratch)
+                if scratch == NULL:
+                    alloc_failed[0] = 1
+                for item in prange(n_items, schedule="static"):
+                    if scratch != NULL:
+                        _dw_item(&plan, &dp, x_ptr, w_ptr, b_packed, out_ptr, tap_offset, slab,
+                                 slab + dp.slab_size, item)
+                free(scratch)
+    finally:
+        free(consts)
     if alloc_failed[0]:
         raise MemoryError(f"conv2d: could not allocate {scratch_size * sizeof(floating)} bytes of scratch")
+    return 0

@@ -297,15 +297,15 @@ def gemm_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssize_t g
 
 
 def conv2d_gemm(
-    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
-    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
-    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), any strides
+    x,                                             # IN  (N, C_in, H, W), any strides (NCHW, NHWC, views)
+    weight,                                        # IN  (C_out, C_in // groups, KH, KW), C-contiguous
+    bias,                                          # IN  (C_out,), or (0,) for no bias
+    out,                                           # OUT (N, C_out, H_out, W_out), any strides
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
     int n_threads,
     bint pack_weights=True,                        # False: dot tiles on the weights as they are
-    const floating[::1] packed_weight=None,        # gemm_pack_weights(weight, groups): skip the packing
+    packed_weight=None,                            # gemm_pack_weights(weight, groups): skip the packing
 ):
     """Grouped 2-D cross-correlation with implicit zero padding, as a channel-vectorised implicit GEMM.
 
@@ -316,32 +316,51 @@ def conv2d_gemm(
     read the weights as they are: no per-call packing, for calls with few pixels. packed_weight: the
     panels gemm_pack_weights made from this weight with this kernel module (the caller keeps them fresh).
     """
+    cdef Operands ops
     cdef Plan plan
-    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
-    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, packed_weight if pack_weights else None, 4)
+        _fill_plan_from(&plan, &ops, stride, pad_before, dilation, groups)
+        if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        if ops.itemsize == 4:
+            _run_gemm(&plan, &ops, <float*> ops.out.buf, n_threads, pack_weights)
+        else:
+            _run_gemm(&plan, &ops, <double*> ops.out.buf, n_threads, pack_weights)
+    finally:
+        _release_operands(&ops)
+
+
+cdef int _run_gemm(const Plan* plan_ptr, const Operands* ops, floating* out_ptr, int n_threads,
+                   bint pack_weights) except -1:
+    """conv2d_gemm's work items on n_threads threads, the weights packed first unless ops holds them packed
+    (out_ptr: ops.out's data, whose type picks the dtype); per-thread scratch inside."""
+    cdef Plan plan = plan_ptr[0]
     cdef GemmPlan gp
     _plan_gemm(&plan, &gp, sizeof(floating), n_threads, not pack_weights)
     cdef Py_ssize_t n_items = plan.groups * gp.n_m_blocks * gp.n_chunks
     cdef Py_ssize_t n_panels = plan.groups * gp.n_n_blocks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
     cdef int pack_team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
-
-    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
-    cdef floating[::1] packed_view
-    cdef floating* w_packed = NULL
-    cdef bint pack_now = pack_weights and packed_weight is None
-    if pack_weights and packed_weight is not None:
-        if packed_weight.shape[0] != n_panels * gp.K * gp.nr:
-            raise ValueError(f"conv2d_gemm: packed_weight has {packed_weight.shape[0]} elements, this weight's "
-                             f"panels {n_panels * gp.K * gp.nr} (packed for another weight or kernel module?)")
-        w_packed = <floating*> &packed_weight[0]  # read only: the tiles never write through it
+    cdef Py_ssize_t packed_elements = n_panels * gp.K * gp.nr
+    cdef const floating* x_ptr = <const floating*> ops.x.buf
+    cdef const floating* w_ptr = <const floating*> ops.weight.buf
+    cdef const floating* b_ptr = <const floating*> _bias_data(ops)
+    cdef floating* w_packed = NULL  # read only once packed: the tiles never write through it
+    cdef bint pack_now = pack_weights and not ops.has_packed
+    cdef char* packed_memory = NULL
+    if pack_weights and ops.has_packed:
+        if _packed_size(ops) != packed_elements:
+            raise ValueError(f"conv2d_gemm: packed_weight has {_packed_size(ops)} elements, this weight's "
+                             f"panels {packed_elements} (packed for another weight or kernel module?)")
+        w_packed = <floating*> ops.packed.buf
     elif pack_now:
-        packed_view = _aligned_empty(n_panels * gp.K * gp.nr, np.float32 if floating is float else np.float64)
-        w_packed = &packed_view[0]
-    cdef const floating* x_ptr = &x[0, 0, 0, 0]
-    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
-    cdef floating* out_ptr = &out[0, 0, 0, 0]
+        # on a cache line boundary: the tiles load each panel row as whole vectors
+        packed_memory = <char*> malloc(packed_elements * sizeof(floating) + CACHE_LINE)
+        if packed_memory == NULL:
+            raise MemoryError(f"conv2d: could not allocate {packed_elements * sizeof(floating)} bytes of panels")
+        w_packed = <floating*> _cache_line(packed_memory)
     cdef Py_ssize_t panel_elements = gp.tiles_per_block * gp.K * gp.mr
     # offsets: the tiles' output offsets, _pack_gemm_tile's scratch and which tiles the panels hold
     cdef Py_ssize_t offset_elements = (gp.tiles_per_block + 3 + GEMM_PACK_TAPS) * gp.mr + GEMM_PACK_TAPS + 1
@@ -355,33 +374,37 @@ def conv2d_gemm(
     cdef char* partials_memory
     cdef floating* partials
     cdef Py_ssize_t* offsets
-    # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
-    if pack_now:
-        for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
-            _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
-    with nogil, parallel(num_threads=team):
-        # this thread's scratch: the item's input panels, its output offsets and packing scratch, and the
-        # accumulators its tiles keep between blocks of k
-        panels = <floating*> malloc(panel_elements * sizeof(floating))
-        offsets = <Py_ssize_t*> malloc(offset_elements * sizeof(Py_ssize_t))
-        # the accumulators are spilled and reloaded as whole vectors: on a cache line boundary
-        partials_memory = <char*> malloc(partial_elements * sizeof(floating) + CACHE_LINE)
-        partials = <floating*> _cache_line(partials_memory)
-        if panels == NULL or offsets == NULL or partials_memory == NULL:
-            alloc_failed[0] = 1
-        else:
-            offsets[offset_elements - 1] = -1  # no panels packed yet
-        for item in prange(n_items, schedule="static"):
-            if panels != NULL and offsets != NULL and partials_memory != NULL and gp.dot:
-                _dot_item(&plan, &gp, x_ptr, w_ptr, b_ptr, out_ptr, panels, offsets, item)
-            elif panels != NULL and offsets != NULL and partials_memory != NULL:
-                _gemm_item(&plan, &gp, x_ptr, w_packed, b_ptr, out_ptr, panels, offsets,
-                           offsets + gp.tiles_per_block * gp.mr, partials, offsets + offset_elements - 1, item)
-        free(panels)
-        free(offsets)
-        free(partials_memory)
-    if alloc_failed[0]:
-        raise MemoryError(f"conv2d: could not allocate {panel_elements * sizeof(floating)} bytes of scratch")
+    try:
+        # its own parallel loop: Cython's prange ends without a barrier, and every item reads every panel
+        if pack_now:
+            for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
+                _pack_gemm_weight(&plan, &gp, w_ptr, w_packed, panel)
+        with nogil, parallel(num_threads=team):
+            # this thread's scratch: the item's input panels, its output offsets and packing scratch, and the
+            # accumulators its tiles keep between blocks of k
+            panels = <floating*> malloc(panel_elements * sizeof(floating))
+            offsets = <Py_ssize_t*> malloc(offset_elements * sizeof(Py_ssize_t))
+            # the accumulators are spilled and reloaded as whole vectors: on a cache line boundary
+            partials_memory = <char*> malloc(partial_elements * sizeof(floating) + CACHE_LINE)
+            partials = <floating*> _cache_line(partials_memory)
+            if panels == NULL or offsets == NULL or partials_memory == NULL:
+                alloc_failed[0] = 1
+            else:
+                offsets[offset_elements - 1] = -1  # no panels packed yet
+            for item in prange(n_items, schedule="static"):
+                if panels != NULL and offsets != NULL and partials_memory != NULL and gp.dot:
+                    _dot_item(&plan, &gp, x_ptr, w_ptr, b_ptr, out_ptr, panels, offsets, item)
+                elif panels != NULL and offsets != NULL and partials_memory != NULL:
+                    _gemm_item(&plan, &gp, x_ptr, w_packed, b_ptr, out_ptr, panels, offsets,
+                               offsets + gp.tiles_per_block * gp.mr, partials, offsets + offset_elements - 1, item)
+            free(panels)
+            free(offsets)
+            free(partials_memory)
+        if alloc_failed[0]:
+            raise MemoryError(f"conv2d: could not allocate {panel_elements * sizeof(floating)} bytes of scratch")
+    finally:
+        free(packed_memory)
+    return 0
 
 
 cdef struct PointwisePlan:
@@ -766,13 +789,13 @@ def pointwise_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssiz
 
 
 def conv2d_pointwise(
-    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), each map pixel-contiguous
-    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, 1, 1)
-    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, :] out not None,             # OUT (N, C_out, H, W), each map pixel-contiguous
+    x,                                             # IN  (N, C_in, H, W), each map pixel-contiguous
+    weight,                                        # IN  (C_out, C_in // groups, 1, 1), C-contiguous
+    bias,                                          # IN  (C_out,), or (0,) for no bias
+    out,                                           # OUT (N, C_out, H, W), each map pixel-contiguous
     Py_ssize_t groups,
     int n_threads,
-    const floating[::1] packed_weight=None,        # pointwise_pack_weights(weight, groups), or the raw weights
+    packed_weight=None,                            # pointwise_pack_weights(weight, groups), or the raw weights
     bint wide=False,                               # the wide tile (GEMM_POINTWISE_WIDE_TILE), raw weights only
 ):
     """Grouped 1x1 convolution, stride 1, no padding, as per-image products out[c][p] = w[c][:] . x[:][p].
@@ -785,37 +808,53 @@ def conv2d_pointwise(
     without them the tiles read the weights as they are. wide: run the wide tile (fewer channels, more
     pixels), which reads the weights as they are.
     """
+    cdef Operands ops
     cdef Plan plan
-    _fill_plan(&plan, x, weight, bias, out, (1, 1), (0, 0), (1, 1), groups)
-    if plan.KH != 1 or plan.KW != 1 or plan.H_out != plan.H or plan.W_out != plan.W:
-        raise ValueError("conv2d_pointwise: the weight must be 1x1 and the output as large as the input")
-    if not (_pixels_contiguous(plan.H, plan.W, plan.x_stride_h, plan.x_stride_w)
-            and _pixels_contiguous(plan.H, plan.W, plan.out_stride_h, plan.out_stride_w)):
-        raise ValueError("conv2d_pointwise: input and output maps must be pixel-contiguous (NCHW)")
-    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
     cdef PointwisePlan pp
-    _plan_pointwise(&plan, &pp, sizeof(floating), n_threads, wide)
-    cdef const floating* pw_ptr = NULL
-    if packed_weight is not None and wide:
-        raise ValueError("conv2d_pointwise: the wide tile reads the weights as they are, not packed_weight")
-    if packed_weight is not None:
-        if packed_weight.shape[0] != plan.groups * pp.n_c_tiles * pp.K * pp.mr:
-            raise ValueError(f"conv2d_pointwise: packed_weight has {packed_weight.shape[0]} elements, this "
-                             f"weight's panels {plan.groups * pp.n_c_tiles * pp.K * pp.mr} (packed for "
-                             f"another weight or kernel module?)")
-        if packed_weight.shape[0] != 0:
-            pw_ptr = &packed_weight[0]
-    pp.rows_misaligned = _rows_misaligned(&x[0, 0, 0, 0], plan.x_stride_c, sizeof(floating))
-    _run_pointwise(&plan, &pp, NULL, &x[0, 0, 0, 0], &weight[0, 0, 0, 0], pw_ptr,
-                   &bias[0] if bias.shape[0] != 0 else NULL, &out[0, 0, 0, 0], n_threads)
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, packed_weight, 4)
+        _fill_plan_from(&plan, &ops, (1, 1), (0, 0), (1, 1), groups)
+        if plan.KH != 1 or plan.KW != 1 or plan.H_out != plan.H or plan.W_out != plan.W:
+            raise ValueError("conv2d_pointwise: the weight must be 1x1 and the output as large as the input")
+        if not (_pixels_contiguous(plan.H, plan.W, plan.x_stride_h, plan.x_stride_w)
+                and _pixels_contiguous(plan.H, plan.W, plan.out_stride_h, plan.out_stride_w)):
+            raise ValueError("conv2d_pointwise: input and output maps must be pixel-contiguous (NCHW)")
+        if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        _plan_pointwise(&plan, &pp, ops.itemsize, n_threads, wide)
+        _check_pointwise_packing(&plan, &pp, &ops, wide, "conv2d_pointwise")
+        pp.rows_misaligned = _rows_misaligned(ops.x.buf, plan.x_stride_c, ops.itemsize)
+        if ops.itemsize == 4:
+            _run_pointwise(&plan, &pp, NULL, &ops, <float*> ops.out.buf, n_threads)
+        else:
+            _run_pointwise(&plan, &pp, NULL, &ops, <double*> ops.out.buf, n_threads)
+    finally:
+        _release_operands(&ops)
 
 
-cdef int _run_pointwise(const Plan* plan, const PointwisePlan* pp, const Plan* conv, const floating* x_ptr,
-                        const floating* w_ptr, const floating* pw_ptr, const floating* b_ptr, floating* out_ptr,
-                        int n_threads) except -1:
+cdef int _check_pointwise_packing(const Plan* plan, const PointwisePlan* pp, const Operands* ops, bint wide,
+                                  str caller) except -1:
+    """Refuse packed weights that are not this weight's panels for pp, or that the wide tile would not read."""
+    if not ops.has_packed:
+        return 0
+    if wide:
+        raise ValueError(f"{caller}: the wide tile reads the weights as they are, not packed_weight")
+    cdef Py_ssize_t expected = plan.groups * pp.n_c_tiles * pp.K * pp.mr
+    if _packed_size(ops) != expected:
+        raise ValueError(f"{caller}: packed_weight has {_packed_size(ops)} elements, this weight's panels "
+                         f"{expected} (packed for another weight or kernel module?)")
+    return 0
+
+
+cdef int _run_pointwise(const Plan* plan, const PointwisePlan* pp, const Plan* conv, const Operands* ops,
+                        floating* out_ptr, int n_threads) except -1:
     """The work items of a planned pointwise call on n_threads threads (conv: NULL, or the patch convolution
-    whose lowered input they gather, x_ptr then its input)."""
+    whose lowered input they gather from ops.x; out_ptr: ops.out's data, whose type picks the dtype)."""
+    cdef const floating* x_ptr = <const floating*> ops.x.buf
+    cdef const floating* w_ptr = <const floating*> ops.weight.buf
+    cdef const floating* pw_ptr = <const floating*> ops.packed.buf if _packed_size(ops) != 0 else NULL
+    cdef const floating* b_ptr = <const floating*> _bias_data(ops)
     cdef Py_ssize_t n_items = plan.N * plan.groups * pp.n_p_blocks * pp.n_chunks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
     cdef Py_ssize_t rows_elements = (pp.K * pp.gather_pitch if pp.gathered
@@ -849,12 +888,12 @@ LOWERED_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def conv2d_lowered(
-    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides
-    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
-    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), each map pixel-contiguous
+    x,                                             # IN  (N, C_in, H, W), any strides
+    weight,                                        # IN  (C_out, C_in // groups, KH, KW), C-contiguous
+    bias,                                          # IN  (C_out,), or (0,) for no bias
+    out,                                           # OUT (N, C_out, H_out, W_out), each map pixel-contiguous
     tuple stride, tuple pad_before, tuple dilation, Py_ssize_t groups, int n_threads,
-    const floating[::1] packed_weight=None,        # pointwise_pack_weights of weight as (C_out, K, 1, 1)
+    packed_weight=None,                            # pointwise_pack_weights of weight as (C_out, K, 1, 1)
     bint wide=False,                               # the wide pointwise tile (as conv2d_pointwise's)
 ):
     """Grouped convolution as the pointwise tiles' products over the lowered input (im2col, a chunk of images
@@ -867,40 +906,52 @@ def conv2d_lowered(
     lowered input is written once into cache, never to memory and back (but for maps the wide tile takes as
     whole vectors and a pixel, whose rows it reads in place).
     """
+    cdef Operands ops
     cdef Plan plan
-    _fill_plan(&plan, x, weight, bias, out, stride, pad_before, dilation, groups)
-    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
-    if not _pixels_contiguous(plan.H_out, plan.W_out, plan.out_stride_h, plan.out_stride_w):
-        raise ValueError("conv2d_lowered: the output maps must be pixel-contiguous (NCHW)")
     cdef Plan rows_plan  # the products' shapes as a 1x1 call's: K input channels per group on the output map
     cdef PointwisePlan pp
-    cdef const floating* pw_ptr = NULL
-    if _patches_in_rows(&plan):
-        rows_plan = plan
-        rows_plan.in_channels_per_group = plan.in_channels_per_group * plan.KH * plan.KW
-        rows_plan.C_in = rows_plan.in_channels_per_group * plan.groups
-        rows_plan.KH = rows_plan.KW = 1
-        rows_plan.H, rows_plan.W = plan.H_out, plan.W_out
-        rows_plan.x_stride_c = plan.H_out * plan.W_out  # the lowered rows' (for the plan's cache rules)
-        _plan_pointwise(&rows_plan, &pp, sizeof(floating), n_threads, wide)
-    # gathered as it goes, but where the wide tile takes a map's last pixel apart (7x7: pp.tail), reading
-    # the lowered rows in place, and where threads would share channel tiles rather than strips (each would
-    # gather every strip: 1x1 s2 512->1024 from 28x28, one image on two threads, 1.2x slower)
-    if (_patches_in_rows(&plan) and not pp.tail
-            and (n_threads == 1 or plan.N * pp.n_strips >= GEMM_ITEMS_PER_THREAD * n_threads)):
-        _plan_pointwise(&rows_plan, &pp, sizeof(floating), n_threads, wide, True)
-        if packed_weight is not None:
-            if wide:
-                raise ValueError("conv2d_lowered: the wide tile reads the weights as they are, not packed_weight")
-            if packed_weight.shape[0] != plan.groups * pp.n_c_tiles * pp.K * pp.mr:
-                raise ValueError(f"conv2d_lowered: packed_weight has {packed_weight.shape[0]} elements, this "
-                                 f"weight's panels {plan.groups * pp.n_c_tiles * pp.K * pp.mr}")
-            if packed_weight.shape[0] != 0:
-                pw_ptr = &packed_weight[0]
-        _run_pointwise(&rows_plan, &pp, &plan, &x[0, 0, 0, 0], &weight[0, 0, 0, 0], pw_ptr,
-                       &bias[0] if bias.shape[0] != 0 else NULL, &out[0, 0, 0, 0], n_threads)
-        return
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, packed_weight, 4)
+        _fill_plan_from(&plan, &ops, stride, pad_before, dilation, groups)
+        if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        if not _pixels_contiguous(plan.H_out, plan.W_out, plan.out_stride_h, plan.out_stride_w):
+            raise ValueError("conv2d_lowered: the output maps must be pixel-contiguous (NCHW)")
+        if _patches_in_rows(&plan):
+            rows_plan = plan
+            rows_plan.in_channels_per_group = plan.in_channels_per_group * plan.KH * plan.KW
+            rows_plan.C_in = rows_plan.in_channels_per_group * plan.groups
+            rows_plan.KH = rows_plan.KW = 1
+            rows_plan.H, rows_plan.W = plan.H_out, plan.W_out
+            rows_plan.x_stride_c = plan.H_out * plan.W_out  # the lowered rows' (for the plan's cache rules)
+            _plan_pointwise(&rows_plan, &pp, ops.itemsize, n_threads, wide)
+        # gathered as it goes, but where the wide tile takes a map's last pixel apart (7x7: pp.tail), reading
+        # the lowered rows in place, and where threads would share channel tiles rather than strips (each
+        # would gather every strip: 1x1 s2 512->1024 from 28x28, one image on two threads, 1.2x slower)
+        if (_patches_in_rows(&plan) and not pp.tail
+                and (n_threads == 1 or plan.N * pp.n_strips >= GEMM_ITEMS_PER_THREAD * n_threads)):
+            _plan_pointwise(&rows_plan, &pp, ops.itemsize, n_threads, wide, True)
+            _check_pointwise_packing(&rows_plan, &pp, &ops, wide, "conv2d_lowered")
+            if ops.itemsize == 4:
+                _run_pointwise(&rows_plan, &pp, &plan, &ops, <float*> ops.out.buf, n_threads)
+            else:
+                _run_pointwise(&rows_plan, &pp, &plan, &ops, <double*> ops.out.buf, n_threads)
+            return
+        if ops.itemsize == 4:
+            _lower_and_multiply(&plan, &ops, <float*> ops.out.buf, weight, bias, out, n_threads, packed_weight,
+                                wide)
+        else:
+            _lower_and_multiply(&plan, &ops, <double*> ops.out.buf, weight, bias, out, n_threads, packed_weight,
+                                wide)
+    finally:
+        _release_operands(&ops)
+
+
+cdef int _lower_and_multiply(const Plan* plan, const Operands* ops, floating* out_ptr, weight, bias, out,
+                             int n_threads, packed_weight, bint wide) except -1:
+    """conv2d_lowered by chunks of images: each chunk's input lowered into columns, then conv2d_pointwise
+    (out_ptr: ops.out's data, whose type picks the dtype)."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t image_elements = _size_product(_size_product(plan.C_in, plan.KH * plan.KW),
                                                    plan.H_out * plan.W_out)
@@ -909,7 +960,7 @@ def conv2d_lowered(
     columns = np.empty((chunk, plan.C_in * plan.KH * plan.KW, plan.H_out, plan.W_out), dtype=dtype)
     rows = np.asarray(weight).reshape(plan.C_out, -1, 1, 1)  # a view: the weight is C-contiguous
     cdef floating[:, :, :, ::1] columns_view = columns
-    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef const floating* x_ptr = <const floating*> ops.x.buf
     cdef floating* columns_ptr = &columns_view[0, 0, 0, 0]
     cdef Py_ssize_t first, n_images, item
     cdef int team
@@ -917,6 +968,7 @@ def conv2d_lowered(
         n_images = min(chunk, plan.N - first)
         team = <int> max(1, min(<Py_ssize_t> n_threads, n_images * plan.C_in))
         for item in prange(n_images * plan.C_in, nogil=True, num_threads=team, schedule="static"):
-            _lower_rows(&plan, x_ptr + first * plan.x_stride_n, columns_ptr, item)
-        conv2d_pointwise(columns[:n_images], rows, bias, out[first:first + n_images], groups, n_threads,
+            _lower_rows(plan, x_ptr + first * plan.x_stride_n, columns_ptr, item)
+        conv2d_pointwise(columns[:n_images], rows, bias, out[first:first + n_images], plan.groups, n_threads,
                          packed_weight, wide)
+    return 0

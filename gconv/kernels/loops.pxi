@@ -79,10 +79,10 @@ cdef void _loops_item(const Plan* geo, const floating* x, const floating* weight
 
 
 def conv2d_loops(
-    const floating[:, :, :, ::1] x not None,       # IN  (N, C_in, H, W), C-contiguous
-    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in // groups, KH, KW)
-    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, ::1] out not None,           # OUT (N, C_out, H_out, W_out), C-contiguous
+    x,                                             # IN  (N, C_in, H, W), C-contiguous
+    weight,                                        # IN  (C_out, C_in // groups, KH, KW), C-contiguous
+    bias,                                          # IN  (C_out,), or (0,) for no bias
+    out,                                           # OUT (N, C_out, H_out, W_out), C-contiguous
     tuple stride, tuple pad_before, tuple dilation,  # (h, w) each; pad_before = (top, left)
     Py_ssize_t groups,
     bint accumulate,                               # add to out instead of overwriting it
@@ -93,23 +93,37 @@ def conv2d_loops(
     For geometry whose packed slab no scratch could hold (gconv._select sends only those): the loops read
     only the input that real outputs touch, however far apart the taps are.
     """
+    cdef Operands ops
     cdef Plan plan
-    cdef const floating[:, :, :, :] x_any = x
-    cdef floating[:, :, :, :] out_any = out
-    _fill_plan(&plan, x_any, weight, bias, out_any, stride, pad_before, dilation, groups)
-    plan.accumulate = accumulate
-    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, None, 4)
+        if not (PyBuffer_IsContiguous(&ops.x, b'C') and PyBuffer_IsContiguous(&ops.out, b'C')):
+            raise ValueError("conv2d_loops: input and output must be C-contiguous")
+        _fill_plan_from(&plan, &ops, stride, pad_before, dilation, groups)
+        plan.accumulate = accumulate
+        if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        if ops.itemsize == 4:
+            _run_loops(&plan, &ops, <float*> ops.out.buf, n_threads)
+        else:
+            _run_loops(&plan, &ops, <double*> ops.out.buf, n_threads)
+    finally:
+        _release_operands(&ops)
+
+
+cdef int _run_loops(Plan* plan, const Operands* ops, floating* out_ptr, int n_threads) except -1:
+    """conv2d_loops' work items (out_ptr: ops.out's data, whose type picks the dtype)."""
     plan.oc_block = <int> min(plan.out_channels_per_group, GCONV_DIRECT_ACC_ROWS)
     plan.n_oc_blocks = _ceil_div(plan.out_channels_per_group, plan.oc_block)
     plan.rows_per_block = 1
     plan.n_row_blocks = plan.H_out
     cdef Py_ssize_t n_items = plan.N * plan.groups * plan.n_oc_blocks * plan.n_row_blocks, item
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
-    cdef const floating* x_ptr = &x[0, 0, 0, 0]
-    cdef const floating* w_ptr = &weight[0, 0, 0, 0]
-    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
-    cdef floating* out_ptr = &out[0, 0, 0, 0]
+    cdef const floating* x_ptr = <const floating*> ops.x.buf
+    cdef const floating* w_ptr = <const floating*> ops.weight.buf
+    cdef const floating* b_ptr = <const floating*> _bias_data(ops)
     with nogil:
         for item in prange(n_items, schedule="static", num_threads=team):
-            _loops_item(&plan, x_ptr, w_ptr, b_ptr, b_ptr != NULL, out_ptr, item)
+            _loops_item(plan, x_ptr, w_ptr, b_ptr, b_ptr != NULL, out_ptr, item)
+    return 0

@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_STRIDES, PyBUF_WRITABLE,
+                             PyBuffer_IsContiguous, PyBuffer_Release, PyObject_GetBuffer)
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -20,6 +22,7 @@ from libc.string cimport memcmp, memcpy, memset
 
 include "runtime.pxi"
 include "plan.pxi"
+include "operands.pxi"
 include "pack.pxi"
 include "direct.pxi"
 include "gemm.pxi"

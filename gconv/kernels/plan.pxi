@@ -50,6 +50,11 @@ cdef inline void* _cache_line(char* memory) noexcept nogil:
     return memory + CACHE_LINE - (<size_t> memory) % CACHE_LINE
 
 
+cdef inline Py_ssize_t _round_up(Py_ssize_t nbytes) noexcept nogil:
+    """nbytes rounded up to whole cache lines: where a part of one allocation ends so the next starts on one."""
+    return (nbytes + CACHE_LINE - 1) // CACHE_LINE * CACHE_LINE
+
+
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b  # a >= 0, b > 0
 

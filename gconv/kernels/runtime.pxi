@@ -48,11 +48,22 @@ def same_bytes(a, b, int n_threads=1):
 
     n_threads: split into as many parts of at least a MiB (a module's megabytes of weights: one core's memory
     bandwidth is the limit, two read them in 0.55x the time)."""
-    cdef const unsigned char[::1] a_bytes = a.reshape(-1).view(np.uint8)
-    cdef const unsigned char[::1] b_bytes = b.reshape(-1).view(np.uint8)
-    if a_bytes.shape[0] != b_bytes.shape[0]:
+    cdef Py_buffer a_view, b_view
+    PyObject_GetBuffer(a, &a_view, PyBUF_SIMPLE)  # raises for an array that is not C-contiguous
+    try:
+        PyObject_GetBuffer(b, &b_view, PyBUF_SIMPLE)
+        try:
+            return _same_bytes(<const char*> a_view.buf, a_view.len, <const char*> b_view.buf, b_view.len,
+                               n_threads)
+        finally:
+            PyBuffer_Release(&b_view)
+    finally:
+        PyBuffer_Release(&a_view)
+
+
+cdef bint _same_bytes(const char* a, Py_ssize_t a_len, const char* b, Py_ssize_t n, int n_threads) noexcept:
+    if a_len != n:
         return False
-    cdef Py_ssize_t n = a_bytes.shape[0]
     if n == 0:
         return True
     cdef Py_ssize_t n_parts = max(1, min(<Py_ssize_t> n_threads, n // (1 << 20)))
@@ -60,11 +71,11 @@ def same_bytes(a, b, int n_threads=1):
     cdef int differ = 0
     if n_parts == 1:
         with nogil:
-            differ = memcmp(&a_bytes[0], &b_bytes[0], n)
+            differ = memcmp(a, b, n)
         return differ == 0
     for part in prange(n_parts, nogil=True, num_threads=<int> n_parts, schedule="static"):
         first = part * part_size
-        if memcmp(&a_bytes[first], &b_bytes[first], min(part_size, n - first)) != 0:
+        if memcmp(a + first, b + first, min(part_size, n - first)) != 0:
             differ += 1
     return differ == 0
 
@@ -84,6 +95,9 @@ def _aligned_empty(Py_ssize_t n, dtype):
     tiles load as whole vectors: with AVX-512 each load would otherwise straddle two lines)."""
     itemsize = np.dtype(dtype).itemsize
     raw = np.empty(n + CACHE_LINE // itemsize, dtype=dtype)
-    cdef size_t address = raw.ctypes.data
+    cdef Py_buffer view
+    PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE)  # its address (raw.ctypes.data took 0.9 us)
+    cdef size_t address = <size_t> view.buf
+    PyBuffer_Release(&view)
     cdef Py_ssize_t start = <Py_ssize_t> ((CACHE_LINE - address % CACHE_LINE) % CACHE_LINE) // itemsize
     return raw[start:start + n]

@@ -88,12 +88,12 @@ def winograd_pack_weights(const floating[:, :, :, ::1] weight not None, int n_th
 
 
 def conv2d_winograd(
-    const floating[:, :, :, :] x not None,         # IN  (N, C_in, H, W), any strides
-    const floating[:, :, :, ::1] weight not None,  # IN  (C_out, C_in, 3, 3)
-    const floating[::1] bias not None,             # IN  (C_out,), or (0,) for no bias
-    floating[:, :, :, :] out not None,             # OUT (N, C_out, H_out, W_out), any strides
+    x,                                             # IN  (N, C_in, H, W), any strides
+    weight,                                        # IN  (C_out, C_in, 3, 3), C-contiguous
+    bias,                                          # IN  (C_out,), or (0,) for no bias
+    out,                                           # OUT (N, C_out, H_out, W_out), any strides
     tuple pad_before, int n_threads,               # pad_before = (top, left)
-    const floating[:, :, :, ::1] packed_weight=None,  # winograd_pack_weights(weight): skip the transform
+    packed_weight=None,                            # winograd_pack_weights(weight): skip the transform
     bint wide=False,                               # the pointwise tiles' wide variant for the products
 ):
     """3x3 convolution at stride 1, dilation 1, one group, with implicit zero padding, as Winograd F(2x2, 3x3).
@@ -103,23 +103,38 @@ def conv2d_winograd(
     input channels in one chain, so nothing depends on the threads), then each 2x2 output tile
     Y = A^T M A + bias. Same contract as conv2d_direct otherwise (gconv._select checked the rest).
     """
+    cdef Operands ops
     cdef Plan plan
-    _fill_plan(&plan, x, weight, bias, out, (1, 1), pad_before, (1, 1), 1)
-    if plan.KH != 3 or plan.KW != 3:
-        raise ValueError("conv2d_winograd: the weight must be 3x3")
-    if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
-        return
+    ops.n_held = 0
+    try:
+        _take_operands(&ops, x, weight, bias, out, packed_weight, 4)
+        _fill_plan_from(&plan, &ops, (1, 1), pad_before, (1, 1), 1)
+        if plan.KH != 3 or plan.KW != 3:
+            raise ValueError("conv2d_winograd: the weight must be 3x3")
+        if plan.N == 0 or plan.C_out == 0 or plan.H_out == 0 or plan.W_out == 0:
+            return
+        if ops.has_packed and (ops.packed.ndim != 4 or ops.packed.shape[0] != WINOGRAD_TILE_VALUES * plan.C_out
+                               or ops.packed.shape[1] != plan.C_in or ops.packed.shape[2] != 1
+                               or ops.packed.shape[3] != 1):
+            raise ValueError("conv2d_winograd: packed_weight is not this weight's winograd_pack_weights")
+        u = packed_weight if ops.has_packed else winograd_pack_weights(weight, n_threads)
+        if ops.itemsize == 4:
+            _run_winograd(&plan, &ops, <float*> ops.out.buf, u, n_threads, wide)
+        else:
+            _run_winograd(&plan, &ops, <double*> ops.out.buf, u, n_threads, wide)
+    finally:
+        _release_operands(&ops)
+
+
+cdef int _run_winograd(const Plan* plan_ptr, const Operands* ops, floating* out_ptr, u, int n_threads,
+                       bint wide) except -1:
+    """conv2d_winograd by chunks of images, u its transformed weights (out_ptr: ops.out's data, whose type
+    picks the dtype)."""
+    cdef Plan plan = plan_ptr[0]
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t C_in = plan.C_in, C_out = plan.C_out
     cdef Py_ssize_t th = _ceil_div(plan.H_out, 2), tw = _ceil_div(plan.W_out, 2)
     cdef Py_ssize_t tiles = th * tw
-    if packed_weight is None:
-        u = winograd_pack_weights(weight, n_threads)
-    else:
-        if (packed_weight.shape[0] != WINOGRAD_TILE_VALUES * C_out or packed_weight.shape[1] != C_in
-                or packed_weight.shape[2] != 1 or packed_weight.shape[3] != 1):
-            raise ValueError("conv2d_winograd: packed_weight is not this weight's winograd_pack_weights")
-        u = packed_weight
     cdef Py_ssize_t image_bytes = _size_product(_size_product(WINOGRAD_TILE_VALUES * (C_in + C_out), tiles),
                                                 sizeof(floating))
     cdef Py_ssize_t chunk_bytes = WINOGRAD_CHUNK_BYTES
@@ -132,9 +147,8 @@ def conv2d_winograd(
     cdef floating[:, :, :, ::1] m_view = m
     cdef floating* v_ptr = &v_view[0, 0, 0, 0]
     cdef floating* m_ptr = &m_view[0, 0, 0, 0]
-    cdef const floating* x_ptr = &x[0, 0, 0, 0]
-    cdef floating* out_ptr = &out[0, 0, 0, 0]
-    cdef const floating* b_ptr = &bias[0] if bias.shape[0] != 0 else NULL
+    cdef const floating* x_ptr = <const floating*> ops.x.buf
+    cdef const floating* b_ptr = <const floating*> _bias_data(ops)
     cdef Py_ssize_t scratch_elements = GCONV_WINO_SCRATCH(tw)
     cdef Py_ssize_t first, n_images, item, n, c
     cdef int team
@@ -174,3 +188,4 @@ def conv2d_winograd(
             free(scratch)
         if alloc_failed[0]:
             raise MemoryError(f"conv2d: could not allocate {scratch_elements * sizeof(floating)} bytes of scratch")
+    return 0
