@@ -41,6 +41,7 @@ DWCONV_TILE: dict[int, tuple[int, int]]
 DWCONV_GROUPED_LANES: dict[int, int]
 """The fewest output channels per group the dwconv family's grouped tiles fill, by itemsize."""
 DWCONV_ROW_KERNELS: tuple[int, ...]
+DWCONV_PAIR_TILES: bool
 """Kernel widths the dwconv family runs on row tiles in this build (depthwise, column stride 1)."""
 
 def openmp_enabled() -> bool: ...

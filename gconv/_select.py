@@ -595,6 +595,14 @@ def _dwconv_choice(
                 f"broadcast, over [row][column][input channel] slabs of a group ({_dispatch.ISA}, "
                 f"{8 * itemsize}-bit)"
             )
+            if (
+                kernels.DWCONV_PAIR_TILES
+                and lanes == kernels.DWCONV_TILE[itemsize][0]
+                and out_channels_per_group > lanes
+            ):
+                reasons.append(
+                    "pair tiles: two vectors of a group's output channels at a time, each input broadcast once"
+                )
     return Choice("dwconv", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"{lanes}x{columns}")
 
 

@@ -48,6 +48,8 @@ GROUPED_CASES = [
     ((3, 9, 5, 8), 48, 3, (2, 3), dict(padding=(0, 1), dilation=(2, 1))),  # 3 -> 16 per group
     ((1, 5, 4, 4), 15, 5, 3, dict(stride=3, padding=3, dilation=2)),  # channel multiplier 3, wide padding
     ((1, 32, 30, 8), 32, 2, 5, dict(padding=2)),  # tall map: several row blocks
+    ((1, 24, 7, 7), 60, 2, 3, dict(padding=1)),  # 30 per group: a pair of blocks, the second ragged (AVX-512)
+    ((1, 16, 9, 9), 96, 2, 3, dict(stride=2, padding=1)),  # 48 per group: a pair and a block alone
     ((2, 16, 40), 24, 2, 5, dict(padding="same", dilation=2)),  # conv1d
 ]
 
@@ -189,6 +191,20 @@ def test_dwconv_grouped_reads_and_writes_channels_last_and_views(isa, dwconv_for
             **_grouped_tolerance(dtype),
             err_msg=f"{isa} {x_shape} view",
         )
+
+
+def test_dwconv_pair_tiles_sum_as_the_one_vector_tile(isa, dwconv_forced):
+    # with AVX-512, a group's output channels run two vectors at a time (pair tiles): each output must be the
+    # same sum, in the same order, as where its vector runs alone (a group of one vector)
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        lanes = 64 // np.dtype(dtype).itemsize
+        x, w, b = _grouped_case(rng, (2, 2 * lanes, 9, 9), 4 * lanes, 1, 3, dtype)
+        for kwargs in (dict(padding=1), dict(stride=2, padding=1)):
+            both = gconv.conv2d(x, w, b, **kwargs)
+            for half in (slice(0, lanes), slice(lanes, 2 * lanes), slice(3 * lanes, 4 * lanes)):
+                alone = gconv.conv2d(x, np.ascontiguousarray(w[half]), b[half], **kwargs)
+                np.testing.assert_array_equal(both[:, half], alone, err_msg=f"{isa} {dtype.__name__} {kwargs}")
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,13 @@ cdef extern from "kernels/dwconv/tile.h" nogil:
     void gconv_gw_half_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset,
                            Py_ssize_t col_step, Py_ssize_t n_tiles, const double* w, const double* bias,
                            double* out)
+    int GCONV_GW_PAIR_TILES
+    void gconv_gw_pair_f32(Py_ssize_t n_taps, const float* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                           Py_ssize_t n_tiles, const float* w, const float* bias, float* out, Py_ssize_t w_step,
+                           Py_ssize_t out_step)
+    void gconv_gw_pair_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+                           Py_ssize_t n_tiles, const double* w, const double* bias, double* out, Py_ssize_t w_step,
+                           Py_ssize_t out_step)
     int gconv_dw_rows_f32(int kw, Py_ssize_t kh_size, const float* x, Py_ssize_t row_step, Py_ssize_t n_tiles,
                           const float* w, const float* bias, float* out)
     int gconv_dw_rows_f64(int kw, Py_ssize_t kh_size, const double* x, Py_ssize_t row_step, Py_ssize_t n_tiles,
@@ -48,6 +55,8 @@ DWCONV_TILE = {4: (GCONV_DW_CB_F32, GCONV_DW_OWT), 8: (GCONV_DW_CB_F64, GCONV_DW
 # The fewest output channels per group a grouped tile fills, by itemsize (with AVX-512 half a vector).
 DWCONV_GROUPED_LANES = {4: GCONV_DW_HALF_CB_F32 if GCONV_DW_HALF_GROUPED else GCONV_DW_CB_F32,
                         8: GCONV_DW_HALF_CB_F64 if GCONV_DW_HALF_GROUPED else GCONV_DW_CB_F64}
+# Whether grouped tiles run two vectors of a group's output channels at a time in this build (AVX-512).
+DWCONV_PAIR_TILES = bool(GCONV_GW_PAIR_TILES)
 # Kernel widths with depthwise row tiles in this build (column stride 1, no column dilation; AVX-512 only).
 DWCONV_ROW_KERNELS = (5, 7) if GCONV_DW_ROW_TILES else ()
 
@@ -72,14 +81,17 @@ cdef struct DwPlan:
     Py_ssize_t blocks_per_group, n_units
     # grouped with fewer output channels per group than a vector has lanes (AVX-512): tiles of half a vector
     bint half
+    # grouped with two or more vectors of output channels per group (AVX-512): pair tiles, two blocks of a group
+    # at a time, each broadcast input feeding both (a group's last odd block runs alone)
+    bint pair
     # depthwise with KW = 5 or 7, column stride 1 and no column dilation, with AVX-512: the row tiles (each
     # kernel row's inputs loaded once for all its kw), row_kw = KW; else 0
     int row_kw
     # slab: slab_rows x slab_cols pixels of pixel_len channels (depthwise: cb channels; grouped: the
     # group's input channels); column j holds input column j - pad_left
     Py_ssize_t pixel_len, slab_cols, slab_row_len, slab_rows, slab_size
-    # per-thread scratch besides the slab: the block's outputs
-    Py_ssize_t block_out_size
+    # per-thread scratch besides the slab: the block's outputs (block_out_pitch each; two blocks' for pairs)
+    Py_ssize_t block_out_pitch, block_out_size
     # work item = (n * n_units + unit) * n_row_blocks + row block; a unit is a channel block (depthwise) or
     # a group (grouped: its slab packed once for all of its blocks)
     Py_ssize_t rows_per_block, n_row_blocks
@@ -95,7 +107,8 @@ cdef Py_ssize_t _set_dw_rows(const Plan* plan, DwPlan* dp, Py_ssize_t rows_per_b
     dp.n_row_blocks = _ceil_div(plan.H_out, rows_per_block)
     dp.slab_rows = _dw_slab_rows(plan, rows_per_block)
     dp.slab_size = _size_product(dp.slab_rows, dp.slab_row_len)
-    dp.block_out_size = _size_product(_size_product(rows_per_block, plan.W_out) + dp.owt, dp.cb)
+    dp.block_out_pitch = _size_product(_size_product(rows_per_block, plan.W_out) + dp.owt, dp.cb)
+    dp.block_out_size = _size_product(dp.block_out_pitch, 2 if dp.pair else 1)
     return min(SIZE_CAP, dp.slab_size + dp.block_out_size)
 
 
@@ -117,6 +130,7 @@ cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_thre
         dp.n_cb = _ceil_div(plan.C_out, dp.cb)
         dp.n_units = dp.n_cb
         dp.pixel_len = dp.cb
+    dp.pair = GCONV_GW_PAIR_TILES and dp.grouped and not dp.half and dp.blocks_per_group >= 2
     dp.n_ow_tiles = _ceil_div(plan.W_out, dp.owt)
     dp.row_kw = 0
     if (GCONV_DW_ROW_TILES and not dp.grouped and plan.dilation_w == 1 and plan.stride_w == 1
@@ -207,7 +221,8 @@ cdef void _dw_item(const Plan* plan, const DwPlan* dp, const floating* x, const 
     """One work item: a block of output rows of one unit (channel block or group) of image n.
 
     block_out: scratch for a channel block's outputs, [row][column][lane] at a pitch of W_out columns (a
-    row's last tile runs past it, into the next row's place, which that row's tiles then overwrite).
+    row's last tile runs past it, into the next row's place, which that row's tiles then overwrite); for pair
+    tiles the next block's follow, block_out_pitch on.
     """
     cdef Py_ssize_t row_block = item % dp.n_row_blocks
     cdef Py_ssize_t unit = (item // dp.n_row_blocks) % dp.n_units
@@ -219,39 +234,57 @@ cdef void _dw_item(const Plan* plan, const DwPlan* dp, const floating* x, const 
         _pack_dw_slab(plan, dp, x, slab, n, unit * dp.cb, min(dp.cb, plan.C_out - unit * dp.cb),
                       oh0 * plan.stride_h - plan.pad_top, _dw_slab_rows(plan, n_rows))
         _dw_block(plan, dp, w_packed, b_packed, out, tap_offset, slab, block_out, n, unit, unit * dp.cb,
-                  min(dp.cb, plan.C_out - unit * dp.cb), oh0, n_rows)
+                  min(dp.cb, plan.C_out - unit * dp.cb), oh0, n_rows, False)
         return
     # one slab of the group's input channels for all of its blocks of output channels
     _pack_dw_slab(plan, dp, x, slab, n, unit * icpg, icpg, oh0 * plan.stride_h - plan.pad_top,
                   _dw_slab_rows(plan, n_rows))
-    for b in range(dp.blocks_per_group):
+    cdef bint pair
+    b = 0
+    while b < dp.blocks_per_group:
+        pair = dp.pair and b + 1 < dp.blocks_per_group
         block = unit * dp.blocks_per_group + b
         _dw_block(plan, dp, w_packed, b_packed, out, tap_offset, slab, block_out, n, block,
-                  unit * ocpg + b * dp.cb, min(dp.cb, ocpg - b * dp.cb), oh0, n_rows)
+                  unit * ocpg + b * dp.cb, min(dp.cb, ocpg - b * dp.cb), oh0, n_rows, pair)
+        b += 2 if pair else 1
 
 
 cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed, const floating* b_packed,
                     floating* out, const Py_ssize_t* tap_offset, const floating* slab, floating* block_out,
                     Py_ssize_t n, Py_ssize_t block, Py_ssize_t c0, Py_ssize_t n_valid, Py_ssize_t oh0,
-                    Py_ssize_t n_rows) noexcept nogil:
-    """Output rows oh0 .. oh0 + n_rows - 1 of channels c0 .. c0 + n_valid - 1 (packed block `block`) of
-    image n, from the slab, through block_out into out."""
+                    Py_ssize_t n_rows, bint pair) noexcept nogil:
+    """Output rows oh0 .. oh0 + n_rows - 1 of channels c0 .. c0 + n_valid - 1 (packed block `block`; pair: and
+    of the next block, the group's next cb channels) of image n, from the slab, through block_out into out."""
     cdef Py_ssize_t cb = dp.cb, W_out = plan.W_out
     cdef Py_ssize_t col_step = plan.stride_w * dp.pixel_len
-    cdef Py_ssize_t os_c = plan.out_stride_c, os_h = plan.out_stride_h, os_w = plan.out_stride_w
-    cdef Py_ssize_t r, lane, ow
+    cdef Py_ssize_t r
     cdef const floating* row
     cdef const floating* w_block = w_packed + block * dp.n_taps * cb
-    cdef floating* dst
     for r in range(n_rows):
         row = slab + r * plan.stride_h * dp.slab_row_len
         if dp.row_kw:
             _dw_row_tiles(dp.row_kw, plan.KH, row, plan.dilation_h * dp.slab_row_len, dp.n_ow_tiles, w_block,
                           b_packed + block * cb, block_out + r * W_out * cb)
+        elif pair:
+            _gw_pair_row(dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block, b_packed + block * cb,
+                         block_out + r * W_out * cb, dp.n_taps * cb, dp.block_out_pitch)
         else:
             _dw_row(dp.grouped, dp.half, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block,
                     b_packed + block * cb, block_out + r * W_out * cb)
-    dst = out + n * plan.out_stride_n + c0 * os_c + oh0 * os_h
+    _store_dw_block(plan, dp, block_out, out, n, c0, n_valid, oh0, n_rows)
+    if pair:
+        _store_dw_block(plan, dp, block_out + dp.block_out_pitch, out, n, c0 + cb,
+                        min(cb, plan.out_channels_per_group - (c0 % plan.out_channels_per_group) - cb), oh0, n_rows)
+
+
+cdef void _store_dw_block(const Plan* plan, const DwPlan* dp, const floating* block_out, floating* out,
+                          Py_ssize_t n, Py_ssize_t c0, Py_ssize_t n_valid, Py_ssize_t oh0,
+                          Py_ssize_t n_rows) noexcept nogil:
+    """A block's outputs, block_out[(r * W_out + ow) * cb + lane], into out's channels c0 .. c0 + n_valid - 1."""
+    cdef Py_ssize_t cb = dp.cb, W_out = plan.W_out
+    cdef Py_ssize_t os_c = plan.out_stride_c, os_h = plan.out_stride_h, os_w = plan.out_stride_w
+    cdef Py_ssize_t r, lane, ow
+    cdef floating* dst = out + n * plan.out_stride_n + c0 * os_c + oh0 * os_h
     if os_c != 1 and os_w == 1 and (os_h == W_out or n_rows == 1):
         # NCHW: the block's rows of each channel are one run, transposed out in one go
         _transpose(block_out, cb, n_rows * W_out, n_valid, dst, os_c)
@@ -371,6 +404,16 @@ cdef inline void _dw_row(bint grouped, bint half, Py_ssize_t n_taps, const float
             gconv_gw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         else:
             gconv_dw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+
+
+cdef inline void _gw_pair_row(Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset,
+                              Py_ssize_t col_step, Py_ssize_t n_tiles, const floating* w, const floating* bias,
+                              floating* out, Py_ssize_t w_step, Py_ssize_t out_step) noexcept nogil:
+    # the pair tile for this dtype (_plan_dw checked that there is one)
+    if floating is float:
+        gconv_gw_pair_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out, w_step, out_step)
+    else:
+        gconv_gw_pair_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out, w_step, out_step)
 
 
 cdef inline void _dw_row_tiles(int kw, Py_ssize_t kh_size, const floating* x, Py_ssize_t row_step,

@@ -113,6 +113,60 @@ GCONV_DEFINE_DW_HALF_STUB(float, gconv_gw_half_f32)
 GCONV_DEFINE_DW_HALF_STUB(double, gconv_gw_half_f64)
 #endif
 
+/* Grouped pair tiles, with AVX-512 only: two vectors of a group's output channels (two packed blocks, w and
+ * w + w_step) x OWT columns, so each broadcast input feeds two multiply-adds: ResNeXt's groups of 32 float32
+ * outputs read half the broadcasts per multiply-add of the one-vector tile above. 14 accumulators + 2
+ * weights, 16 of 32 registers (below AVX-512 the 16 registers and a broadcast register would spill). Each
+ * output sums its taps in the order of the tile above: the same results, bit for bit.
+ * bias: the two blocks' CB values each, adjacent; out: the first block's as the tile above, the second's at
+ * out + out_step. */
+#if GCONV_VECTOR_BYTES == 64 && (defined(__GNUC__) || defined(__clang__))
+#define GCONV_GW_PAIR_TILES 1
+#define GCONV_DEFINE_GW_PAIR(T, NAME, CB)                                                            \
+    __attribute__((noinline)) static void NAME(GCONV_DW_PARAMS(T), Py_ssize_t w_step, Py_ssize_t out_step) \
+    {                                                                                                \
+        typedef gconv_vec_##T vec;                                                                   \
+        vec b0, b1;                                                                                  \
+        int p;                                                                                       \
+        Py_ssize_t t, tile;                                                                          \
+        memcpy(&b0, bias, sizeof(vec));                                                              \
+        memcpy(&b1, bias + (CB), sizeof(vec));                                                       \
+        for (tile = 0; tile < n_tiles; tile++) {                                                     \
+            const T *x_tile = x + tile * GCONV_DW_OWT * col_step;                                    \
+            vec acc0[GCONV_DW_OWT], acc1[GCONV_DW_OWT];                                              \
+            for (p = 0; p < GCONV_DW_OWT; p++) {                                                     \
+                acc0[p] = b0;                                                                        \
+                acc1[p] = b1;                                                                        \
+            }                                                                                        \
+            for (t = 0; t < n_taps; t++) {                                                           \
+                vec w0, w1;                                                                          \
+                const T *x_tap = x_tile + tap_offset[t];                                             \
+                memcpy(&w0, w + t * (CB), sizeof(vec));                                              \
+                memcpy(&w1, w + w_step + t * (CB), sizeof(vec));                                     \
+                for (p = 0; p < GCONV_DW_OWT; p++) {                                                 \
+                    const T xs = x_tap[p * col_step];                                                \
+                    acc0[p] += xs * w0;                                                              \
+                    acc1[p] += xs * w1;                                                              \
+                }                                                                                    \
+            }                                                                                        \
+            memcpy(out + tile * GCONV_DW_OWT * (CB), acc0, sizeof(acc0));                            \
+            memcpy(out + out_step + tile * GCONV_DW_OWT * (CB), acc1, sizeof(acc1));                 \
+        }                                                                                            \
+    }
+GCONV_DEFINE_GW_PAIR(float, gconv_gw_pair_f32, GCONV_DW_CB_F32)
+GCONV_DEFINE_GW_PAIR(double, gconv_gw_pair_f64, GCONV_DW_CB_F64)
+#else
+#define GCONV_GW_PAIR_TILES 0
+#define GCONV_DEFINE_GW_PAIR_STUB(T, NAME)                                                           \
+    static void NAME(GCONV_DW_PARAMS(T), Py_ssize_t w_step, Py_ssize_t out_step)                     \
+    {                                                                                                \
+        (void)n_taps, (void)x, (void)tap_offset, (void)col_step, (void)n_tiles, (void)w, (void)bias, \
+            (void)out, (void)w_step, (void)out_step;                                                 \
+    }
+GCONV_DEFINE_GW_PAIR_STUB(float, gconv_gw_pair_f32)
+GCONV_DEFINE_GW_PAIR_STUB(double, gconv_gw_pair_f64)
+#endif
+
 /* Depthwise row tiles for large kernels (KW = 5 or 7 columns, column stride 1, no column dilation), with
  * AVX-512 only: per kernel row the tile loads the OWT + KW - 1 input vectors its columns share once and
  * reuses them from registers for each kw, where the tile above loads one input vector per multiply-add.
