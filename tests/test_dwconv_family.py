@@ -224,6 +224,27 @@ def test_dwconv_grouped_results_do_not_depend_on_the_thread_count(isa, dwconv_fo
         np.testing.assert_array_equal(gconv.conv2d(x, w, b, groups=groups, n_threads=n_threads, **kwargs), one)
 
 
+def test_dwconv_writes_outputs_starting_anywhere_in_a_cache_line(isa):
+    # NCHW planes a whole number of cache lines long are written with the first band of each transpose cut
+    # where the plane reaches a line (transpose.h): every start offset, each band length, the same values
+    kernels = _dispatch.kernels
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        for x_shape, kernel in (((2, 19, 8, 8), 3), ((1, 20, 4, 4), 3), ((1, 16, 8, 6), 5)):
+            x, w, b = _case(rng, x_shape, kernel, dtype)
+            expected = conv_reference(x, w, b, padding=kernel // 2, groups=x_shape[1])
+            size = expected.size
+            memory = np.full(size + 64, np.nan, dtype)
+            first = (-memory.ctypes.data % 64) // memory.itemsize  # the first element on a cache line
+            for offset in range(64 // memory.itemsize):
+                memory[...] = np.nan
+                out = memory[first + offset : first + offset + size].reshape(expected.shape)
+                pad = (kernel // 2,) * 2
+                kernels.conv2d_dwconv(x, w, b, out, (1, 1), pad, (1, 1), x_shape[1], 1)
+                np.testing.assert_allclose(out, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {offset}")
+                assert np.isnan(memory[: first + offset]).all() and np.isnan(memory[first + offset + size :]).all()
+
+
 def test_dwconv_kernel_writes_any_output_view_and_nothing_else(isa):
     # the kernel's contract (out any strides), below what gconv.conv2d's out= accepts
     kernels = _dispatch.kernels
