@@ -445,6 +445,28 @@ def test_pointwise_tiles_copy_misaligned_rows_and_sum_the_same(isa, pointwise_fo
             np.testing.assert_array_equal(got, aligned, err_msg=f"{isa} {x_shape} {n_threads}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_strips_shift_onto_cache_lines_and_sum_the_same(isa, pointwise_forced, dtype):
+    # maps of whole cache lines whose rows all start the same distance past one: strips after the first start
+    # early, on a line (_strip_shift), overlapping the first; any start offset, the same sums as aligned rows
+    rng = np.random.default_rng(13)
+    itemsize = np.dtype(dtype).itemsize
+    cases = [  # maps of 2048 pixels or more (PW_SHIFT_MIN_PIXELS), fewer than 64 taps
+        ((2, 24, 48, 48), (20, 24, 1, 1), 1),  # 2304 pixels: several strips, the last one whole
+        ((1, 32, 48, 45), (18, 16, 1, 1), 2),  # 2160 pixels: a ragged last strip, two groups
+        ((3, 8, 64, 32), (7, 8, 1, 1), 1),  # 2048 pixels, three images
+    ]
+    for x_shape, w_shape, groups in cases:
+        x, w, b = _case(rng, x_shape, w_shape, dtype)
+        expected = conv_reference(x, w, b, groups=groups)
+        aligned = gconv.conv2d(_past_a_line(x, 0), w, b, groups=groups, n_threads=1)
+        np.testing.assert_allclose(aligned, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape}")
+        for offset in range(itemsize, 64, itemsize):
+            for n_threads in (1, 2):
+                got = gconv.conv2d(_past_a_line(x, offset), w, b, groups=groups, n_threads=n_threads)
+                np.testing.assert_array_equal(got, aligned, err_msg=f"{isa} {x_shape} {offset} {n_threads}")
+
+
 def test_pointwise_kernel_reads_and_writes_channel_views_and_nothing_else(isa):
     # batch and channel strides are free (a channel slice of NCHW arrays); every map stays pixel-contiguous
     kernels = _dispatch.kernels
