@@ -72,10 +72,8 @@ class _ForwardPlan(NamedTuple):
 class _Repeat(NamedTuple):
     """A planned call that ForwardPlans.repeat() can run again: what its arrays were, and its plan."""
 
-    arrays: tuple  # the input's and the weight's shape, strides and dtype (the same dtype)
+    arrays: tuple  # the input's, the weight's and the bias's shape, strides and dtype (one dtype; no bias: None)
     dtype: np.dtype  # of the input, weight and bias alike
-    bias_shape: tuple[int, ...] | None  # None: no bias
-    bias_strides: tuple[int, ...] | None
     hyper: tuple  # (stride, padding, dilation, groups), the objects themselves
     plan: _ForwardPlan
     no_bias: np.ndarray  # the kernels' empty bias
@@ -102,14 +100,17 @@ class _Repeat(NamedTuple):
         ):
             return None
         return _Repeat(
-            (x.shape, x.strides, dtype, weight.shape, weight.strides, dtype),
+            (x.shape, x.strides, dtype, weight.shape, weight.strides, dtype, _bias_key(bias)),
             dtype,
-            None if bias is None else bias.shape,
-            None if bias is None else bias.strides,
             hyper,
             plan,
             np.empty(0, dtype),
         )
+
+
+def _bias_key(bias):
+    """What a repeated call compares of the bias: its shape, strides and dtype (None for no bias)."""
+    return None if bias is None else (bias.shape, bias.strides, bias.dtype)
 
 
 def _same_parameter(a, shape, strides, dtype):
@@ -142,13 +143,16 @@ class ForwardPlans:
     1x1 layer on a 1x1 map 7.8 -> 6.6 us, of which 1.5 us are the kernel's own entry).
     """
 
-    __slots__ = ("_plans", "_last", "_last_plan")
+    __slots__ = ("_plans", "_last", "_last_plan", "checked_for")
     MAX_PLANS = 8  # distinct calls kept per module; then the memo starts again
 
     def __init__(self) -> None:
         self._plans: dict = {}
         self._last: _Repeat | None = None  # the last planned call, when repeat() can run one like it
         self._last_plan: _ForwardPlan | None = None  # that call's plan
+        # the caller's own inputs to its checks at its last fully checked call (a module's declared shape:
+        # in_channels, out_channels, kernel_size), which repeat() compares by identity
+        self.checked_for: tuple | None = None
 
     def plan(self, x, weight, bias, stride, padding, dilation, groups, n_spatial, op):
         """_plan_convolution(...) of these arguments: remembered, or checked now (raising what it raises)."""
@@ -191,7 +195,7 @@ class ForwardPlans:
             self._last_plan = plan
         return plan
 
-    def repeat(self, x, weight, bias, hyper, n_threads, weight_cache):
+    def repeat(self, x, weight, bias, hyper, n_threads, weight_cache, checked_for=()):
         """The result of a call like the last one plan() saw, or None: then the caller makes the full call.
 
         "Like" is what the plan's checks and layout depend on: the input, weight and bias of the same type,
@@ -199,21 +203,26 @@ class ForwardPlans:
         is not enough), the same hyper-parameter objects. Only calls that copy nothing qualify (_Repeat.of):
         batched, NCHW, non-empty, of a 2-D or 3-D convolution, without out=. What a repeated call skips is
         what those fix: torch's checks, the layout, the coercions; the thread count and the kernel choice's
-        other inputs are read again, and the kernels read the arrays as they are now.
+        other inputs are read again, and the kernels read the arrays as they are now. checked_for: the
+        caller's checks' other inputs, the objects it gave checked_for after its last full call (a module then
+        skips its parameter checks, which passed for weights like these).
         """
         last = self._last
+        kept = self.checked_for
         if (
             last is None
+            or kept is None
+            or len(kept) != len(checked_for)
+            or not all(map(operator.is_, kept, checked_for))
             or type(x) is not np.ndarray
             or type(weight) is not np.ndarray
-            or (bias is None) is not (last.bias_shape is None)
+            or not (bias is None or (type(bias) is np.ndarray and bias.flags.aligned))
         ):
             return None
-        now = (x.shape, x.strides, x.dtype, weight.shape, weight.strides, weight.dtype)
+        now = (x.shape, x.strides, x.dtype, weight.shape, weight.strides, weight.dtype, _bias_key(bias))
         if (
             now != last.arrays
             or not (x.flags.aligned and weight.flags.aligned)
-            or (bias is not None and not _same_parameter(bias, last.bias_shape, last.bias_strides, last.dtype))
             or hyper[0] is not last.hyper[0]
             or hyper[1] is not last.hyper[1]
             or hyper[2] is not last.hyper[2]

@@ -299,10 +299,9 @@ class _ConvNd(_Module):
                 bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
                 self.bias[...] = rng.uniform(-bound, bound, size=self.bias.shape)
 
-    def _checked_parameters(self):
-        """(weight, bias), read once per call (one instant's pair): a user may reassign them, so catch a
-        wrong one here; the caller holds the parameter lock and uses these same arrays."""
-        weight, bias = self._parameters_now()
+    def _checked_parameters(self, weight, bias):
+        """(weight, bias) as _parameters_now() read them for this call (one instant's pair): a user may reassign
+        them, so catch a wrong one here; the caller holds the parameter lock and uses these same arrays."""
         expected = self._weight_shape()
         if (
             type(weight) is np.ndarray
@@ -439,12 +438,17 @@ class _Convolution(_ConvNd):
             conv_input, padding = self._padded_input(input), (0,) * self._n_spatial
         plans, weight_cache = self._forward_plans(), self._packed_weights()
         with self._parameter_lock().read:  # no load_state_dict rewrites them while the kernels read
-            weight, bias = self._checked_parameters()
+            weight, bias = self._parameters_now()
             result = None
-            if out is None and conv_input is input:  # a call like the last one runs its kernels at once
+            # what _checked_parameters() compares the parameters with, besides groups (in hyper)
+            declared = (self.in_channels, self.out_channels, self.kernel_size)
+            if out is None and conv_input is input:
+                # a call like the last one runs its kernels at once: weight and bias like that call's, which
+                # passed the checks below for this declared shape
                 hyper = (self.stride, padding, self.dilation, self.groups)
-                result = plans.repeat(input, weight, bias, hyper, n_threads, weight_cache)
+                result = plans.repeat(input, weight, bias, hyper, n_threads, weight_cache, declared)
             if result is None:
+                weight, bias = self._checked_parameters(weight, bias)
                 result = convolution(
                     conv_input,
                     weight,
@@ -461,6 +465,7 @@ class _Convolution(_ConvNd):
                     weight_cache=weight_cache,
                     plans=plans,
                 )
+                plans.checked_for = declared
         # what backward() needs: references, not copies (as torch's autograd, modifying them in between
         # changes the gradient); the padded copy is made again there rather than kept alive here
         self._saved = (input, weight, result.shape)
@@ -595,7 +600,7 @@ class _ConvTransposeNd(_ConvNd):
         check_array(input, "input", op)
         output_padding = self._output_padding(input, output_size)
         with self._parameter_lock().read:  # no load_state_dict rewrites them while the kernels read
-            weight, bias = self._checked_parameters()
+            weight, bias = self._checked_parameters(*self._parameters_now())
             result = transposed_convolution(
                 input,
                 weight,

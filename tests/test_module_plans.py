@@ -258,6 +258,8 @@ def test_a_call_like_the_last_runs_its_kernels_at_once(module, nd):
         lambda m: setattr(m, "weight", m.weight.reshape(6, 2, 3, 6)),  # the wrong shape, same size
         lambda m: setattr(m.weight, "shape", (6, 2, 3, 6)),  # the same array, reshaped in place
         lambda m: setattr(m, "out_channels", 5),  # the module's expected weight shape
+        lambda m: setattr(m, "in_channels", 2),
+        lambda m: setattr(m, "kernel_size", (3, 1)),
         lambda m: setattr(m, "padding_mode", "circular"),
     ],
 )
