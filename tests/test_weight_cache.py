@@ -137,14 +137,15 @@ def test_depthwise_weights_are_packed_once_and_writes_are_seen():
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_the_check_finds_any_changed_byte_whatever_the_thread_count(n_threads):
-    # 3 MiB and a bit: parts of a MiB or more, one per thread, the last one short
+    # 3 MiB and a bit, and 600 KB: parts of 256 KiB or more, one per thread, the last one short
     kernels = _dispatch.kernels
-    kept = np.random.default_rng(0).standard_normal(3 * (1 << 18) + 5).astype(np.float32)
-    weight = kept.copy()
-    assert kernels.same_bytes(kept, weight, n_threads)
-    for index in (0, (1 << 18) - 1, 1 << 18, 2 * (1 << 18) + 7, kept.size - 1):
-        weight[index] = np.nextafter(weight[index], np.inf)
-        assert not kernels.same_bytes(kept, weight, n_threads), index
-        weight[index] = kept[index]
-    assert kernels.same_bytes(kept, weight, n_threads)
-    assert not kernels.same_bytes(kept, weight[:-1], n_threads)
+    for size in (3 * (1 << 18) + 5, 150_001):
+        kept = np.random.default_rng(0).standard_normal(size).astype(np.float32)
+        weight = kept.copy()
+        assert kernels.same_bytes(kept, weight, n_threads)
+        for index in (0, size // 3 - 1, size // 3, size // 2 + 7, size - 1):
+            weight[index] = np.nextafter(weight[index], np.inf)
+            assert not kernels.same_bytes(kept, weight, n_threads), index
+            weight[index] = kept[index]
+        assert kernels.same_bytes(kept, weight, n_threads)
+        assert not kernels.same_bytes(kept, weight[:-1], n_threads)

@@ -272,7 +272,7 @@ cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed
             _dw_row(dp.grouped, dp.half, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block,
                     b_packed + block * cb, block_out + r * W_out * cb)
     _store_dw_block(plan, dp, block_out, out, n, c0, n_valid, oh0, n_rows)
-    if pair:
+    if pair:  # the group's next block: its channels from c0 + cb on (c0 % ocpg: the first block's in the group)
         _store_dw_block(plan, dp, block_out + dp.block_out_pitch, out, n, c0 + cb,
                         min(cb, plan.out_channels_per_group - (c0 % plan.out_channels_per_group) - cb), oh0, n_rows)
 

@@ -2,8 +2,10 @@
 #
 # Every argument is validated and coerced by gconv.functional / gconv.grad before it gets here: one dtype,
 # consistent shapes, exact output geometry, C-contiguous weight and bias; input and output may have any
-# strides (NCHW, channels-last, views). Bounds checks are off in a normal build (the Python layer proved the
-# bounds) and on in a debug build (GCONV_DEBUG=1 at build time). The micro-kernels are C headers, one folder
+# strides (NCHW, channels-last, views). The forward entries take their arrays through the buffer protocol
+# (operands.pxi: pointers, shapes and strides, the dtype checked); the rest take typed memoryviews. Bounds
+# checks are off in a normal build (the Python layer proved the bounds) and on in a debug build (GCONV_DEBUG=1
+# at build time). The micro-kernels are C headers, one folder
 # per family (direct/, gemm/, winograd/, dwconv/, wgrad/); the drivers that cut the work into items and call them are
 # the .pxi files.
 

@@ -36,7 +36,7 @@ cdef int _take(Operands* ops, Py_buffer* view, object array, int flags, int ndim
         raise ValueError(f"{name}: expected {ndim} dimensions, got {view.ndim}")
     if itemsize == 0 or (ops.itemsize != 0 and itemsize != ops.itemsize):
         raise ValueError(f"{name}: expected float32 or float64 (the dtype of the other arrays), got format "
-                         f"{(<bytes> view.format).decode()!r}")
+                         f"{(<bytes> view.format).decode() if view.format != NULL else 'B'!r}")
     for axis in range(view.ndim):
         if view.strides[axis] % itemsize != 0:
             raise ValueError(f"{name}: strides must be whole elements")
