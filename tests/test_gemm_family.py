@@ -451,10 +451,11 @@ def test_pointwise_strips_shift_onto_cache_lines_and_sum_the_same(isa, pointwise
     # early, on a line (_strip_shift), overlapping the first; any start offset, the same sums as aligned rows
     rng = np.random.default_rng(13)
     itemsize = np.dtype(dtype).itemsize
-    cases = [  # maps of 2048 pixels or more (PW_SHIFT_MIN_PIXELS), fewer than 64 taps
+    cases = [  # maps of 2048 pixels or more (PW_SHIFT_MIN_PIXELS), fewer than 64 taps or 4 MiB of input
         ((2, 24, 48, 48), (20, 24, 1, 1), 1),  # 2304 pixels: several strips, the last one whole
         ((1, 32, 48, 45), (18, 16, 1, 1), 2),  # 2160 pixels: a ragged last strip, two groups
         ((3, 8, 64, 32), (7, 8, 1, 1), 1),  # 2048 pixels, three images
+        ((2, 64, 96, 96), (26, 64, 1, 1), 1),  # 64 taps, 4.7 MB of float32 input
     ]
     for x_shape, w_shape, groups in cases:
         x, w, b = _case(rng, x_shape, w_shape, dtype)

@@ -623,6 +623,8 @@ cdef enum:
     # stream from memory: 28x28 maps' stay in L2, where the shift's extra vector per map cost more than the
     # straddling loads (32->192 and 40->240 on 28x28: 0.97-1.06x)
     PW_SHIFT_MIN_PIXELS = 2048
+    # and from PW_MISALIGNED_COPY_MIN_K taps on where the input streams from memory
+    PW_SHIFT_MIN_DEEP_INPUT_BYTES = 4 * 1024 * 1024
     # a gathered block's rows cost about as much as this many channel tiles over them (the work split counts
     # it: sharing channel tiles among threads gathers the same rows in each)
     PW_GATHER_TILES = 2
@@ -669,7 +671,8 @@ cdef Py_ssize_t _strip_shift(const Plan* plan, const PointwisePlan* pp, const vo
     that they start on a cache line, where every row starts the same distance past one; else 0.
 
     Measured (AVX-512, 1 thread, input 16 bytes past a line, batch 8): 1x1 32->16 and 16->64 on 112x112
-    1.12x and 1.25x, 24->144 on 56x56 1.06x faster than with every load across two lines."""
+    1.12x and 1.25x, 24->144 on 56x56 1.06x faster than with every load across two lines; 72->24 and 96->24
+    on 56x56 1.1-1.25x, 64->256 1.03x faster than with the first tile's aligned copy."""
     cdef size_t address = <size_t> x
     if (address % CACHE_LINE == 0 or address % itemsize != 0 or (plan.x_stride_c * itemsize) % CACHE_LINE != 0
             or (plan.x_stride_n * itemsize) % CACHE_LINE != 0 or (pp.nr * itemsize) % CACHE_LINE != 0
@@ -743,9 +746,10 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
                       and _size_product(_size_product(plan.N * plan.groups, pp.K), pp.HW * itemsize)
                       >= GCONV_PW_COPY_MIN_INPUT_MIB * 1024 * 1024)
     pp.shift = 0
-    if (x != NULL and not (gathered or pp.tail or pp.copy_blocks) and pp.K < PW_MISALIGNED_COPY_MIN_K
-            and pp.HW >= PW_SHIFT_MIN_PIXELS):
-        # (deeper inputs: the first channel tile's copy of misaligned rows measured faster, _copies_rows)
+    cdef Py_ssize_t input_bytes = _size_product(_size_product(plan.N * plan.groups, pp.K), pp.HW * itemsize)
+    if (x != NULL and not (gathered or pp.tail or pp.copy_blocks) and pp.HW >= PW_SHIFT_MIN_PIXELS
+            and (pp.K < PW_MISALIGNED_COPY_MIN_K or input_bytes >= PW_SHIFT_MIN_DEEP_INPUT_BYTES)):
+        # (deeper inputs in cache: the first channel tile's copy of misaligned rows measured faster)
         pp.shift = _strip_shift(plan, pp, x, itemsize)
     pp.n_strips = _ceil_div(pp.HW + pp.shift, pp.nr)
     pp.strips_per_block = pp.n_strips
