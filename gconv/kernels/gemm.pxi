@@ -432,8 +432,8 @@ cdef struct PointwisePlan:
     # channel tile copies them too where enough tiles read the copy (see _copies_rows)
     bint rows_misaligned
     # strips after the first start shift pixels early (strip s at s * nr - shift), so that they start on cache
-    # lines where every input row starts the same distance past one (NCHW maps of whole lines, 56x56, 28x28):
-    # only the first and last strips' loads straddle lines (_strip_shift)
+    # lines where every input row starts the same distance past one (NCHW maps of whole lines, 112x112,
+    # 56x56): only the first and last strips' loads straddle lines (_strip_shift)
     Py_ssize_t shift
     # the rows are a patch convolution's lowered input, gathered from its input a cache block at a time into
     # rows gather_pitch values apart (_pointwise_gathered_item), never read in place
