@@ -725,10 +725,9 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
                          bint wide, bint gathered=False, const void* x=NULL) except -1:
     """The strips and channel tiles of a pointwise call (on the wide tile or not) and its work items for
     n_threads threads; gathered: over a patch convolution's lowered input (plan: its shapes as a 1x1 call's).
-    x: the input, read in place, whose address may shift the strips (NULL: none)."""
+    x: the input, read in place, whose address may shift the strips or mark its rows misaligned (NULL: none)."""
     pp.gathered = gathered
     pp.copy_rows = not gathered and _rows_alias(plan.in_channels_per_group, abs(plan.x_stride_c) * itemsize)
-    pp.rows_misaligned = False  # known at the call (conv2d_pointwise)
     pp.K = plan.in_channels_per_group
     pp.HW = plan.H_out * plan.W_out
     pp.wide = wide
@@ -742,15 +741,16 @@ cdef int _plan_pointwise(const Plan* plan, PointwisePlan* pp, Py_ssize_t itemsiz
         pp.nr = pp.HW
     pp.n_c_tiles = _ceil_div(plan.out_channels_per_group, pp.mr)
     pp.strips_per_cache_block = max(1, PW_CACHE_BLOCK_BYTES // (pp.K * pp.nr * itemsize))
-    pp.copy_blocks = (not gathered and pp.K >= PW_COPY_MIN_K and pp.n_c_tiles >= PW_COPY_MIN_TILES
-                      and _size_product(_size_product(plan.N * plan.groups, pp.K), pp.HW * itemsize)
-                      >= GCONV_PW_COPY_MIN_INPUT_MIB * 1024 * 1024)
-    pp.shift = 0
     cdef Py_ssize_t input_bytes = _size_product(_size_product(plan.N * plan.groups, pp.K), pp.HW * itemsize)
+    pp.copy_blocks = (not gathered and pp.K >= PW_COPY_MIN_K and pp.n_c_tiles >= PW_COPY_MIN_TILES
+                      and input_bytes >= GCONV_PW_COPY_MIN_INPUT_MIB * 1024 * 1024)
+    pp.shift = 0
     if (x != NULL and not (gathered or pp.tail or pp.copy_blocks) and pp.HW >= PW_SHIFT_MIN_PIXELS
             and (pp.K < PW_MISALIGNED_COPY_MIN_K or input_bytes >= PW_SHIFT_MIN_DEEP_INPUT_BYTES)):
         # (deeper inputs in cache: the first channel tile's copy of misaligned rows measured faster)
         pp.shift = _strip_shift(plan, pp, x, itemsize)
+    # rows read in place that start off lines and are not shifted onto them (see _copies_rows)
+    pp.rows_misaligned = x != NULL and pp.shift == 0 and _rows_misaligned(x, plan.x_stride_c, itemsize)
     pp.n_strips = _ceil_div(pp.HW + pp.shift, pp.nr)
     pp.strips_per_block = pp.n_strips
     pp.n_p_blocks = 1
@@ -858,7 +858,6 @@ def conv2d_pointwise(
             return
         _plan_pointwise(&plan, &pp, ops.itemsize, n_threads, wide, False, ops.x.buf)
         _check_pointwise_packing(&plan, &pp, &ops, wide, "conv2d_pointwise")
-        pp.rows_misaligned = pp.shift == 0 and _rows_misaligned(ops.x.buf, plan.x_stride_c, ops.itemsize)
         if ops.itemsize == 4:
             _run_pointwise(&plan, &pp, NULL, &ops, <float*> ops.out.buf, n_threads)
         else:
