@@ -360,6 +360,39 @@ def test_pointwise_tiles_on_packed_weights_match_the_reference(isa, dtype):
         kernels.conv2d_pointwise(x, w, np.empty(0, dtype), np.empty(expected.shape, dtype), groups, 1, packed[1:])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_calls_given_no_panels_pack_them_from_784_pixels(isa, dtype):
+    # calls of 784 pixels (the batch's) or more that get no packed weights pack them into their tile's panels
+    # (the regular tile's or the wide one's; by the call's threads from 64k weights): the same sums as on
+    # panels packed beforehand, whatever the tile or thread count
+    kernels = _dispatch.kernels
+    itemsize = np.dtype(dtype).itemsize
+    assert kernels.pointwise_plan((1, 40, 28, 28), (120, 40, 1, 1), 1, itemsize, 1)["packs_weights"]
+    assert kernels.pointwise_plan((4, 40, 14, 14), (120, 40, 1, 1), 1, itemsize, 1)["packs_weights"]
+    assert not kernels.pointwise_plan((3, 40, 14, 14), (120, 40, 1, 1), 1, itemsize, 1)["packs_weights"]
+    # the wide tile's extra pixel (7x7 maps with AVX-512) reads the weights as they are
+    tail = kernels.pointwise_plan((16, 64, 7, 7), (64, 64, 1, 1), 1, itemsize, 1, True)
+    assert tail["packs_weights"] != tail["tail"]
+    rng = np.random.default_rng(11)
+    cases = [
+        ((1, 40, 28, 28), (120, 40, 1, 1), 1),
+        ((2, 24, 20, 21), (26, 12, 1, 1), 2),  # ragged channel tiles (13 per group)
+        ((1, 300, 33, 30), (250, 300, 1, 1), 1),  # 75000 weights: packed by the threads
+    ]
+    for i, (x_shape, w_shape, groups) in enumerate(cases):
+        x, w, b = _case(rng, x_shape, w_shape, dtype, bias=i != 1)
+        bias = b if b is not None else np.empty(0, dtype)
+        expected = conv_reference(x, w, b, groups=groups)
+        on_panels = np.full(expected.shape, np.nan, dtype)
+        kernels.conv2d_pointwise(x, w, bias, on_panels, groups, 1, kernels.pointwise_pack_weights(w, groups))
+        np.testing.assert_allclose(on_panels, expected, **_tolerance(dtype), err_msg=f"{isa} {x_shape} {w_shape}")
+        for wide in (False, True):
+            for n_threads in (1, 3):
+                got = np.full(expected.shape, np.nan, dtype)
+                kernels.conv2d_pointwise(x, w, bias, got, groups, n_threads, None, wide)
+                np.testing.assert_array_equal(got, on_panels, err_msg=f"{isa} {x_shape} wide={wide} {n_threads}")
+
+
 def test_modules_keep_pointwise_weights_packed_and_see_writes(isa, pointwise_forced):
     rng = np.random.default_rng(10)
     m = gconv.Conv2d(128, 70, 1)  # 8960 weights: kept packed (MIN_CACHED_WEIGHTS)

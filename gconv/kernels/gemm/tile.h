@@ -587,18 +587,18 @@ GCONV_DEFINE_PW(double, gconv_pw_f64, GCONV_PW_MR, GCONV_PW_VECTORS, 0)
 GCONV_DEFINE_PW(float, gconv_pw_wide_f32, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS, GCONV_PW_WIDE_TAIL)
 GCONV_DEFINE_PW(double, gconv_pw_wide_f64, GCONV_PW_WIDE_MR, GCONV_PW_WIDE_VECTORS, 0)
 
-/* Pack channel tile `tile` of one group's weights w[c][k] (ocpg rows of k_size) into its [K][MR] panel,
- * zeros for the channels past the group's last. */
+/* Pack channel tile `tile` (mr channels: GCONV_PW_MR, or GCONV_PW_WIDE_MR for the wide tile) of one group's
+ * weights w[c][k] (ocpg rows of k_size) into its [K][mr] panel, zeros for the channels past the group's last. */
 #define GCONV_DEFINE_PW_PACK(T)                                                                      \
     static void gconv_pw_pack_##T(const T *GCONV_RESTRICT w, Py_ssize_t ocpg, Py_ssize_t k_size,     \
-                                  Py_ssize_t tile, T *GCONV_RESTRICT panel)                          \
+                                  Py_ssize_t tile, Py_ssize_t mr, T *GCONV_RESTRICT panel)           \
     {                                                                                                \
-        Py_ssize_t c, k, c0 = tile * GCONV_PW_MR;                                                    \
-        for (c = 0; c < GCONV_PW_MR; c++) {                                                          \
+        Py_ssize_t c, k, c0 = tile * mr;                                                             \
+        for (c = 0; c < mr; c++) {                                                                   \
             if (c0 + c < ocpg)                                                                       \
-                for (k = 0; k < k_size; k++) panel[k * GCONV_PW_MR + c] = w[(c0 + c) * k_size + k];  \
+                for (k = 0; k < k_size; k++) panel[k * mr + c] = w[(c0 + c) * k_size + k];          \
             else                                                                                     \
-                for (k = 0; k < k_size; k++) panel[k * GCONV_PW_MR + c] = 0;                         \
+                for (k = 0; k < k_size; k++) panel[k * mr + c] = 0;                                  \
         }                                                                                            \
     }
 
