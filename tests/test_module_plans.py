@@ -2,12 +2,13 @@
 
 import copy
 import pickle
+import weakref
 
 import numpy as np
 import pytest
 
 import gconv
-from gconv import _dispatch, _select
+from gconv import _dispatch, _select, functional
 from gconv._weight_cache import MIN_CACHED_WEIGHTS
 from reference import conv_reference
 
@@ -282,3 +283,71 @@ def test_modules_without_a_repeat_path_are_planned_every_call():
     x2 = np.ones((4, 9, 9), np.float32)
     conv2d(x2)
     assert not _repeats(conv2d, x2)
+
+
+def _functional_call(x, w, b=None, **kwargs):
+    return lambda: gconv.conv2d(x, w, b, **kwargs)
+
+
+def _functional_as_fresh(monkeypatch, call):
+    """A functional call after earlier ones against the same call with the shared memo empty."""
+    remembered = _outcome(call)
+    with monkeypatch.context() as patched:
+        patched.setattr(functional, "_FUNCTIONAL_PLANS", functional._SharedPlans())
+        _same(_outcome(call), remembered)
+
+
+def test_functional_calls_share_one_memo_that_keeps_no_array(monkeypatch):
+    monkeypatch.setattr(functional, "_FUNCTIONAL_PLANS", functional._SharedPlans())
+    planned = []
+    plan_convolution = functional._plan_convolution
+
+    def counting(*args):
+        planned.append(args[0].shape)
+        return plan_convolution(*args)
+
+    monkeypatch.setattr(functional, "_plan_convolution", counting)
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    for _ in range(3):  # new arrays of the same shapes, dtypes and strides: planned once
+        x = rng.standard_normal((2, 4, 7, 7)).astype(np.float32)
+        np.testing.assert_allclose(
+            gconv.conv2d(x, w, padding=1), conv_reference(x, w, None, padding=1), rtol=1e-4, atol=1e-4
+        )
+    assert planned == [(2, 4, 7, 7)]
+    gconv.conv2d(x[:1], w, padding=1)  # another shape: planned too
+    assert planned == [(2, 4, 7, 7), (1, 4, 7, 7)]
+    probe = weakref.ref(x)
+    del x
+    assert probe() is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x, w, b: (x[0], w, b),  # unbatched
+        lambda x, w, b: (x.astype(np.float64), w, b),  # refused: float64 input, float32 weight
+        lambda x, w, b: (x, w, b.astype(np.float64)),  # refused: float64 bias
+        lambda x, w, b: (np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), w, b),
+        lambda x, w, b: (x[:, :, ::2], w, b),
+        lambda x, w, b: (np.frombuffer(b"\0" + x.tobytes(), np.float32, x.size, 1).reshape(x.shape), w, b),
+        lambda x, w, b: (x[:, :3], w, b),  # refused: 3 channels for 4
+        lambda x, w, b: (x[:, :, :1, :1], w, b),  # refused: smaller than the kernel
+        lambda x, w, b: (x, np.asfortranarray(w), b),
+        lambda x, w, b: (x, w[:, :, :2], b),
+        lambda x, w, b: (x, w, None),
+        lambda x, w, b: (x[:0], w, b),
+    ],
+)
+def test_functional_calls_unlike_earlier_ones_are_checked_again(monkeypatch, make):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    monkeypatch.setattr(functional, "_FUNCTIONAL_PLANS", functional._SharedPlans())
+    gconv.conv2d(x, w, b, padding=1)
+    for _ in range(2):  # and again, now that the new call may be remembered
+        _functional_as_fresh(monkeypatch, _functional_call(*make(x, w, b), padding=1))
+    # hyper-parameters: other values, and ones equal to the remembered but refused
+    for kwargs in (dict(padding=2), dict(stride=2), dict(padding=1.0), dict(padding=(True, 1)), dict(groups=2)):
+        _functional_as_fresh(monkeypatch, _functional_call(x, w, b, **kwargs))
