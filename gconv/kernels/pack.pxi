@@ -6,6 +6,12 @@ cdef extern from "kernels/gemm/deinterleave.h" nogil:
     void gconv_deinterleave_double(const double* src, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t phases,
                                    double* dst, Py_ssize_t dst_pitch)
 
+cdef extern from "kernels/gemm/lower.h" nogil:
+    void gconv_lower_row_float(const float* run, Py_ssize_t step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t width,
+                               float* dst)
+    void gconv_lower_row_double(const double* run, Py_ssize_t step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t width,
+                                double* dst)
+
 cdef void _plan_slab(Plan* plan, Py_ssize_t row_tiles, Py_ssize_t col_tiles) noexcept nogil:
     """Slab shape for blocks of row_tiles x col_tiles tiles: the padded input those outputs read."""
     plan.rows_per_block = row_tiles * plan.tile_rows
@@ -186,7 +192,7 @@ cdef void _lower_rows(const Plan* plan, const floating* x, floating* columns, Py
     kw * d_w], zeros where that falls in the padding; columns is C-contiguous."""
     cdef Py_ssize_t n = item // plan.C_in, c = item % plan.C_in
     cdef Py_ssize_t H_out = plan.H_out, W_out = plan.W_out, s = plan.stride_w, xs_w = plan.x_stride_w
-    cdef Py_ssize_t kh, kw, oh, ow, ih, col0, lo, hi
+    cdef Py_ssize_t kh, kw, oh, ih, col0, lo, hi, first, last
     cdef const floating* plane = x + n * plan.x_stride_n + c * plan.x_stride_c
     cdef const floating* src
     cdef floating* dst = columns + item * plan.KH * plan.KW * H_out * W_out
@@ -206,19 +212,13 @@ cdef void _lower_rows(const Plan* plan, const floating* x, floating* columns, Py
             hi = max(lo, min(W_out, (plan.W - 1 - col0) // s + 1)) if col0 < plan.W else lo
             for oh in range(H_out):
                 ih = oh * plan.stride_h - plan.pad_top + kh * plan.dilation_h
-                if ih < 0 or ih >= plan.H:
-                    memset(dst, 0, W_out * sizeof(floating))
-                    dst += W_out
-                    continue
-                src = plane + ih * plan.x_stride_h + col0 * xs_w
-                memset(dst, 0, lo * sizeof(floating))
-                if s * xs_w == 1:
-                    memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-                elif s * xs_w == 2:  # a constant stride lets the compiler vectorise the de-interleave
-                    for ow in range(lo, hi):
-                        dst[ow] = src[2 * ow]
+                # the row's run of input columns (from column lo, s * xs_w elements apart) and its padding;
+                # a row in the padding is all zeros (an empty run, nothing read)
+                first, last, src = 0, 0, plane
+                if 0 <= ih < plan.H and hi > lo:
+                    first, last, src = lo, hi, plane + ih * plan.x_stride_h + (col0 + lo * s) * xs_w
+                if floating is float:
+                    gconv_lower_row_float(src, s * xs_w, first, last, W_out, dst)
                 else:
-                    for ow in range(lo, hi):
-                        dst[ow] = src[s * xs_w * ow]
-                memset(dst + hi, 0, (W_out - hi) * sizeof(floating))
+                    gconv_lower_row_double(src, s * xs_w, first, last, W_out, dst)
                 dst += W_out
