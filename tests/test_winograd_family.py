@@ -1,5 +1,7 @@
 """The winograd family (3x3 stride-1 convolutions as F(2x2, 3x3)), on edge shapes at every ISA level built."""
 
+import threading
+
 import numpy as np
 import pytest
 from test_gemm_family import _IsaAs
@@ -95,7 +97,7 @@ def test_winograd_transforms_sum_alike_on_every_layout(isa, x_shape, c_out, padd
     np.testing.assert_array_equal(out_last, nchw)
 
 
-def test_winograd_buffers_start_on_a_cache_line(isa):
+def test_scratch_arrays_start_on_a_cache_line_and_are_kept(isa):
     # the transformed planes' rows are the products' input rows: a 56x56 output's 784 tiles are whole lines,
     # and stay so only from a buffer that starts on one (kept between calls, or fresh for a huge image)
     kernels = _dispatch.kernels
@@ -103,9 +105,50 @@ def test_winograd_buffers_start_on_a_cache_line(isa):
         (16 * 128 * 784, np.float32),
         (100, np.float64),
         (kernels.WINOGRAD_CHUNK_BYTES, np.float32),
+        (kernels.SCRATCH_KEEP_BYTES, np.float64),  # larger than kept: the caller's alone
     ):
-        buffer = kernels._winograd_buffer(elements, dtype)
+        buffer = kernels._scratch_array(elements, dtype)
         assert buffer.size == elements and buffer.dtype == dtype and buffer.ctypes.data % 64 == 0
+    first = kernels._scratch_array(1000, np.float32)
+    assert kernels._scratch_array(500, np.float64).ctypes.data == first.ctypes.data  # kept, not fresh pages
+
+
+def test_winograd_and_lowered_calls_share_a_thread_s_scratch():
+    # each family fills the scratch it reads (the transformed planes, the lowered rows), whatever the other
+    # left there; in threads of their own, each has its own
+    rng = np.random.default_rng(34)
+    wino = (
+        rng.standard_normal((1, 64, 14, 14)).astype(np.float32),
+        rng.standard_normal((64, 64, 3, 3)).astype(np.float32),
+    )
+    lowered = (
+        rng.standard_normal((1, 512, 5, 5)).astype(np.float32),
+        rng.standard_normal((512, 512, 3, 3)).astype(np.float32),
+    )
+    assert "winograd" in gconv.explain(wino[0].shape, wino[1].shape, padding=1)
+    assert "lowered" in gconv.explain(lowered[0].shape, lowered[1].shape, padding=1)
+    expected = [conv_reference(x, w, None, padding=1) for x, w in (wino, lowered)]
+
+    def run():
+        for _ in range(2):
+            for (x, w), want in zip((wino, lowered), expected):
+                np.testing.assert_allclose(gconv.conv2d(x, w, padding=1), want, rtol=1e-3, atol=1e-3)
+
+    run()
+    errors = []
+
+    def guarded():
+        try:
+            run()
+        except Exception as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
 
 
 def test_winograd_weight_transform_is_g_g_gt():

@@ -1044,7 +1044,8 @@ cdef int _lower_and_multiply(const Plan* plan, const Operands* ops, floating* ou
                                                    plan.H_out * plan.W_out)
     cdef Py_ssize_t chunk_bytes = LOWERED_CHUNK_BYTES
     cdef Py_ssize_t chunk = max(1, min(plan.N, chunk_bytes // _size_product(image_elements, sizeof(floating))))
-    columns = np.empty((chunk, plan.C_in * plan.KH * plan.KW, plan.H_out, plan.W_out), dtype=dtype)
+    columns = _scratch_array(_size_product(chunk, image_elements), dtype).reshape(
+        chunk, plan.C_in * plan.KH * plan.KW, plan.H_out, plan.W_out)
     rows = np.asarray(weight).reshape(plan.C_out, -1, 1, 1)  # a view: the weight is C-contiguous
     cdef floating[:, :, :, ::1] columns_view = columns
     cdef const floating* x_ptr = <const floating*> ops.x.buf

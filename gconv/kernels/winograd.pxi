@@ -49,23 +49,6 @@ cdef inline void _winograd_output(const Plan* plan, const floating* m, Py_ssize_
                                  plan.out_stride_w, scratch)
 
 
-_winograd_buffers = threading.local()
-
-
-def _winograd_buffer(Py_ssize_t elements, dtype):
-    """A flat array of elements values of dtype, this thread's from one call to the next: a fresh one of a
-    few MiB is fresh pages from the system, and faulting them in took 15% of a 3x3 64->64 on 56x56. Kept up
-    to twice WINOGRAD_CHUNK_BYTES (a larger one, one huge image's, is the caller's for this call only); on a
-    cache line boundary."""
-    cdef Py_ssize_t nbytes = _size_product(elements, np.dtype(dtype).itemsize)
-    kept = getattr(_winograd_buffers, "array", None)
-    if kept is None or kept.nbytes < nbytes:
-        kept = _aligned_empty(nbytes, np.uint8)
-        if nbytes <= 2 * WINOGRAD_CHUNK_BYTES:
-            _winograd_buffers.array = kept
-    return kept[:nbytes].view(dtype)
-
-
 def winograd_pack_weights(const floating[:, :, :, ::1] weight not None, int n_threads=1):
     """The transformed weights U = G g G^T of a 3x3 weight (C_out, C_in, 3, 3), C-contiguous, as the pointwise
     tiles' weight (16 * C_out, C_in, 1, 1): row xi * C_out + o holds product xi of output channel o."""
@@ -139,7 +122,7 @@ cdef int _run_winograd(const Plan* plan_ptr, const Operands* ops, floating* out_
                                                 sizeof(floating))
     cdef Py_ssize_t chunk_bytes = WINOGRAD_CHUNK_BYTES
     cdef Py_ssize_t chunk = max(1, min(plan.N, chunk_bytes // image_bytes))
-    buffer = _winograd_buffer(_size_product(chunk, WINOGRAD_TILE_VALUES * (C_in + C_out) * tiles), dtype)
+    buffer = _scratch_array(_size_product(chunk, WINOGRAD_TILE_VALUES * (C_in + C_out) * tiles), dtype)
     v = buffer[:chunk * WINOGRAD_TILE_VALUES * C_in * tiles].reshape(chunk, WINOGRAD_TILE_VALUES * C_in, th, tw)
     m = buffer[chunk * WINOGRAD_TILE_VALUES * C_in * tiles:].reshape(chunk, WINOGRAD_TILE_VALUES * C_out, th, tw)
     no_bias = np.empty(0, dtype=dtype)
