@@ -36,6 +36,8 @@ LOWERED_CHUNK_BYTES: int
 """The most bytes of lowered input one conv2d_lowered call holds at a time (or one image's)."""
 WINOGRAD_CHUNK_BYTES: int
 """The most bytes of transformed inputs and products one conv2d_winograd call holds at a time (or one image's)."""
+SCRATCH_KEEP_BYTES: int
+"""The most bytes of scratch (Winograd's buffers, the lowered input) a thread keeps from one call to the next."""
 DWCONV_TILE: dict[int, tuple[int, int]]
 """The dwconv family's tile (channels, output columns), by itemsize."""
 DWCONV_GROUPED_LANES: dict[int, int]
