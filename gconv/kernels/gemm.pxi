@@ -821,7 +821,7 @@ def pointwise_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssiz
         raise ValueError("pointwise_pack_weights: the weight must be 1x1")
     cdef Py_ssize_t ocpg = weight.shape[0] // groups, K = weight.shape[1]
     cdef Py_ssize_t n_c_tiles = _ceil_div(ocpg, GCONV_PW_MR)
-    cdef Py_ssize_t n_panels = groups * n_c_tiles, panel, g
+    cdef Py_ssize_t n_panels = groups * n_c_tiles, panel
     packed = np.empty(n_panels * K * GCONV_PW_MR, dtype=np.float32 if floating is float else np.float64)
     if packed.size == 0:
         return packed
@@ -830,13 +830,7 @@ def pointwise_pack_weights(const floating[:, :, :, ::1] weight not None, Py_ssiz
     cdef const floating* w_ptr = &weight[0, 0, 0, 0]
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_panels))
     for panel in prange(n_panels, nogil=True, num_threads=team, schedule="static"):
-        g = panel // n_c_tiles
-        if floating is float:
-            gconv_pw_pack_float(w_ptr + g * ocpg * K, ocpg, K, panel % n_c_tiles, GCONV_PW_MR,
-                                w_packed + panel * K * GCONV_PW_MR)
-        else:
-            gconv_pw_pack_double(w_ptr + g * ocpg * K, ocpg, K, panel % n_c_tiles, GCONV_PW_MR,
-                                 w_packed + panel * K * GCONV_PW_MR)
+        _pack_pointwise_panel(w_ptr, ocpg, K, n_c_tiles, GCONV_PW_MR, w_packed, panel)
     return packed
 
 
@@ -898,16 +892,15 @@ cdef int _check_pointwise_packing(const Plan* plan, const PointwisePlan* pp, con
     return 0
 
 
-cdef void _pack_pointwise_panel(const Plan* plan, const PointwisePlan* pp, const floating* weight,
-                                floating* panels, Py_ssize_t panel) noexcept nogil:
-    """Panel (group, channel tile) = panel of pp's tiles (pp.mr channels) into panels: [K][mr] values."""
-    cdef Py_ssize_t g = panel // pp.n_c_tiles, ocpg = plan.out_channels_per_group
+cdef void _pack_pointwise_panel(const floating* weight, Py_ssize_t ocpg, Py_ssize_t K, Py_ssize_t n_c_tiles,
+                                Py_ssize_t mr, floating* panels, Py_ssize_t panel) noexcept nogil:
+    """Panel (group, channel tile) = panel of tiles of mr channels (n_c_tiles per group of ocpg weight rows of
+    K values) into panels: [K][mr] values, zeros past the group's last channel."""
+    cdef Py_ssize_t g = panel // n_c_tiles
     if floating is float:
-        gconv_pw_pack_float(weight + g * ocpg * pp.K, ocpg, pp.K, panel % pp.n_c_tiles, pp.mr,
-                            panels + panel * pp.K * pp.mr)
+        gconv_pw_pack_float(weight + g * ocpg * K, ocpg, K, panel % n_c_tiles, mr, panels + panel * K * mr)
     else:
-        gconv_pw_pack_double(weight + g * ocpg * pp.K, ocpg, pp.K, panel % pp.n_c_tiles, pp.mr,
-                             panels + panel * pp.K * pp.mr)
+        gconv_pw_pack_double(weight + g * ocpg * K, ocpg, K, panel % n_c_tiles, mr, panels + panel * K * mr)
 
 
 cdef int _run_pointwise(const Plan* plan, const PointwisePlan* pp, const Plan* conv, const Operands* ops,
@@ -942,11 +935,11 @@ cdef int _run_pointwise(const Plan* plan, const PointwisePlan* pp, const Plan* c
         packed = <floating*> _cache_line(packed_memory)
         if pack_team > 1 and n_panels * pp.K * pp.mr >= PW_PACK_PARALLEL_MIN_WEIGHTS:
             for panel in prange(n_panels, nogil=True, num_threads=pack_team, schedule="static"):
-                _pack_pointwise_panel(plan, pp, w_ptr, packed, panel)
+                _pack_pointwise_panel(w_ptr, plan.out_channels_per_group, pp.K, pp.n_c_tiles, pp.mr, packed, panel)
         else:
             with nogil:
                 for panel in range(n_panels):
-                    _pack_pointwise_panel(plan, pp, w_ptr, packed, panel)
+                    _pack_pointwise_panel(w_ptr, plan.out_channels_per_group, pp.K, pp.n_c_tiles, pp.mr, packed, panel)
         pw_ptr = packed
     try:
         with nogil, parallel(num_threads=team):
