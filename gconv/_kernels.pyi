@@ -43,8 +43,11 @@ DWCONV_TILE: dict[int, tuple[int, int]]
 DWCONV_GROUPED_LANES: dict[int, int]
 """The fewest output channels per group the dwconv family's grouped tiles fill, by itemsize."""
 DWCONV_ROW_KERNELS: tuple[int, ...]
-DWCONV_PAIR_TILES: bool
 """Kernel widths the dwconv family runs on row tiles in this build (depthwise, column stride 1)."""
+DWCONV_PAIR_TILES: bool
+"""Whether the dwconv family's grouped tiles run two vectors of a group's outputs at a time in this build."""
+DWCONV_TWIN_TILES: bool
+"""Whether groups of at most half a vector of outputs run two groups to a vector in this build (twin tiles)."""
 
 def openmp_enabled() -> bool: ...
 def omp_max_threads() -> int: ...

@@ -218,12 +218,15 @@ DWCONV_LONG_ROW_MIN_VECTORS = 2
 # (ResNeXt's 128 channels on 56x56) would leave half of the lanes idle: 2x slower, so they stay direct.
 DWCONV_GROUPED_MAX_ROW = 28
 # With AVX-512, groups of fewer outputs than a vector has lanes but at least half of them (RegNet's 8) run
-# on tiles of half a vector (kernels.DWCONV_GROUPED_LANES) where output rows are this short or shorter.
-# Measured (1 thread, batch 1 and 8): 3x3 440->440 in 55 groups on 7x7 2.6-2.8x, from 14x14 at stride 2
-# 3.5x, 208->208 in 26 groups on 14x14 1.35-1.45x and from 28x28 at stride 2 1.6-1.75x faster than the
-# direct family; on 28x28 outputs (104 in 13 groups) and 48 in 6 groups from 56x56 at stride 2, direct's
-# 32-column rows are 1.1-1.45x faster.
+# where output rows are this short or shorter (at a column stride over 1, the second value), on twin tiles
+# where a group has at most half a vector of outputs (kernels.DWCONV_GROUPED_LANES: two groups to a
+# vector), on whole-vector tiles with lanes to spare above that. Measured with twin tiles (1 thread, batch 1
+# and 8): 3x3 440->440 in 55 groups on 7x7 3.3-3.4x, from 14x14 at stride 2 4x, 208->208 in 26 groups on
+# 14x14 1.8-2x and from 28x28 at stride 2 2.4x faster than the direct family; 104 in 13 groups from 56x56 at
+# stride 2 (28-column outputs) 1.1-1.2x faster on 1 and 2 threads, but on 28x28 at stride 1 direct's
+# 32-column rows are 1.0-1.1x faster, and on 56-column outputs (48 in 6 groups from 112x112) even.
 DWCONV_GROUPED_MAX_ROW_HALF = 14
+DWCONV_GROUPED_MAX_ROW_HALF_STRIDED = 28
 
 # Tests only: 'direct', 'gemm', 'winograd' (3x3 stride-1 calls of one group only), 'dwconv' or 'loops' forces
 # that family on every call ('gemm:panel' or
@@ -541,11 +544,14 @@ def _dwconv_choice(
     DWCONV_LONG_ROW_MIN_VECTORS and DWCONV_GROUPED_MAX_ROW), else None."""
     depthwise = weight_shape[1] == 1 and x_shape[1] == groups == weight_shape[0]
     w_out = out_shape[3]
-    lanes, columns = kernels.DWCONV_TILE[itemsize]
+    vector_lanes, columns = kernels.DWCONV_TILE[itemsize]
+    lanes = vector_lanes  # the fewest output channels per group that the tiles fill
     out_channels_per_group = weight_shape[0] // groups
+    twin = not depthwise and kernels.DWCONV_TWIN_TILES and 2 * out_channels_per_group <= vector_lanes
     max_row = DWCONV_GROUPED_MAX_ROW
     if not depthwise and out_channels_per_group < lanes and kernels.DWCONV_GROUPED_LANES[itemsize] < lanes:
-        lanes, max_row = kernels.DWCONV_GROUPED_LANES[itemsize], DWCONV_GROUPED_MAX_ROW_HALF
+        lanes = kernels.DWCONV_GROUPED_LANES[itemsize]
+        max_row = DWCONV_GROUPED_MAX_ROW_HALF if stride[1] == 1 else DWCONV_GROUPED_MAX_ROW_HALF_STRIDED
     grouped = not depthwise and groups > 1 and out_channels_per_group >= lanes and w_out <= max_row
     if not (depthwise or grouped or (forced and groups > 1)):
         return None
@@ -589,21 +595,22 @@ def _dwconv_choice(
             )
             reasons.append(
                 f"dwconv: grouped ({groups} groups of {weight_shape[1]} -> {out_channels_per_group} channels), "
-                f"{why}: tiles of {lanes} output channels of a group"
-                + (" (half a vector)" if lanes < kernels.DWCONV_TILE[itemsize][0] else "")
-                + f" x {columns} output columns, each input "
-                f"broadcast, over [row][column][input channel] slabs of a group ({_dispatch.ISA}, "
-                f"{8 * itemsize}-bit)"
+                + (
+                    f"{why}: twin tiles of two groups' {lanes} output channels each to a vector, lanes "
+                    f"interleaved, x {columns} output columns, each pair of inputs (one of each group) broadcast, "
+                    "over [row][column][input channel][group] slabs of a pair of groups"
+                    if twin
+                    else f"{why}: tiles of {vector_lanes} output channels of a group x {columns} output columns, "
+                    "each input broadcast, over [row][column][input channel] slabs of a group"
+                )
+                + f" ({_dispatch.ISA}, {8 * itemsize}-bit)"
             )
-            if (
-                kernels.DWCONV_PAIR_TILES
-                and lanes == kernels.DWCONV_TILE[itemsize][0]
-                and out_channels_per_group > lanes
-            ):
+            if kernels.DWCONV_PAIR_TILES and out_channels_per_group > vector_lanes:
                 reasons.append(
                     "pair tiles: two vectors of a group's output channels at a time, each input broadcast once"
                 )
-    return Choice("dwconv", 0, False, 0, False, n_threads, tuple(reasons or ()), False, f"{lanes}x{columns}")
+    tile = f"twin 2x{lanes}x{columns}" if twin else f"{vector_lanes}x{columns}"
+    return Choice("dwconv", 0, False, 0, False, n_threads, tuple(reasons or ()), False, tile)
 
 
 def choose(

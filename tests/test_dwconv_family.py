@@ -39,9 +39,14 @@ CASES = [
 # grouped (not depthwise): x shape, output channels, groups, kernel, kwargs: groups of a vector of outputs and
 # more, ragged blocks in a group (12 outputs), fewer outputs than a vector (4), inputs per group unlike outputs
 # (8 -> 12, 3 -> 16, 1 -> 3: a channel multiplier), ragged rows, strides, dilation, padding wider than the map,
-# batch, conv1d
+# batch, conv1d. With AVX-512, groups of up to half a vector of outputs run two to a vector (twin tiles): an
+# odd number of groups (the last alone), and inputs per group from 1 to past a vector (a slab pixel of 2 to
+# 32 values: several pixels to a register permute, one, or the element loop)
 GROUPED_CASES = [
     ((1, 48, 7, 7), 48, 6, 3, dict(padding=1)),  # RegNet's groups of 8
+    ((2, 40, 7, 9), 40, 5, 3, dict(padding=1)),  # 5 groups of 8: two pairs and one alone
+    ((1, 32, 6, 7), 8, 2, 3, dict(padding=1, stride=(1, 2))),  # 16 -> 4 per group: pixels of 32 values
+    ((1, 6, 8, 8), 24, 3, 3, dict(padding=1)),  # 2 -> 8 per group: pixels of 4 values
     ((2, 64, 14, 14), 64, 2, 3, dict(stride=2, padding=1)),  # groups of 32: four blocks per group
     ((1, 24, 9, 11), 36, 3, 3, dict(padding=1)),  # 8 -> 12 per group: a ragged block in each group
     ((1, 16, 6, 13), 16, 4, 3, dict(stride=(2, 1), padding=2)),  # groups of 4: half a vector
@@ -193,6 +198,34 @@ def test_dwconv_grouped_reads_and_writes_channels_last_and_views(isa, dwconv_for
         )
 
 
+def test_dwconv_twin_tiles_sum_each_group_as_it_would_alone(isa, dwconv_forced):
+    # with AVX-512, groups of up to half a vector of outputs run two to a vector, lanes interleaved: a group's
+    # outputs must not depend on the group it shares its vector with (groups 1 and 2 run with groups 0 and
+    # nothing, then with each other), and the module's cached packing must give what each call's packing gives
+    rng = np.random.default_rng(10)
+    for dtype in (np.float32, np.float64):
+        half = 32 // np.dtype(dtype).itemsize
+        for icpg, ocpg, kwargs in ((half, half, dict(padding=1)), (3, half // 2, dict(stride=2, padding=2))):
+            x, w, b = _grouped_case(rng, (2, 3 * icpg, 9, 11), 3 * ocpg, 3, 3, dtype)
+            three = gconv.conv2d(x, w, b, groups=3, **kwargs)
+            last_two = gconv.conv2d(
+                np.ascontiguousarray(x[:, icpg:]), np.ascontiguousarray(w[ocpg:]), b[ocpg:], groups=2, **kwargs
+            )
+            np.testing.assert_array_equal(three[:, ocpg:], last_two, err_msg=f"{isa} {dtype.__name__} {kwargs}")
+            np.testing.assert_allclose(
+                three, conv_reference(x, w, b, groups=3, **kwargs), **_grouped_tolerance(dtype), err_msg=isa
+            )
+    x, w, b = _grouped_case(rng, (1, 440, 7, 7), 440, 55, 3, np.float32)  # RegNet's: a module keeps the packing
+    module = gconv.Conv2d(440, 440, 3, padding=1, groups=55)
+    module.weight[...], module.bias[...] = w, b
+    for _ in range(2):
+        np.testing.assert_array_equal(module(x), gconv.conv2d(x, w, b, padding=1, groups=55), err_msg=isa)
+    module.weight[7, 3, 1, 2] += 1.0  # a write in place is seen by the next call
+    np.testing.assert_allclose(
+        module(x), conv_reference(x, module.weight, b, padding=1, groups=55), rtol=1e-4, atol=1e-4
+    )
+
+
 def test_dwconv_pair_tiles_sum_as_the_one_vector_tile(isa, dwconv_forced):
     # with AVX-512, a group's output channels run two vectors at a time (pair tiles): each output must be the
     # same sum, in the same order, as where its vector runs alone (a group of one vector)
@@ -313,14 +346,23 @@ def test_select_sends_depthwise_calls_to_dwconv_and_the_rest_elsewhere():
     assert family((8, 32 * 4 * lanes, 7, 7), (32 * 4 * lanes, 4 * lanes, 3, 3), 32, (7, 7)) == "dwconv"
     assert family((1, 32 * lanes, 28, 28), (32 * lanes, lanes, 3, 3), 32, (28, 28)) == "dwconv"
     assert family((1, 6 * lanes, 56, 56), (6 * lanes, lanes, 3, 3), 6, (56, 56)) == "direct"  # long rows
-    # AVX-512: groups of half a vector's outputs (RegNet's 8) on tiles of half a vector, on rows of up to 14
+    # AVX-512: groups of half a vector's outputs (RegNet's 8) on twin tiles, two groups to a vector, on rows of
+    # up to 14 columns, or 28 at a column stride of 2
     half = kernels.DWCONV_GROUPED_LANES[4]
     assert half == (lanes // 2 if kernels.ISA == "avx512" else lanes)
-    assert family((1, 55 * half, 7, 7), (55 * half, half, 3, 3), 55, (7, 7)) == "dwconv"
+    assert kernels.DWCONV_TWIN_TILES == (kernels.ISA == "avx512")
+    twin = _select.choose(
+        (1, 55 * half, 7, 7), (55 * half, half, 3, 3), (1, 55 * half, 7, 7), (1, 1), (1, 1), (1, 1), 55, 4, True, 1
+    )
+    assert twin.family == "dwconv" and twin.tile == (f"twin 2x{half}x7" if half < lanes else f"{lanes}x7")
     assert family((1, 26 * half, 14, 14), (26 * half, half, 3, 3), 26, (14, 14)) == "dwconv"
     assert family((1, 13 * half, 28, 28), (13 * half, half, 3, 3), 13, (28, 28)) == (
         "dwconv" if half == lanes else "direct"
     )
+    strided = _select.choose(
+        (1, 13 * half, 56, 56), (13 * half, half, 3, 3), (1, 13 * half, 28, 28), (2, 2), (1, 1), (1, 1), 13, 4, True, 1
+    )
+    assert strided.family == "dwconv"
     # groups of 4 outputs: half a vector with AVX2 or AVX-512 (direct), a whole one on the baseline build
     assert family((1, 128, 56, 56), (128, 4, 3, 3), 32, (28, 28)) == ("dwconv" if lanes <= 4 else "direct")
     assert family((1, 64, 56, 56), (64, 2, 3, 3), 32, (28, 28)) == "direct"  # groups of 2: never a whole vector

@@ -17,12 +17,10 @@ cdef extern from "kernels/dwconv/tile.h" nogil:
     void gconv_gw_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
                       Py_ssize_t n_tiles, const double* w, const double* bias, double* out)
     int GCONV_DW_ROW_TILES
-    int GCONV_DW_HALF_GROUPED
-    int GCONV_DW_HALF_CB_F32
-    int GCONV_DW_HALF_CB_F64
-    void gconv_gw_half_f32(Py_ssize_t n_taps, const float* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
+    int GCONV_GW_TWIN_TILES
+    void gconv_gw_twin_f32(Py_ssize_t n_taps, const float* x, const Py_ssize_t* tap_offset, Py_ssize_t col_step,
                            Py_ssize_t n_tiles, const float* w, const float* bias, float* out)
-    void gconv_gw_half_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset,
+    void gconv_gw_twin_f64(Py_ssize_t n_taps, const double* x, const Py_ssize_t* tap_offset,
                            Py_ssize_t col_step, Py_ssize_t n_tiles, const double* w, const double* bias,
                            double* out)
     int GCONV_GW_PAIR_TILES
@@ -36,6 +34,10 @@ cdef extern from "kernels/dwconv/tile.h" nogil:
                           const float* w, const float* bias, float* out)
     int gconv_dw_rows_f64(int kw, Py_ssize_t kh_size, const double* x, Py_ssize_t row_step, Py_ssize_t n_tiles,
                           const double* w, const double* bias, double* out)
+
+cdef extern from "kernels/dwconv/interleave.h" nogil:
+    void gconv_twin_lanes_float(float* data, Py_ssize_t n, Py_ssize_t half, int to_twin, float* tmp)
+    void gconv_twin_lanes_double(double* data, Py_ssize_t n, Py_ssize_t half, int to_twin, double* tmp)
 
 cdef extern from "kernels/dwconv/transpose.h" nogil:
     void gconv_transpose_float(const float* src, Py_ssize_t ss, Py_ssize_t rows, Py_ssize_t cols, float* dst,
@@ -52,9 +54,12 @@ cdef extern from "kernels/dwconv/transpose.h" nogil:
 
 # The tile shape for gconv._select and the tests: (channels, output columns) by itemsize.
 DWCONV_TILE = {4: (GCONV_DW_CB_F32, GCONV_DW_OWT), 8: (GCONV_DW_CB_F64, GCONV_DW_OWT)}
-# The fewest output channels per group a grouped tile fills, by itemsize (with AVX-512 half a vector).
-DWCONV_GROUPED_LANES = {4: GCONV_DW_HALF_CB_F32 if GCONV_DW_HALF_GROUPED else GCONV_DW_CB_F32,
-                        8: GCONV_DW_HALF_CB_F64 if GCONV_DW_HALF_GROUPED else GCONV_DW_CB_F64}
+# The fewest output channels per group a grouped tile fills, by itemsize (with AVX-512 half a vector: twin
+# tiles, two groups to a vector).
+DWCONV_GROUPED_LANES = {4: GCONV_DW_CB_F32 // 2 if GCONV_GW_TWIN_TILES else GCONV_DW_CB_F32,
+                        8: GCONV_DW_CB_F64 // 2 if GCONV_GW_TWIN_TILES else GCONV_DW_CB_F64}
+# Whether groups of at most half a vector of outputs run two to a vector in this build (AVX-512).
+DWCONV_TWIN_TILES = bool(GCONV_GW_TWIN_TILES)
 # Whether grouped tiles run two vectors of a group's output channels at a time in this build (AVX-512).
 DWCONV_PAIR_TILES = bool(GCONV_GW_PAIR_TILES)
 # Kernel widths with depthwise row tiles in this build (column stride 1, no column dilation; AVX-512 only).
@@ -79,8 +84,9 @@ cdef struct DwPlan:
     # a vector of the group's output channels; blocks_per_group such vectors cover a group's outputs
     bint grouped
     Py_ssize_t blocks_per_group, n_units
-    # grouped with fewer output channels per group than a vector has lanes (AVX-512): tiles of half a vector
-    bint half
+    # grouped with at most half a vector of output channels per group (AVX-512): twin tiles, a pair of groups
+    # to a vector in interleaved lanes (dwconv/interleave.h); a unit is then a pair of groups and its one block
+    bint twin
     # grouped with two or more vectors of output channels per group (AVX-512): pair tiles, two blocks of a group
     # at a time, each broadcast input feeding both (a group's last odd block runs alone)
     bint pair
@@ -88,12 +94,13 @@ cdef struct DwPlan:
     # kernel row's inputs loaded once for all its kw), row_kw = KW; else 0
     int row_kw
     # slab: slab_rows x slab_cols pixels of pixel_len channels (depthwise: cb channels; grouped: the
-    # group's input channels); column j holds input column j - pad_left
+    # group's input channels; twin: the pair's, interleaved); column j holds input column j - pad_left
     Py_ssize_t pixel_len, slab_cols, slab_row_len, slab_rows, slab_size
-    # per-thread scratch besides the slab: the block's outputs (block_out_pitch each; two blocks' for pairs)
-    Py_ssize_t block_out_pitch, block_out_size
-    # work item = (n * n_units + unit) * n_row_blocks + row block; a unit is a channel block (depthwise) or
-    # a group (grouped: its slab packed once for all of its blocks)
+    # per-thread scratch besides the slab: the block's outputs (block_out_pitch each; two blocks' for pairs),
+    # and for twin tiles a pixel's values (interleaving a slab pixel wider than a vector)
+    Py_ssize_t block_out_pitch, block_out_size, pixel_scratch
+    # work item = (n * n_units + unit) * n_row_blocks + row block; a unit is a channel block (depthwise), a
+    # group (grouped: its slab packed once for all of its blocks) or a pair of groups (twin)
     Py_ssize_t rows_per_block, n_row_blocks
 
 
@@ -109,7 +116,7 @@ cdef Py_ssize_t _set_dw_rows(const Plan* plan, DwPlan* dp, Py_ssize_t rows_per_b
     dp.slab_size = _size_product(dp.slab_rows, dp.slab_row_len)
     dp.block_out_pitch = _size_product(_size_product(rows_per_block, plan.W_out) + dp.owt, dp.cb)
     dp.block_out_size = _size_product(dp.block_out_pitch, 2 if dp.pair else 1)
-    return min(SIZE_CAP, dp.slab_size + dp.block_out_size)
+    return min(SIZE_CAP, dp.slab_size + dp.block_out_size + dp.pixel_scratch)
 
 
 cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_threads) noexcept nogil:
@@ -117,10 +124,14 @@ cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_thre
     dp.cb = GCONV_DW_CB_F32 if itemsize == 4 else GCONV_DW_CB_F64
     dp.owt = GCONV_DW_OWT
     dp.grouped = plan.in_channels_per_group != 1 or plan.out_channels_per_group != 1
-    dp.half = GCONV_DW_HALF_GROUPED and dp.grouped and plan.out_channels_per_group < dp.cb
-    if dp.half:
-        dp.cb = GCONV_DW_HALF_CB_F32 if itemsize == 4 else GCONV_DW_HALF_CB_F64
-    if dp.grouped:
+    dp.twin = GCONV_GW_TWIN_TILES and dp.grouped and 2 * plan.out_channels_per_group <= dp.cb
+    dp.pixel_scratch = 0
+    if dp.twin:
+        dp.blocks_per_group = 1
+        dp.n_units = _ceil_div(plan.groups, 2)
+        dp.n_cb = dp.n_units
+        dp.pixel_len = dp.pixel_scratch = 2 * plan.in_channels_per_group
+    elif dp.grouped:
         dp.blocks_per_group = _ceil_div(plan.out_channels_per_group, dp.cb)
         dp.n_cb = _size_product(plan.groups, dp.blocks_per_group)
         dp.n_units = plan.groups
@@ -130,7 +141,7 @@ cdef void _plan_dw(const Plan* plan, DwPlan* dp, Py_ssize_t itemsize, int n_thre
         dp.n_cb = _ceil_div(plan.C_out, dp.cb)
         dp.n_units = dp.n_cb
         dp.pixel_len = dp.cb
-    dp.pair = GCONV_GW_PAIR_TILES and dp.grouped and not dp.half and dp.blocks_per_group >= 2
+    dp.pair = GCONV_GW_PAIR_TILES and dp.grouped and dp.blocks_per_group >= 2
     dp.n_ow_tiles = _ceil_div(plan.W_out, dp.owt)
     dp.row_kw = 0
     if (GCONV_DW_ROW_TILES and not dp.grouped and plan.dilation_w == 1 and plan.stride_w == 1
@@ -222,7 +233,7 @@ cdef void _dw_item(const Plan* plan, const DwPlan* dp, const floating* x, const 
 
     block_out: scratch for a channel block's outputs, [row][column][lane] at a pitch of W_out columns (a
     row's last tile runs past it, into the next row's place, which that row's tiles then overwrite); for pair
-    tiles the next block's follow, block_out_pitch on.
+    tiles the next block's follow, block_out_pitch on; for twin tiles a pixel's scratch follows.
     """
     cdef Py_ssize_t row_block = item % dp.n_row_blocks
     cdef Py_ssize_t unit = (item // dp.n_row_blocks) % dp.n_units
@@ -230,6 +241,16 @@ cdef void _dw_item(const Plan* plan, const DwPlan* dp, const floating* x, const 
     cdef Py_ssize_t oh0 = row_block * dp.rows_per_block
     cdef Py_ssize_t n_rows = min(dp.rows_per_block, plan.H_out - oh0)
     cdef Py_ssize_t icpg = plan.in_channels_per_group, ocpg = plan.out_channels_per_group, b, block
+    cdef Py_ssize_t first_group, n_groups, slab_rows
+    if dp.twin:  # a pair of groups (the last alone where there are an odd number): one slab, one block
+        first_group, slab_rows = 2 * unit, _dw_slab_rows(plan, n_rows)
+        n_groups = min(2, plan.groups - first_group)
+        _pack_dw_slab(plan, dp, x, slab, n, first_group * icpg, n_groups * icpg, oh0 * plan.stride_h - plan.pad_top,
+                      slab_rows)
+        _twin_lanes(slab, slab_rows * dp.slab_cols, icpg, True, block_out + dp.block_out_size)
+        _dw_block(plan, dp, w_packed, b_packed, out, tap_offset, slab, block_out, n, unit, first_group * ocpg,
+                  n_groups * ocpg, oh0, n_rows, False)
+        return
     if not dp.grouped:
         _pack_dw_slab(plan, dp, x, slab, n, unit * dp.cb, min(dp.cb, plan.C_out - unit * dp.cb),
                       oh0 * plan.stride_h - plan.pad_top, _dw_slab_rows(plan, n_rows))
@@ -254,7 +275,8 @@ cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed
                     Py_ssize_t n, Py_ssize_t block, Py_ssize_t c0, Py_ssize_t n_valid, Py_ssize_t oh0,
                     Py_ssize_t n_rows, bint pair) noexcept nogil:
     """Output rows oh0 .. oh0 + n_rows - 1 of channels c0 .. c0 + n_valid - 1 (packed block `block`; pair: and
-    of the next block, the group's next cb channels) of image n, from the slab, through block_out into out."""
+    of the next block, the group's next cb channels; twin: of its one or two groups) of image n, from the slab,
+    through block_out into out."""
     cdef Py_ssize_t cb = dp.cb, W_out = plan.W_out
     cdef Py_ssize_t col_step = plan.stride_w * dp.pixel_len
     cdef Py_ssize_t r
@@ -269,12 +291,19 @@ cdef void _dw_block(const Plan* plan, const DwPlan* dp, const floating* w_packed
             _gw_pair_row(dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block, b_packed + block * cb,
                          block_out + r * W_out * cb, dp.n_taps * cb, dp.block_out_pitch)
         else:
-            _dw_row(dp.grouped, dp.half, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block,
+            _dw_row(dp.grouped, dp.twin, dp.n_taps, row, tap_offset, col_step, dp.n_ow_tiles, w_block,
                     b_packed + block * cb, block_out + r * W_out * cb)
+    cdef Py_ssize_t ocpg = plan.out_channels_per_group
+    if dp.twin:  # back in the pair's order, each group's lanes stored to its own channels
+        _twin_lanes(block_out, n_rows * W_out, cb // 2, False, block_out + dp.block_out_size)
+        _store_dw_block(plan, dp, block_out, out, n, c0, ocpg, oh0, n_rows)
+        if n_valid > ocpg:
+            _store_dw_block(plan, dp, block_out + cb // 2, out, n, c0 + ocpg, ocpg, oh0, n_rows)
+        return
     _store_dw_block(plan, dp, block_out, out, n, c0, n_valid, oh0, n_rows)
     if pair:  # the group's next block: its channels from c0 + cb on (c0 % ocpg: the first block's in the group)
         _store_dw_block(plan, dp, block_out + dp.block_out_pitch, out, n, c0 + cb,
-                        min(cb, plan.out_channels_per_group - (c0 % plan.out_channels_per_group) - cb), oh0, n_rows)
+                        min(cb, ocpg - (c0 % ocpg) - cb), oh0, n_rows)
 
 
 cdef void _store_dw_block(const Plan* plan, const DwPlan* dp, const floating* block_out, floating* out,
@@ -313,9 +342,28 @@ cdef inline void _block_channels(const Plan* plan, const DwPlan* dp, Py_ssize_t 
         n_valid[0] = min(dp.cb, plan.C_out - block * dp.cb)
 
 
+cdef inline Py_ssize_t _twin_lane(const Plan* plan, Py_ssize_t c) noexcept nogil:
+    # output channel c's lane in its twin block (pair of groups c // ocpg // 2): 2j + g % 2 for output j of
+    # group g
+    cdef Py_ssize_t g = c // plan.out_channels_per_group
+    return 2 * (c % plan.out_channels_per_group) + g % 2
+
+
 cdef void _pack_dw_weights(const Plan* plan, const DwPlan* dp, const floating* w, floating* dst) noexcept nogil:
     """Every block's weights (dst: n_cb * n_taps * cb values, each written)."""
     cdef Py_ssize_t block, c_first, n_valid, taps = dp.n_taps, cb = dp.cb
+    cdef Py_ssize_t c, ic, tap, khkw = plan.KH * plan.KW, icpg = plan.in_channels_per_group
+    cdef floating* twin_lane
+    if dp.twin:
+        # output channel c, output j of group g, is lane 2j + g % 2 of pair g // 2; zeros in the lanes of a
+        # missing second group and past a group's outputs
+        memset(dst, 0, dp.n_cb * taps * cb * sizeof(floating))
+        for c in range(plan.C_out):
+            twin_lane = dst + c // plan.out_channels_per_group // 2 * taps * cb + _twin_lane(plan, c)
+            for ic in range(icpg):
+                for tap in range(khkw):
+                    twin_lane[(tap * icpg + ic) * cb] = w[(c * icpg + ic) * khkw + tap]
+        return
     for block in range(dp.n_cb):
         _block_channels(plan, dp, block, &c_first, &n_valid)
         _pack_dw_block_weights(w + c_first * taps, plan.KH * plan.KW, plan.in_channels_per_group, n_valid,
@@ -328,6 +376,11 @@ cdef void _pack_dw_bias(const Plan* plan, const DwPlan* dp, const floating* bias
     cdef Py_ssize_t block, c_first, n_valid, cb = dp.cb
     memset(dst, 0, dp.n_cb * cb * sizeof(floating))
     if bias == NULL:
+        return
+    cdef Py_ssize_t c
+    if dp.twin:
+        for c in range(plan.C_out):
+            dst[c // plan.out_channels_per_group // 2 * cb + _twin_lane(plan, c)] = bias[c]
         return
     for block in range(dp.n_cb):
         _block_channels(plan, dp, block, &c_first, &n_valid)
@@ -385,21 +438,30 @@ cdef inline void _transpose(const floating* src, Py_ssize_t ss, Py_ssize_t rows,
         gconv_transpose_double(src, ss, rows, cols, dst, ds)
 
 
-cdef inline void _dw_row(bint grouped, bint half, Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset,
+cdef inline void _twin_lanes(floating* data, Py_ssize_t n, Py_ssize_t half, bint to_twin,
+                             floating* tmp) noexcept nogil:
+    # n pixels of 2 * half values to twin order or back, in place (tmp: a pixel's scratch)
+    if floating is float:
+        gconv_twin_lanes_float(data, n, half, to_twin, tmp)
+    else:
+        gconv_twin_lanes_double(data, n, half, to_twin, tmp)
+
+
+cdef inline void _dw_row(bint grouped, bint twin, Py_ssize_t n_taps, const floating* x, const Py_ssize_t* tap_offset,
                          Py_ssize_t col_step, Py_ssize_t n_tiles, const floating* w, const floating* bias,
                          floating* out) noexcept nogil:
-    # the C micro-kernel for this dtype: vector inputs (depthwise) or broadcast ones (grouped; half: tiles of
-    # half a vector)
+    # the C micro-kernel for this dtype: vector inputs (depthwise) or broadcast ones (grouped; twin: pairs
+    # broadcast, two groups to a vector)
     if floating is float:
-        if half:
-            gconv_gw_half_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        if twin:
+            gconv_gw_twin_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         elif grouped:
             gconv_gw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         else:
             gconv_dw_f32(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
     else:
-        if half:
-            gconv_gw_half_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
+        if twin:
+            gconv_gw_twin_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         elif grouped:
             gconv_gw_f64(n_taps, x, tap_offset, col_step, n_tiles, w, bias, out)
         else:
@@ -466,7 +528,7 @@ cdef int _run_dwconv(const Plan* plan_ptr, const Operands* ops, floating* out_pt
     _plan_dw(&plan, &dp, sizeof(floating), n_threads)
     cdef Py_ssize_t n_items = plan.N * dp.n_units * dp.n_row_blocks
     cdef int team = <int> max(1, min(<Py_ssize_t> n_threads, n_items))
-    cdef Py_ssize_t scratch_size = dp.slab_size + dp.block_out_size
+    cdef Py_ssize_t scratch_size = dp.slab_size + dp.block_out_size + dp.pixel_scratch
     if scratch_size * <Py_ssize_t> sizeof(floating) > SLAB_LIMIT:
         raise ValueError("conv2d_dwconv: even one output row's scratch exceeds the limit (use conv2d_direct)")
     cdef Py_ssize_t taps = dp.n_taps, t, cb = dp.cb, icpg = plan.in_channels_per_group
@@ -498,8 +560,10 @@ cdef int _run_dwconv(const Plan* plan_ptr, const Operands* ops, floating* out_pt
             _pack_dw_bias(&plan, &dp, <const floating*> _bias_data(ops), b_packed)
             for t in range(taps):
                 # tile tap t = (kh * KW + kw) * icpg + ic: a pixel's input channels are adjacent in the slab
+                # (twin: each input channel is a pair of values, the two groups')
                 tap_offset[t] = ((t // icpg // plan.KW) * plan.dilation_h * dp.slab_row_len
-                                 + (t // icpg % plan.KW) * plan.dilation_w * dp.pixel_len + t % icpg)
+                                 + (t // icpg % plan.KW) * plan.dilation_w * dp.pixel_len
+                                 + t % icpg * (2 if dp.twin else 1))
             with parallel(num_threads=team):
                 # this thread's scratch: slab, the block's outputs, on a cache line boundary (a slab pixel's
                 # vector and the 16 x 16 transposes' stores)

@@ -39,11 +39,6 @@
 /* GCC/clang vector extensions: explicit vector accumulators stay in registers */
 typedef float gconv_vec_float __attribute__((vector_size(GCONV_VECTOR_BYTES)));
 typedef double gconv_vec_double __attribute__((vector_size(GCONV_VECTOR_BYTES)));
-#if GCONV_VECTOR_BYTES == 64
-/* half a vector (AVX-512's 256-bit registers), for tiles whose channels fill only half of one */
-typedef float gconv_half_float __attribute__((vector_size(GCONV_VECTOR_BYTES / 2)));
-typedef double gconv_half_double __attribute__((vector_size(GCONV_VECTOR_BYTES / 2)));
-#endif
 
 /* The first n < lanes values at p in a vector, the other lanes zero, reading nothing past p[n - 1]: a row's
  * tail (masked loads with AVX2 and AVX-512, element by element below them). */

@@ -31,17 +31,51 @@
         Py_ssize_t col_step, Py_ssize_t n_tiles, const T *GCONV_RESTRICT w, const T *GCONV_RESTRICT bias, \
         T *GCONV_RESTRICT out
 
+/* How a tile reads its inputs (INPUTS): a vector of channels (depthwise), one value in every lane (grouped),
+ * or a pair of values in every pair of lanes (twin tiles, below). */
+#define GCONV_DW_VECTORS 0
+#define GCONV_DW_BROADCAST 1
+#define GCONV_DW_PAIRS 2
+
 /* One output row of n_tiles tiles (a call per row, not per tile: a 3x3 tile is only 63 multiply-adds).
  * x: slab at the row's first output column for tap offset 0; output column q reads
- *    x[tap_offset[t] + q * col_step + lane] through tap t (col_step = stride_w * CB), or with BROADCAST
- *    (grouped) x[tap_offset[t] + q * col_step] in every lane (col_step = stride_w * icpg).
+ *    x[tap_offset[t] + q * col_step + lane] through tap t (col_step = stride_w * CB), with GCONV_DW_BROADCAST
+ *    (grouped) x[tap_offset[t] + q * col_step] in every lane (col_step = stride_w * icpg), with GCONV_DW_PAIRS
+ *    that value in the even lanes and the one after it in the odd ones.
  * w: packed weights of the channel block, w[t * CB + lane]; bias: CB values (zeros where there is none).
  * out: n_tiles * OWT x CB results, out[q * CB + lane] (every column, also those past the row: the driver
  *      drops them). */
 #if defined(__GNUC__) || defined(__clang__)
+/* p[0] in the even lanes and p[1] in the odd ones: one 64-bit (float32) or 128-bit (float64) broadcast with
+ * AVX-512, the only level that runs twin tiles (an element loop elsewhere, for the code to compile) */
+GCONV_INLINE gconv_vec_float gconv_broadcast_pair_float(const float *p)
+{
+#if GCONV_VECTOR_BYTES == 64
+    double pair;
+    memcpy(&pair, p, sizeof(pair));
+    return (gconv_vec_float)_mm512_castpd_ps(_mm512_set1_pd(pair));
+#else
+    gconv_vec_float v;
+    int i;
+    for (i = 0; i < (int)(sizeof(v) / sizeof(float)); i++) v[i] = p[i % 2];
+    return v;
+#endif
+}
+GCONV_INLINE gconv_vec_double gconv_broadcast_pair_double(const double *p)
+{
+#if GCONV_VECTOR_BYTES == 64
+    return (gconv_vec_double)_mm512_broadcast_f64x2(_mm_loadu_pd(p));
+#else
+    gconv_vec_double v;
+    int i;
+    for (i = 0; i < (int)(sizeof(v) / sizeof(double)); i++) v[i] = p[i % 2];
+    return v;
+#endif
+}
+
 /* never inlined: inside the driver's loops the compiler ran short of registers and re-read the tile's
  * pointers from the stack on every tap (measured 1.6x slower) */
-#define GCONV_DEFINE_DW(T, VEC, NAME, CB, BROADCAST)                                                 \
+#define GCONV_DEFINE_DW(T, VEC, NAME, CB, INPUTS)                                                    \
     __attribute__((noinline)) static void NAME(GCONV_DW_PARAMS(T))                                   \
     {                                                                                                \
         typedef VEC vec;                                                                             \
@@ -59,8 +93,10 @@
                 memcpy(&wv, w + t * (CB), sizeof(vec));                                              \
                 for (p = 0; p < GCONV_DW_OWT; p++) {                                                 \
                     vec xv;                                                                          \
-                    if (BROADCAST)                                                                   \
+                    if ((INPUTS) == GCONV_DW_BROADCAST)                                              \
                         acc[p] += x_tap[p * col_step] * wv;                                          \
+                    else if ((INPUTS) == GCONV_DW_PAIRS)                                             \
+                        acc[p] += gconv_broadcast_pair_##T(x_tap + p * col_step) * wv;               \
                     else {                                                                           \
                         memcpy(&xv, x_tap + p * col_step, sizeof(vec));                              \
                         acc[p] += xv * wv;                                                           \
@@ -71,7 +107,7 @@
         }                                                                                            \
     }
 #else
-#define GCONV_DEFINE_DW(T, VEC, NAME, CB, BROADCAST)                                                 \
+#define GCONV_DEFINE_DW(T, VEC, NAME, CB, INPUTS)                                                    \
     static void NAME(GCONV_DW_PARAMS(T))                                                             \
     {                                                                                                \
         int lane;                                                                                    \
@@ -80,38 +116,31 @@
             for (lane = 0; lane < (CB); lane++) {                                                    \
                 T sum = bias[lane];                                                                  \
                 for (t = 0; t < n_taps; t++)                                                         \
-                    sum += x[tap_offset[t] + q * col_step + ((BROADCAST) ? 0 : lane)] * w[t * (CB) + lane]; \
+                    sum += x[tap_offset[t] + q * col_step                                            \
+                             + ((INPUTS) == GCONV_DW_PAIRS ? lane % 2 : (INPUTS) == GCONV_DW_BROADCAST ? 0 : lane)] \
+                           * w[t * (CB) + lane];                                                     \
                 out[q * (CB) + lane] = sum;                                                          \
             }                                                                                        \
     }
 #endif
 
-GCONV_DEFINE_DW(float, gconv_vec_float, gconv_dw_f32, GCONV_DW_CB_F32, 0)
-GCONV_DEFINE_DW(double, gconv_vec_double, gconv_dw_f64, GCONV_DW_CB_F64, 0)
-GCONV_DEFINE_DW(float, gconv_vec_float, gconv_gw_f32, GCONV_DW_CB_F32, 1)
-GCONV_DEFINE_DW(double, gconv_vec_double, gconv_gw_f64, GCONV_DW_CB_F64, 1)
+GCONV_DEFINE_DW(float, gconv_vec_float, gconv_dw_f32, GCONV_DW_CB_F32, GCONV_DW_VECTORS)
+GCONV_DEFINE_DW(double, gconv_vec_double, gconv_dw_f64, GCONV_DW_CB_F64, GCONV_DW_VECTORS)
+GCONV_DEFINE_DW(float, gconv_vec_float, gconv_gw_f32, GCONV_DW_CB_F32, GCONV_DW_BROADCAST)
+GCONV_DEFINE_DW(double, gconv_vec_double, gconv_gw_f64, GCONV_DW_CB_F64, GCONV_DW_BROADCAST)
 
-/* Grouped tiles of half a vector with AVX-512: groups of 8 float32 (4 float64) outputs, RegNet's, fill a
- * 256-bit register where a 512-bit one would leave half of its lanes computing zeros (gconv._select's
- * DWCONV_GROUPED_MAX_ROW_HALF has the measurements). Below AVX-512 a whole vector is that narrow already:
- * these are never called there (GCONV_DW_HALF_GROUPED 0). */
-#define GCONV_DW_HALF_CB_F32 (GCONV_DW_CB_F32 / 2)
-#define GCONV_DW_HALF_CB_F64 (GCONV_DW_CB_F64 / 2)
-#if GCONV_VECTOR_BYTES == 64
-#define GCONV_DW_HALF_GROUPED 1
-GCONV_DEFINE_DW(float, gconv_half_float, gconv_gw_half_f32, GCONV_DW_HALF_CB_F32, 1)
-GCONV_DEFINE_DW(double, gconv_half_double, gconv_gw_half_f64, GCONV_DW_HALF_CB_F64, 1)
-#else
-#define GCONV_DW_HALF_GROUPED 0
-#define GCONV_DEFINE_DW_HALF_STUB(T, NAME)                                                           \
-    static void NAME(GCONV_DW_PARAMS(T))                                                             \
-    {                                                                                                \
-        (void)n_taps, (void)x, (void)tap_offset, (void)col_step, (void)n_tiles, (void)w, (void)bias, \
-            (void)out;                                                                               \
-    }
-GCONV_DEFINE_DW_HALF_STUB(float, gconv_gw_half_f32)
-GCONV_DEFINE_DW_HALF_STUB(double, gconv_gw_half_f64)
-#endif
+/* Twin tiles: two groups of at most half a vector of output channels each share a vector, group 2u's output j
+ * in lane 2j and group 2u + 1's in lane 2j + 1 (dwconv/interleave.h moves lanes to and from that order). Their
+ * slab holds each pixel's input channels interleaved alike, [ic][group], so one 64-bit broadcast puts input ic
+ * of both groups in every lane pair: RegNet's groups of 8 float32 outputs fill a 512-bit register where one
+ * group alone would fill half of one. The loads, registers and order of each output's taps are those of the
+ * grouped tile: the same sums, bit for bit. Called with AVX-512 only (GCONV_GW_TWIN_TILES; below it a group
+ * of half a vector is 4 float32 outputs, and two such groups stay direct).
+ * x: slab at the row's first output column; output column q reads the pair x[tap_offset[t] + q * col_step]
+ *    and the value after it through tap t. w, bias, out: as the other tiles', lanes in twin order. */
+#define GCONV_GW_TWIN_TILES (GCONV_VECTOR_BYTES == 64)
+GCONV_DEFINE_DW(float, gconv_vec_float, gconv_gw_twin_f32, GCONV_DW_CB_F32, GCONV_DW_PAIRS)
+GCONV_DEFINE_DW(double, gconv_vec_double, gconv_gw_twin_f64, GCONV_DW_CB_F64, GCONV_DW_PAIRS)
 
 /* Grouped pair tiles, with AVX-512 only: two vectors of a group's output channels (two packed blocks, w and
  * w + w_step) x OWT columns, so each broadcast input feeds two multiply-adds: ResNeXt's groups of 32 float32
